@@ -14,4 +14,5 @@
 //! - [`node`]: the actor (one tokio task owns the engine and the transports), the typed handle,
 //!   and the CZMQ-style string pipe.
 
+pub mod engine;
 pub mod wire;
