@@ -287,14 +287,14 @@ impl Engine {
     /// The transport could not queue a message for this client: it missed tuples, so it stops
     /// being forwarded to until it resyncs.
     pub fn handle_client_overflow(&mut self, now: Instant, client: &ClientId) {
-        if let Some(session) = self.sessions.get_mut(client) {
-            if session.state == SessionState::Connected {
-                warn!(
-                    ?client,
-                    "client is not reading; dropping its session until it resyncs"
-                );
-                session.state = SessionState::Expired { since: now };
-            }
+        if let Some(session) = self.sessions.get_mut(client)
+            && session.state == SessionState::Connected
+        {
+            warn!(
+                ?client,
+                "client is not reading; dropping its session until it resyncs"
+            );
+            session.state = SessionState::Expired { since: now };
         }
     }
 
