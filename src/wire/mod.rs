@@ -331,6 +331,9 @@ fn decode_publish(body: &[u8]) -> Result<Publish, DecodeError> {
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
