@@ -15,4 +15,8 @@
 //!   and the CZMQ-style string pipe.
 
 pub mod engine;
+pub mod node;
+pub mod transport;
 pub mod wire;
+
+pub use node::{Config, Error, Event, Events, Node, Pipe, Status};

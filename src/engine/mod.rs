@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, warn};
 
-use crate::wire::{DecodeError, Message, Publish};
+use crate::wire::{Message, Publish};
 pub use store::{Store, TupleError, validate};
 
 /// How long an expired session is remembered, in server timeouts. A client we expired that
@@ -180,6 +180,12 @@ impl Engine {
         self.schedule(now);
     }
 
+    /// Changes how often remotes PING; `None` is a third of the server timeout.
+    pub fn set_ping_interval(&mut self, now: Instant, interval: Option<Duration>) {
+        self.config.ping_interval = interval;
+        self.schedule(now);
+    }
+
     /// The tuples held.
     pub fn store(&self) -> &Store {
         &self.store
@@ -273,7 +279,7 @@ impl Engine {
     }
 
     /// A client sent bytes that are not a ZGP message: that session ends, nothing else changes.
-    pub fn handle_client_malformed(&mut self, client: ClientId, error: &DecodeError) {
+    pub fn handle_client_malformed(&mut self, client: ClientId, error: &dyn std::fmt::Display) {
         self.stats.malformed += 1;
         warn!(?client, %error, "malformed message from a client; ending its session");
         self.refuse(client, "malformed message");
@@ -338,7 +344,7 @@ impl Engine {
     }
 
     /// A server sent bytes that are not a ZGP message. Counted; the connection stays.
-    pub fn handle_remote_malformed(&mut self, id: RemoteId, error: &DecodeError) {
+    pub fn handle_remote_malformed(&mut self, id: RemoteId, error: &dyn std::fmt::Display) {
         self.stats.malformed += 1;
         warn!(endpoint = self.remote_endpoint(id), %error, "malformed message from a server; ignored");
     }

@@ -1,6 +1,7 @@
 //! Engine tests with explicit time: every input carries `now`, so these are exact.
 
 use super::*;
+use crate::wire::DecodeError;
 
 fn t0() -> Instant {
     Instant::now()

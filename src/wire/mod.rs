@@ -134,7 +134,7 @@ pub enum DecodeError {
         message: &'static str,
         /// The field that did not fit.
         field: &'static str,
-        /// Where the field started.
+        /// Where the read that fell short began.
         offset: usize,
     },
     /// A string field is not UTF-8.

@@ -1,0 +1,422 @@
+//! The actor: one tokio task that owns the engine and the transports. It turns commands from
+//! handles and frames from transports into engine inputs, carries out the engine's outputs, and
+//! sleeps until the engine's next deadline. Nothing else touches the engine.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{Command, Config, ConfigError, Error, Event, Status, parse_duration};
+use crate::engine::{ClientId, Engine, Output, RemoteId};
+use crate::transport::inproc::{Inproc, Sent};
+use crate::transport::zmq::{Answer, ZmqIo};
+use crate::transport::{Endpoint, Incoming};
+use crate::wire::Message;
+
+/// Transport events handled in one go before the engine's outputs are sent.
+const INCOMING_BATCH: usize = 256;
+
+/// Which transport carries a remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Zmq,
+    Inproc,
+}
+
+pub(super) struct Actor {
+    config: Config,
+    engine: Engine,
+    commands: mpsc::Receiver<Command>,
+    inproc: Inproc,
+    zmq: Option<ZmqIo>,
+    /// Frames the I/O thread delivered while the actor waited on it for a bind or connect.
+    zmq_backlog: VecDeque<Incoming>,
+    routes: Vec<Route>,
+    events: Option<broadcast::Sender<Event>>,
+    port: i32,
+    verbose: bool,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Actor {
+    pub(super) fn new(config: Config, commands: mpsc::Receiver<Command>) -> Self {
+        Self {
+            engine: Engine::new(config.engine()),
+            inproc: Inproc::new(config.limits()),
+            config,
+            commands,
+            zmq: None,
+            zmq_backlog: VecDeque::new(),
+            routes: Vec::new(),
+            events: None,
+            port: 0,
+            verbose: false,
+        }
+    }
+
+    pub(super) async fn run(self) {
+        let span = info_span!("node", name = self.config.name.as_deref().unwrap_or(""));
+        self.serve().instrument(span).await;
+    }
+
+    async fn serve(mut self) {
+        let terminate = loop {
+            self.flush();
+            let deadline = self.engine.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => match command {
+                    Some(Command::Terminate { reply }) => break Some(reply),
+                    Some(command) => self.on_command(command).await,
+                    None => break None,
+                },
+                event = self.inproc.recv() => {
+                    let incoming = self.inproc.handle(event);
+                    self.on_incoming(incoming);
+                    for _ in 0..INCOMING_BATCH {
+                        let Some(event) = self.inproc.try_recv() else { break };
+                        let incoming = self.inproc.handle(event);
+                        self.on_incoming(incoming);
+                    }
+                }
+                incoming = next_zmq(&mut self.zmq, &mut self.zmq_backlog) => {
+                    self.on_incoming(Some(incoming));
+                    for _ in 0..INCOMING_BATCH {
+                        let Some(incoming) = self.zmq_backlog.pop_front().or_else(|| self.zmq.as_mut()?.try_recv()) else { break };
+                        self.on_incoming(Some(incoming));
+                    }
+                }
+                () = sleep_until(deadline) => self.engine.handle_timeout(now()),
+            }
+        };
+        self.stop(terminate).await;
+    }
+
+    async fn stop(self, terminate: Option<oneshot::Sender<()>>) {
+        debug!("stopping");
+        let Actor { inproc, zmq, .. } = self;
+        // Dropping the inproc transport unbinds our names and tells our peers.
+        drop(inproc);
+        if let Some(thread) = zmq.and_then(ZmqIo::shutdown) {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        if let Some(reply) = terminate {
+            let _ = reply.send(());
+        }
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Bind { endpoint, reply } => {
+                let result = self.bind(&endpoint).await;
+                let _ = reply.send(result);
+            }
+            Command::Connect { endpoint, reply } => {
+                let result = self.connect(&endpoint).await;
+                let _ = reply.send(result);
+            }
+            Command::Publish { key, value, reply } => {
+                let result = self.engine.publish(&key, &value).map_err(Error::from);
+                let _ = reply.send(result);
+            }
+            Command::Status { reply } => {
+                let (remotes, remotes_connected) = self.engine.remotes();
+                let _ = reply.send(Status {
+                    tuples: self.engine.store().len(),
+                    sessions: self.engine.connected_sessions(),
+                    remotes,
+                    remotes_connected,
+                    stats: self.engine.stats().clone(),
+                });
+            }
+            Command::Port { reply } => {
+                let _ = reply.send(self.port);
+            }
+            Command::Get { key, reply } => {
+                let _ = reply.send(self.engine.store().get(&key).map(|v| v.to_string()));
+            }
+            Command::Tuples { reply } => {
+                let tuples = self.engine.store().iter().map(|(k, v)| (k.to_string(), v.to_string()));
+                let _ = reply.send(tuples.collect());
+            }
+            Command::Set { path, value, reply } => {
+                let _ = reply.send(self.set(&path, &value));
+            }
+            Command::Verbose(on) => self.verbose = on,
+            Command::Subscribe { reply } => {
+                let capacity = self.config.event_capacity;
+                let sender = self.events.get_or_insert_with(|| broadcast::channel(capacity).0);
+                let _ = reply.send(sender.subscribe());
+            }
+            Command::Terminate { reply } => {
+                // Handled by the loop; kept here so the match is complete.
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    async fn bind(&mut self, endpoint: &str) -> Result<String, Error> {
+        let result = match Endpoint::parse(endpoint)? {
+            Endpoint::Inproc(name) => self.inproc.bind(&name).map(|()| endpoint.to_owned()),
+            Endpoint::Zmq(endpoint) => {
+                let answer = self.zmq()?.bind(&endpoint)?;
+                wait_on_io(answer, &mut self.zmq_backlog, &mut self.zmq).await
+            }
+        };
+        match &result {
+            Ok(bound) => {
+                self.port = port_of(bound);
+                info!(endpoint = %bound, "bound");
+            }
+            Err(error) => {
+                self.port = -1;
+                warn!(%error, "bind failed");
+            }
+        }
+        Ok(result?)
+    }
+
+    async fn connect(&mut self, endpoint: &str) -> Result<(), Error> {
+        let parsed = Endpoint::parse(endpoint)?;
+        let id = RemoteId(self.routes.len() as u32);
+        match parsed {
+            Endpoint::Inproc(name) => {
+                let remote = self.engine.add_remote(now(), endpoint);
+                self.routes.push(Route::Inproc);
+                if self.inproc.connect(remote, &name) {
+                    self.engine.handle_remote_connected(now(), remote);
+                }
+            }
+            Endpoint::Zmq(endpoint) => {
+                let answer = self.zmq()?.connect(id, &endpoint)?;
+                wait_on_io(answer, &mut self.zmq_backlog, &mut self.zmq).await?;
+                self.engine.add_remote(now(), &endpoint);
+                self.routes.push(Route::Zmq);
+            }
+        }
+        info!(endpoint, "connecting");
+        Ok(())
+    }
+
+    fn set(&mut self, path: &str, value: &str) -> Result<(), Error> {
+        let bad = |why: String| {
+            Error::Config(ConfigError {
+                field: path.to_owned(),
+                why,
+            })
+        };
+        match path {
+            "server/timeout" => {
+                let timeout = parse_duration(value).map_err(bad)?;
+                let candidate = Config {
+                    server_timeout: timeout,
+                    ..self.config.clone()
+                };
+                candidate.validate()?;
+                self.config = candidate;
+                self.engine.set_server_timeout(now(), timeout);
+            }
+            "remote/ping-interval" => {
+                let interval = parse_duration(value).map_err(bad)?;
+                let candidate = Config {
+                    ping_interval: Some(interval),
+                    ..self.config.clone()
+                };
+                candidate.validate()?;
+                self.config = candidate;
+                self.engine.set_ping_interval(now(), Some(interval));
+            }
+            "server/animate" | "server/verbose" => {
+                self.verbose = match value {
+                    "1" | "true" | "on" => true,
+                    "0" | "false" | "off" => false,
+                    _ => return Err(bad(format!("{value:?} is not 0 or 1"))),
+                };
+            }
+            _ => return Err(bad("unknown SET path".into())),
+        }
+        Ok(())
+    }
+
+    /// The I/O thread, started the first time a tcp or ipc endpoint is used.
+    fn zmq(&mut self) -> Result<&ZmqIo, Error> {
+        if self.zmq.is_none() {
+            let name = self.config.name.clone().unwrap_or_default();
+            self.zmq = Some(ZmqIo::start(self.config.limits(), &name)?);
+        }
+        self.zmq.as_ref().ok_or(Error::Stopped)
+    }
+
+    fn on_incoming(&mut self, incoming: Option<Incoming>) {
+        let Some(incoming) = incoming else {
+            return;
+        };
+        let now = now();
+        match incoming {
+            Incoming::ClientFrame { client, frame } => match frame.map(|f| Message::decode(&f)) {
+                Ok(Ok(message)) => {
+                    self.trace_in(&client, &message);
+                    self.engine.handle_client_message(now, client, message);
+                }
+                Ok(Err(error)) => self.engine.handle_client_malformed(client, &error),
+                Err(error) => self.engine.handle_client_malformed(client, &error),
+            },
+            Incoming::ClientGone(client) => self.engine.handle_client_gone(&client),
+            Incoming::ClientOverflow(client) => self.engine.handle_client_overflow(now, &client),
+            Incoming::RemoteConnected(remote) => self.engine.handle_remote_connected(now, remote),
+            Incoming::RemoteDisconnected(remote) => self.engine.handle_remote_disconnected(remote),
+            Incoming::RemoteFrame { remote, frame } => match frame.map(|f| Message::decode(&f)) {
+                Ok(Ok(message)) => {
+                    self.trace_in(&remote, &message);
+                    self.engine.handle_remote_message(now, remote, message);
+                }
+                Ok(Err(error)) => self.engine.handle_remote_malformed(remote, &error),
+                Err(error) => self.engine.handle_remote_malformed(remote, &error),
+            },
+        }
+    }
+
+    fn trace_in(&self, from: &dyn std::fmt::Debug, message: &Message) {
+        if self.verbose {
+            info!(?from, ?message, "recv");
+        }
+    }
+
+    /// Carries out everything the engine asked for.
+    fn flush(&mut self) {
+        while let Some(output) = self.engine.poll_output() {
+            match output {
+                Output::ToClient(client, message) => self.send_to_client(client, &message),
+                Output::ToRemote(remote, message) => self.send_to_remote(remote, &message),
+                Output::Redial(remote) => self.redial(remote),
+                Output::Event(event) => self.tell(event),
+            }
+        }
+    }
+
+    fn send_to_client(&mut self, client: ClientId, message: &Message) {
+        if self.verbose {
+            info!(to = ?client, ?message, "send");
+        }
+        let frame = match message.to_bytes() {
+            Ok(frame) => frame,
+            Err(error) => return warn!(%error, "cannot encode a message"),
+        };
+        match &client {
+            ClientId::Inproc(n) => match self.inproc.send_to_client(*n, frame) {
+                Sent::Queued => {}
+                Sent::NotConnected => self.engine.handle_client_gone(&client),
+                Sent::Overflow => self.engine.handle_client_overflow(now(), &client),
+            },
+            ClientId::Zmq(routing_id) => {
+                if let Some(zmq) = &self.zmq {
+                    zmq.send_to_client(routing_id.clone(), frame);
+                }
+            }
+        }
+    }
+
+    fn send_to_remote(&mut self, remote: RemoteId, message: &Message) {
+        if self.verbose {
+            info!(to = self.engine.remote_endpoint(remote), ?message, "send");
+        }
+        let frame = match message.to_bytes() {
+            Ok(frame) => frame,
+            Err(error) => return warn!(%error, "cannot encode a message"),
+        };
+        match self.routes.get(remote.0 as usize) {
+            Some(Route::Inproc) => match self.inproc.send_to_server(remote, frame) {
+                Sent::Queued | Sent::NotConnected => {}
+                Sent::Overflow => {
+                    warn!(endpoint = self.engine.remote_endpoint(remote), "server is not reading; reconnecting");
+                    self.engine.handle_remote_disconnected(remote);
+                    self.redial(remote);
+                }
+            },
+            Some(Route::Zmq) => {
+                if let Some(zmq) = &self.zmq {
+                    zmq.send_to_server(remote, frame);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn redial(&mut self, remote: RemoteId) {
+        match self.routes.get(remote.0 as usize) {
+            Some(Route::Inproc) => {
+                if self.inproc.redial(remote) {
+                    self.engine.handle_remote_connected(now(), remote);
+                }
+            }
+            Some(Route::Zmq) => {
+                if let Some(zmq) = &self.zmq {
+                    zmq.redial(remote);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn tell(&mut self, event: Event) {
+        if let Some(sender) = &self.events {
+            if sender.receiver_count() == 0 {
+                // Nobody listens any more; stop paying for the channel.
+                self.events = None;
+            } else {
+                let _ = sender.send(event);
+            }
+        }
+    }
+}
+
+/// The next frame or event from the I/O thread, the backlog first; pends without one.
+async fn next_zmq(zmq: &mut Option<ZmqIo>, backlog: &mut VecDeque<Incoming>) -> Incoming {
+    if let Some(incoming) = backlog.pop_front() {
+        return incoming;
+    }
+    match zmq {
+        Some(zmq) => zmq.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the I/O thread to answer while keeping what it delivers meanwhile, so neither
+/// side ever waits on the other.
+async fn wait_on_io<T>(
+    answer: Answer<T>,
+    backlog: &mut VecDeque<Incoming>,
+    zmq: &mut Option<ZmqIo>,
+) -> Result<T, crate::transport::Error> {
+    let Some(zmq) = zmq else {
+        return Err(crate::transport::Error::Stopped);
+    };
+    tokio::pin!(answer);
+    loop {
+        tokio::select! {
+            result = &mut answer => return result.map_err(|_| crate::transport::Error::Stopped)?,
+            incoming = zmq.recv() => backlog.push_back(incoming),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The port in a bound endpoint: the number after the last colon of a tcp endpoint, else 0.
+fn port_of(endpoint: &str) -> i32 {
+    endpoint
+        .strip_prefix("tcp://")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .map_or(0, i32::from)
+}

@@ -1,0 +1,224 @@
+//! The node an application runs: [`Node::spawn`] starts an actor (one tokio task owning the
+//! engine and the transports) and returns a handle with typed async methods; [`Pipe`] speaks
+//! the CZMQ-style string commands over the same handle.
+
+mod actor;
+mod config;
+mod pipe;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use crate::engine::{Event, Stats};
+use crate::engine::TupleError;
+pub use config::{Config, ConfigError, parse_duration};
+pub use pipe::{Pipe, PipeReader, PipeWriter};
+
+/// Commands queued from handles to the actor before senders wait.
+const COMMAND_CAPACITY: usize = 64;
+
+/// What can go wrong when asking a node to do something.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Binding, connecting or an endpoint failed.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::Error),
+    /// The tuple was refused.
+    #[error(transparent)]
+    Tuple(#[from] TupleError),
+    /// A setting was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+    /// `Node::spawn` was called outside a tokio runtime.
+    #[error("Node::spawn needs a tokio runtime")]
+    NoRuntime,
+}
+
+/// What a node holds and has seen, as `STATUS` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Tuples held.
+    pub tuples: usize,
+    /// Client sessions that said HELLO and have not expired.
+    pub sessions: usize,
+    /// Remotes (one per CONNECT).
+    pub remotes: usize,
+    /// Remotes currently connected.
+    pub remotes_connected: usize,
+    /// Counters of refused and malformed input, expiries and redials.
+    pub stats: Stats,
+}
+
+#[derive(Debug)]
+pub(crate) enum Command {
+    Bind {
+        endpoint: String,
+        reply: oneshot::Sender<Result<String, Error>>,
+    },
+    Connect {
+        endpoint: String,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Publish {
+        key: String,
+        value: String,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+    Port {
+        reply: oneshot::Sender<i32>,
+    },
+    Get {
+        key: String,
+        reply: oneshot::Sender<Option<String>>,
+    },
+    Tuples {
+        reply: oneshot::Sender<Vec<(String, String)>>,
+    },
+    Set {
+        path: String,
+        value: String,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Verbose(bool),
+    Subscribe {
+        reply: oneshot::Sender<broadcast::Receiver<Event>>,
+    },
+    Terminate {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A handle on a running node. Clones share the node; it stops when the last handle is
+/// dropped or [`Node::shutdown`] is called.
+#[derive(Debug, Clone)]
+pub struct Node {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Node {
+    /// Starts a node on the current tokio runtime.
+    pub fn spawn(config: Config) -> Result<Node, Error> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
+        let actor = actor::Actor::new(config, receiver);
+        runtime.spawn(actor.run());
+        Ok(Node { commands })
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(make(reply)).await.map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Binds a listener; returns the endpoint as bound (with the real port for `tcp://host:*`).
+    pub async fn bind(&self, endpoint: &str) -> Result<String, Error> {
+        let endpoint = endpoint.to_owned();
+        self.ask(|reply| Command::Bind { endpoint, reply }).await?
+    }
+
+    /// Dials a peer's listener; the node says HELLO and republishes on every (re)connect.
+    pub async fn connect(&self, endpoint: &str) -> Result<(), Error> {
+        let endpoint = endpoint.to_owned();
+        self.ask(|reply| Command::Connect { endpoint, reply }).await?
+    }
+
+    /// Publishes a tuple to every node this one can reach.
+    pub async fn publish(&self, key: &str, value: &str) -> Result<(), Error> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.ask(|reply| Command::Publish { key, value, reply }).await?
+    }
+
+    /// What the node holds and has seen.
+    pub async fn status(&self) -> Result<Status, Error> {
+        self.ask(|reply| Command::Status { reply }).await
+    }
+
+    /// The port of the last bind (0 for ipc and inproc; -1 if it failed), as CZMQ's PORT.
+    pub async fn port(&self) -> Result<i32, Error> {
+        self.ask(|reply| Command::Port { reply }).await
+    }
+
+    /// The value held for `key`.
+    pub async fn get(&self, key: &str) -> Result<Option<String>, Error> {
+        let key = key.to_owned();
+        self.ask(|reply| Command::Get { key, reply }).await
+    }
+
+    /// Every tuple held, by key.
+    pub async fn tuples(&self) -> Result<Vec<(String, String)>, Error> {
+        self.ask(|reply| Command::Tuples { reply }).await
+    }
+
+    /// Changes a setting by its CZMQ-style path (`server/timeout`, `remote/ping-interval`,
+    /// `server/animate`).
+    pub async fn set(&self, path: &str, value: &str) -> Result<(), Error> {
+        let (path, value) = (path.to_owned(), value.to_owned());
+        self.ask(|reply| Command::Set { path, value, reply }).await?
+    }
+
+    /// Logs every message in and out at info level (or stops doing so).
+    pub async fn verbose(&self, on: bool) -> Result<(), Error> {
+        self.commands.send(Command::Verbose(on)).await.map_err(|_| Error::Stopped)
+    }
+
+    /// A stream of everything the node tells the application from now on.
+    pub async fn events(&self) -> Result<Events, Error> {
+        let receiver = self.ask(|reply| Command::Subscribe { reply }).await?;
+        Ok(Events { receiver })
+    }
+
+    /// A CZMQ-style string pipe on this node.
+    pub async fn pipe(&self) -> Result<Pipe, Error> {
+        Pipe::open(self.clone()).await
+    }
+
+    /// Stops the node and waits until its sockets are closed and its peers told.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.ask(|reply| Command::Terminate { reply }).await
+    }
+}
+
+/// Why [`Events::recv`] returned no event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventsError {
+    /// The subscriber fell behind and this many events were dropped for it.
+    #[error("missed {0} events")]
+    Lagged(u64),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Closed,
+}
+
+/// Events from a node, in order. A subscriber that falls more than `event_capacity` behind
+/// misses the oldest ones and is told how many.
+#[derive(Debug)]
+pub struct Events {
+    receiver: broadcast::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event.
+    pub async fn recv(&mut self) -> Result<Event, EventsError> {
+        self.receiver.recv().await.map_err(|e| match e {
+            broadcast::error::RecvError::Lagged(n) => EventsError::Lagged(n),
+            broadcast::error::RecvError::Closed => EventsError::Closed,
+        })
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Result<Event, EventsError>> {
+        match self.receiver.try_recv() {
+            Ok(event) => Some(Ok(event)),
+            Err(broadcast::error::TryRecvError::Empty) => None,
+            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(EventsError::Lagged(n))),
+            Err(broadcast::error::TryRecvError::Closed) => Some(Err(EventsError::Closed)),
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The CZMQ-style string pipe: text commands in, reply and event lines out, as a CZMQ
+//! application talks to its zgossip actor. One line is one command, words separated by
+//! whitespace; each reply or event is one line whose first word names it. A bad command gets an
+//! `ERROR <why>` line and changes nothing.
+
+use tokio::sync::mpsc;
+
+use super::{Error, Event, Events, EventsError, Node};
+
+/// Lines queued each way before the other side waits.
+const LINE_CAPACITY: usize = 1024;
+
+/// A pipe on a node: write command lines, read reply and event lines.
+#[derive(Debug)]
+pub struct Pipe {
+    writer: PipeWriter,
+    reader: PipeReader,
+}
+
+/// The command half of a [`Pipe`].
+#[derive(Debug, Clone)]
+pub struct PipeWriter {
+    lines: mpsc::Sender<String>,
+}
+
+/// The reply-and-event half of a [`Pipe`].
+#[derive(Debug)]
+pub struct PipeReader {
+    lines: mpsc::Receiver<String>,
+}
+
+impl Pipe {
+    pub(super) async fn open(node: Node) -> Result<Pipe, Error> {
+        let events = node.events().await?;
+        let (commands, command_rx) = mpsc::channel(LINE_CAPACITY);
+        let (output, lines) = mpsc::channel(LINE_CAPACITY);
+        let worker = Worker {
+            node,
+            events,
+            output,
+        };
+        tokio::spawn(worker.run(command_rx));
+        Ok(Pipe {
+            writer: PipeWriter { lines: commands },
+            reader: PipeReader { lines },
+        })
+    }
+
+    /// Sends one command line.
+    pub async fn send(&self, line: &str) -> Result<(), Error> {
+        self.writer.send(line).await
+    }
+
+    /// The next reply or event line; `None` once the node has stopped.
+    pub async fn recv(&mut self) -> Option<String> {
+        self.reader.recv().await
+    }
+
+    /// The two halves, to write and read from different places.
+    pub fn split(self) -> (PipeWriter, PipeReader) {
+        (self.writer, self.reader)
+    }
+}
+
+impl PipeWriter {
+    /// Sends one command line.
+    pub async fn send(&self, line: &str) -> Result<(), Error> {
+        self.lines.send(line.to_owned()).await.map_err(|_| Error::Stopped)
+    }
+}
+
+impl PipeReader {
+    /// The next reply or event line; `None` once the node has stopped.
+    pub async fn recv(&mut self) -> Option<String> {
+        self.lines.recv().await
+    }
+}
+
+/// The task behind a pipe: runs commands and turns events into lines.
+struct Worker {
+    node: Node,
+    events: Events,
+    output: mpsc::Sender<String>,
+}
+
+/// Whether the pipe goes on.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Worker {
+    async fn run(mut self, mut commands: mpsc::Receiver<String>) {
+        let mut writer_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                line = commands.recv(), if writer_open => match line {
+                    Some(line) => {
+                        if let Flow::Stop = self.execute(&line).await {
+                            return;
+                        }
+                    }
+                    // Nobody writes any more; keep reporting events.
+                    None => writer_open = false,
+                },
+                event = self.events.recv() => {
+                    let line = match event {
+                        Ok(event) => format_event(&event),
+                        Err(EventsError::Lagged(missed)) => format!("LAGGED {missed}"),
+                        Err(EventsError::Closed) => return,
+                    };
+                    if self.output.send(line).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one command line and writes its reply, after any events that came before it.
+    async fn execute(&mut self, line: &str) -> Flow {
+        let reply = match run(&self.node, line).await {
+            Ok(Reply::Line(reply)) => Some(reply),
+            Ok(Reply::None) => None,
+            Ok(Reply::Stopped) => return Flow::Stop,
+            Err(error) => Some(format!("ERROR {error}")),
+        };
+        while let Some(event) = self.events.try_recv() {
+            let line = match event {
+                Ok(event) => format_event(&event),
+                Err(EventsError::Lagged(missed)) => format!("LAGGED {missed}"),
+                Err(EventsError::Closed) => break,
+            };
+            if self.output.send(line).await.is_err() {
+                return Flow::Stop;
+            }
+        }
+        if let Some(reply) = reply
+            && self.output.send(reply).await.is_err()
+        {
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+}
+
+/// An event as one pipe line.
+pub fn format_event(event: &Event) -> String {
+    match event {
+        Event::Deliver { key, value } => format!("DELIVER {key} {value}"),
+    }
+}
+
+enum Reply {
+    Line(String),
+    None,
+    Stopped,
+}
+
+/// Why a command line was refused.
+#[derive(Debug, thiserror::Error)]
+enum CommandError {
+    #[error("{0}")]
+    Node(#[from] Error),
+    #[error("unknown command {0}")]
+    Unknown(String),
+    #[error("usage: {0}")]
+    Usage(&'static str),
+}
+
+/// Splits off the first word and the rest of the line.
+fn first_word(text: &str) -> (&str, &str) {
+    let text = text.trim_start();
+    match text.split_once(char::is_whitespace) {
+        Some((word, rest)) => (word, rest.trim_start()),
+        None => (text, ""),
+    }
+}
+
+async fn run(node: &Node, line: &str) -> Result<Reply, CommandError> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (verb, rest) = first_word(line);
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let done = |_| Reply::None;
+    match (verb, words.as_slice()) {
+        ("", _) => Ok(Reply::None),
+        ("BIND", [endpoint]) => node.bind(endpoint).await.map(|_| Reply::None).map_err(Into::into),
+        ("BIND", _) => Err(CommandError::Usage("BIND endpoint")),
+        ("PORT", []) => Ok(Reply::Line(format!("PORT {}", node.port().await?))),
+        ("CONNECT", [endpoint]) => node.connect(endpoint).await.map(done).map_err(Into::into),
+        ("CONNECT", _) => Err(CommandError::Usage("CONNECT endpoint")),
+        ("PUBLISH" | "ANNOUNCE", [_, _, ..]) => {
+            // The value is the rest of the line, so it may hold spaces.
+            let (key, value) = first_word(rest);
+            node.publish(key, value.trim_end()).await.map(done).map_err(Into::into)
+        }
+        ("PUBLISH", _) => Err(CommandError::Usage("PUBLISH key value")),
+        ("ANNOUNCE", _) => Err(CommandError::Usage("ANNOUNCE endpoint service")),
+        ("STATUS", []) => Ok(Reply::Line(format!("STATUS {}", node.status().await?.tuples))),
+        ("SET", [path, value]) => node.set(path, value).await.map(done).map_err(Into::into),
+        ("SET", _) => Err(CommandError::Usage("SET path value")),
+        ("VERBOSE", []) => node.verbose(true).await.map(done).map_err(Into::into),
+        ("$TERM", []) => {
+            node.shutdown().await?;
+            Ok(Reply::Stopped)
+        }
+        (verb, _) if is_known(verb) => Err(CommandError::Usage(usage(verb))),
+        (verb, _) => Err(CommandError::Unknown(verb.to_owned())),
+    }
+}
+
+fn is_known(verb: &str) -> bool {
+    matches!(verb, "PORT" | "STATUS" | "VERBOSE" | "$TERM")
+}
+
+fn usage(verb: &str) -> &'static str {
+    match verb {
+        "PORT" => "PORT",
+        "STATUS" => "STATUS",
+        "VERBOSE" => "VERBOSE",
+        _ => "$TERM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_word_keeps_the_rest_of_the_line() {
+        assert_eq!(first_word("k  orders service"), ("k", "orders service"));
+        assert_eq!(first_word("STATUS"), ("STATUS", ""));
+    }
+}

@@ -1,0 +1,371 @@
+//! `inproc://`: this project's own in-process transport. Nodes in one process find each other
+//! through a process-wide registry of bound names; bind and connect may come in either order (a
+//! connect to an unbound name waits for it). Each node has one unbounded inbox; what is queued
+//! on every link is counted in bytes, and a peer that lets more than `max_queued_bytes` pile up
+//! is treated as not reading, so memory stays bounded without ever blocking a sender (two nodes
+//! blocked sending to each other would deadlock).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::{Error, FrameError, Incoming, Limits};
+use crate::engine::{ClientId, RemoteId};
+
+/// A node's inbox, as other nodes hold it.
+type Inbox = mpsc::UnboundedSender<Event>;
+
+/// Bytes in flight on one connection, each way; both ends hold it.
+#[derive(Debug, Default)]
+struct Link {
+    to_server: AtomicUsize,
+    to_client: AtomicUsize,
+}
+
+/// The server's end of a connection: how to reach the client.
+#[derive(Debug)]
+struct ClientPeer {
+    inbox: Inbox,
+    remote: RemoteId,
+    dial: u64,
+    link: Arc<Link>,
+}
+
+/// The client's end of a connection: how to reach the server.
+#[derive(Debug)]
+struct ServerPeer {
+    inbox: Inbox,
+    client: u64,
+    link: Arc<Link>,
+}
+
+/// What nodes put in each other's inboxes.
+#[derive(Debug)]
+pub struct Event(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    Accepted { client: u64, peer: ClientPeer },
+    FromClient { client: u64, frame: Bytes },
+    ClientGone { client: u64 },
+    Connected { remote: RemoteId, dial: u64, server: ServerPeer },
+    FromServer { remote: RemoteId, dial: u64, frame: Bytes },
+    Disconnected { remote: RemoteId, dial: u64 },
+    /// To ourselves: a redial after a disconnect found the server back at once.
+    Reconnected { remote: RemoteId },
+}
+
+struct Waiter {
+    inbox: Inbox,
+    remote: RemoteId,
+    dial: u64,
+}
+
+#[derive(Default)]
+struct Registry {
+    listeners: HashMap<String, Inbox>,
+    waiters: HashMap<String, Vec<Waiter>>,
+}
+
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
+/// Connection numbers and dial tokens are process-wide so they never collide between nodes.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn registry() -> MutexGuard<'static, Registry> {
+    // The registry holds no invariant a panic elsewhere could break halfway.
+    REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One outbound connection's state.
+#[derive(Debug)]
+struct Dial {
+    name: String,
+    dial: u64,
+    server: Option<ServerPeer>,
+}
+
+/// A node's in-process transport.
+#[derive(Debug)]
+pub struct Inproc {
+    inbox: Inbox,
+    receiver: mpsc::UnboundedReceiver<Event>,
+    bound: Vec<String>,
+    clients: HashMap<u64, ClientPeer>,
+    remotes: HashMap<RemoteId, Dial>,
+    limits: Limits,
+}
+
+/// How a send went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Queued for the peer.
+    Queued,
+    /// The peer is not connected; nothing was sent.
+    NotConnected,
+    /// The peer let too much pile up; nothing was sent and the connection should be dropped.
+    Overflow,
+}
+
+impl Inproc {
+    /// A transport with no bindings and no connections.
+    pub fn new(limits: Limits) -> Self {
+        let (inbox, receiver) = mpsc::unbounded_channel();
+        Self {
+            inbox,
+            receiver,
+            bound: Vec::new(),
+            clients: HashMap::new(),
+            remotes: HashMap::new(),
+            limits,
+        }
+    }
+
+    /// Binds `inproc://name`; clients already waiting for it connect now.
+    pub fn bind(&mut self, name: &str) -> Result<(), Error> {
+        let mut registry = registry();
+        if registry.listeners.get(name).is_some_and(|inbox| !inbox.is_closed()) {
+            return Err(Error::Bind {
+                endpoint: format!("inproc://{name}"),
+                why: "address in use".into(),
+            });
+        }
+        registry.listeners.insert(name.to_owned(), self.inbox.clone());
+        for waiter in registry.waiters.remove(name).unwrap_or_default() {
+            let client = next_id();
+            let link = Arc::new(Link::default());
+            let server = ServerPeer {
+                inbox: self.inbox.clone(),
+                client,
+                link: Arc::clone(&link),
+            };
+            let connected = Kind::Connected {
+                remote: waiter.remote,
+                dial: waiter.dial,
+                server,
+            };
+            if waiter.inbox.send(Event(connected)).is_ok() {
+                let peer = ClientPeer {
+                    inbox: waiter.inbox,
+                    remote: waiter.remote,
+                    dial: waiter.dial,
+                    link,
+                };
+                self.clients.insert(client, peer);
+            }
+        }
+        self.bound.push(name.to_owned());
+        Ok(())
+    }
+
+    /// Dials `inproc://name` for `remote`. Returns whether it connected at once; otherwise it
+    /// connects when the name is bound and [`Incoming::RemoteConnected`] follows.
+    pub fn connect(&mut self, remote: RemoteId, name: &str) -> bool {
+        let mut dial = Dial {
+            name: name.to_owned(),
+            dial: next_id(),
+            server: None,
+        };
+        let connected = self.dial(remote, &mut dial);
+        self.remotes.insert(remote, dial);
+        connected
+    }
+
+    /// Drops a remote's connection and dials again. Returns whether it connected at once.
+    pub fn redial(&mut self, remote: RemoteId) -> bool {
+        let Some(mut dial) = self.remotes.remove(&remote) else {
+            return false;
+        };
+        if let Some(server) = dial.server.take() {
+            let _ = server.inbox.send(Event(Kind::ClientGone { client: server.client }));
+        }
+        dial.dial = next_id();
+        let connected = self.dial(remote, &mut dial);
+        self.remotes.insert(remote, dial);
+        connected
+    }
+
+    fn dial(&self, remote: RemoteId, dial: &mut Dial) -> bool {
+        let mut registry = registry();
+        let listener = registry.listeners.get(&dial.name).filter(|inbox| !inbox.is_closed());
+        if let Some(listener) = listener {
+            let client = next_id();
+            let link = Arc::new(Link::default());
+            let peer = ClientPeer {
+                inbox: self.inbox.clone(),
+                remote,
+                dial: dial.dial,
+                link: Arc::clone(&link),
+            };
+            if listener.send(Event(Kind::Accepted { client, peer })).is_ok() {
+                dial.server = Some(ServerPeer {
+                    inbox: listener.clone(),
+                    client,
+                    link,
+                });
+                return true;
+            }
+        }
+        let waiters = registry.waiters.entry(dial.name.clone()).or_default();
+        waiters.retain(|w| !w.inbox.is_closed());
+        waiters.push(Waiter {
+            inbox: self.inbox.clone(),
+            remote,
+            dial: dial.dial,
+        });
+        false
+    }
+
+    /// Sends a frame to a client of one of our bindings.
+    pub fn send_to_client(&mut self, client: u64, frame: Bytes) -> Sent {
+        let Some(peer) = self.clients.get(&client) else {
+            return Sent::NotConnected;
+        };
+        if peer.link.to_client.load(Ordering::Relaxed) > self.limits.max_queued_bytes {
+            return Sent::Overflow;
+        }
+        peer.link.to_client.fetch_add(frame.len(), Ordering::Relaxed);
+        let event = Kind::FromServer {
+            remote: peer.remote,
+            dial: peer.dial,
+            frame,
+        };
+        if peer.inbox.send(Event(event)).is_err() {
+            self.clients.remove(&client);
+            return Sent::NotConnected;
+        }
+        Sent::Queued
+    }
+
+    /// Sends a frame through one of our remotes.
+    pub fn send_to_server(&mut self, remote: RemoteId, frame: Bytes) -> Sent {
+        let Some(server) = self.remotes.get(&remote).and_then(|d| d.server.as_ref()) else {
+            return Sent::NotConnected;
+        };
+        if server.link.to_server.load(Ordering::Relaxed) > self.limits.max_queued_bytes {
+            return Sent::Overflow;
+        }
+        server.link.to_server.fetch_add(frame.len(), Ordering::Relaxed);
+        let event = Kind::FromClient {
+            client: server.client,
+            frame,
+        };
+        if server.inbox.send(Event(event)).is_err() {
+            return Sent::NotConnected;
+        }
+        Sent::Queued
+    }
+
+    /// Waits for the next event from another node.
+    pub async fn recv(&mut self) -> Event {
+        // We hold a sender ourselves, so the channel never closes.
+        match self.receiver.recv().await {
+            Some(event) => event,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// Books an event and says what it means for the engine, if anything.
+    pub fn handle(&mut self, Event(kind): Event) -> Option<Incoming> {
+        match kind {
+            Kind::Accepted { client, peer } => {
+                self.clients.insert(client, peer);
+                None
+            }
+            Kind::FromClient { client, frame } => {
+                let peer = self.clients.get(&client)?;
+                peer.link.to_server.fetch_sub(frame.len(), Ordering::Relaxed);
+                Some(Incoming::ClientFrame {
+                    client: ClientId::Inproc(client),
+                    frame: self.check(frame),
+                })
+            }
+            Kind::ClientGone { client } => {
+                self.clients.remove(&client)?;
+                Some(Incoming::ClientGone(ClientId::Inproc(client)))
+            }
+            Kind::Connected { remote, dial, server } => match self.remotes.get_mut(&remote) {
+                Some(current) if current.dial == dial && current.server.is_none() => {
+                    current.server = Some(server);
+                    Some(Incoming::RemoteConnected(remote))
+                }
+                _ => {
+                    // A dial we gave up on: close the connection it made.
+                    let _ = server.inbox.send(Event(Kind::ClientGone { client: server.client }));
+                    None
+                }
+            },
+            Kind::FromServer { remote, dial, frame } => {
+                let current = self.remotes.get(&remote).filter(|d| d.dial == dial)?;
+                if let Some(server) = &current.server {
+                    server.link.to_client.fetch_sub(frame.len(), Ordering::Relaxed);
+                }
+                Some(Incoming::RemoteFrame {
+                    remote,
+                    frame: self.check(frame),
+                })
+            }
+            Kind::Disconnected { remote, dial } => {
+                let current = self.remotes.get(&remote).filter(|d| d.dial == dial)?;
+                debug!(name = %current.name, "inproc server went away; waiting for it to return");
+                if self.redial(remote) {
+                    // It is back already: the engine sees a disconnect and a connect.
+                    let _ = self.inbox.send(Event(Kind::Reconnected { remote }));
+                }
+                Some(Incoming::RemoteDisconnected(remote))
+            }
+            Kind::Reconnected { remote } => Some(Incoming::RemoteConnected(remote)),
+        }
+    }
+
+    fn check(&self, frame: Bytes) -> Result<Bytes, FrameError> {
+        let max = self.limits.max_message_bytes;
+        if frame.len() > max {
+            return Err(FrameError::TooLarge { len: frame.len(), max });
+        }
+        Ok(frame)
+    }
+}
+
+impl Drop for Inproc {
+    /// Unbinds our names and tells every peer the connection is gone, as a closing socket would.
+    fn drop(&mut self) {
+        let mut registry = registry();
+        for name in &self.bound {
+            if registry.listeners.get(name).is_some_and(|inbox| inbox.same_channel(&self.inbox)) {
+                registry.listeners.remove(name);
+            }
+        }
+        for dial in self.remotes.values() {
+            if let Some(waiters) = registry.waiters.get_mut(&dial.name) {
+                waiters.retain(|w| !w.inbox.same_channel(&self.inbox));
+                if waiters.is_empty() {
+                    registry.waiters.remove(&dial.name);
+                }
+            }
+        }
+        drop(registry);
+        for peer in self.clients.values() {
+            let gone = Kind::Disconnected {
+                remote: peer.remote,
+                dial: peer.dial,
+            };
+            let _ = peer.inbox.send(Event(gone));
+        }
+        for server in self.remotes.values().filter_map(|d| d.server.as_ref()) {
+            let _ = server.inbox.send(Event(Kind::ClientGone { client: server.client }));
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! `tcp://` and `ipc://` over libzmq. libzmq's API blocks, so each node that uses these
+//! transports gets one I/O thread that owns its sockets: a ROUTER for every bind and a DEALER
+//! (with a monitor, to see each reconnect) per remote. The thread sleeps in `zmq::poll` and is
+//! woken through a socketpair when the actor queues a command, so nothing busy-polls. Frames go
+//! to the actor through a bounded channel; when the actor falls behind, the thread stops reading
+//! and libzmq's receive high-water marks push back on the peers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, mpsc as std_mpsc};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::{Error, FrameError, Incoming, Limits};
+use crate::engine::{ClientId, RemoteId};
+
+/// One libzmq context per process, as libzmq intends.
+static CONTEXT: LazyLock<zmq::Context> = LazyLock::new(zmq::Context::new);
+/// Names for monitor endpoints, unique in the process.
+static NEXT_MONITOR: AtomicU64 = AtomicU64::new(1);
+/// Frames handed to the actor in one go before the thread looks at its other sockets.
+const READ_BATCH: usize = 256;
+/// Room in the channel to the actor, in frames and connection events.
+const EVENT_CAPACITY: usize = 1024;
+
+enum Command {
+    Bind {
+        endpoint: String,
+        reply: oneshot::Sender<Result<String, Error>>,
+    },
+    Connect {
+        remote: RemoteId,
+        endpoint: String,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Redial(RemoteId),
+    ToClient(Bytes, Bytes),
+    ToServer(RemoteId, Bytes),
+}
+
+/// The I/O thread's answer to a bind or connect.
+pub type Answer<T> = oneshot::Receiver<Result<T, Error>>;
+
+/// The actor's handle on a node's libzmq I/O thread.
+#[derive(Debug)]
+pub struct ZmqIo {
+    commands: std_mpsc::Sender<Command>,
+    wake: UnixStream,
+    wake_pending: Arc<AtomicBool>,
+    events: mpsc::Receiver<Incoming>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ZmqIo {
+    /// Starts the I/O thread.
+    pub fn start(limits: Limits, name: &str) -> Result<Self, Error> {
+        let io_error = |e: std::io::Error| Error::Bind {
+            endpoint: String::new(),
+            why: format!("cannot start the zmq I/O thread: {e}"),
+        };
+        let (wake, wake_rx) = UnixStream::pair().map_err(io_error)?;
+        wake.set_nonblocking(true).map_err(io_error)?;
+        wake_rx.set_nonblocking(true).map_err(io_error)?;
+        let (commands, commands_rx) = std_mpsc::channel();
+        let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);
+        let wake_pending = Arc::new(AtomicBool::new(false));
+        let io = Io {
+            router: None,
+            remotes: BTreeMap::new(),
+            events: events_tx,
+            commands: commands_rx,
+            wake: wake_rx,
+            wake_pending: Arc::clone(&wake_pending),
+            limits,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("zgossip-io {name}"))
+            .spawn(move || io.run())
+            .map_err(io_error)?;
+        Ok(Self {
+            commands,
+            wake,
+            wake_pending,
+            events,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, command: Command) -> Result<(), Error> {
+        self.commands.send(command).map_err(|_| Error::Stopped)?;
+        // One wake byte per batch of commands: the thread clears the flag before draining.
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
+            match (&self.wake).write(&[1]) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return Err(Error::Stopped),
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks for the ROUTER to bind `endpoint`; the answer is the endpoint as bound (the real
+    /// port for `*`). The caller must keep reading events while it waits.
+    pub fn bind(&self, endpoint: &str) -> Result<Answer<String>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Bind {
+            endpoint: endpoint.to_owned(),
+            reply,
+        })?;
+        Ok(answer)
+    }
+
+    /// Asks for a DEALER for `remote`, connected to `endpoint`; libzmq reconnects it from then
+    /// on. The caller must keep reading events while it waits.
+    pub fn connect(&self, remote: RemoteId, endpoint: &str) -> Result<Answer<()>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Connect {
+            remote,
+            endpoint: endpoint.to_owned(),
+            reply,
+        })?;
+        Ok(answer)
+    }
+
+    /// Replaces a remote's DEALER with a fresh one (a new connection the server has not seen).
+    pub fn redial(&self, remote: RemoteId) {
+        let _ = self.send(Command::Redial(remote));
+    }
+
+    /// Sends a frame to a client of our ROUTER.
+    pub fn send_to_client(&self, routing_id: Bytes, frame: Bytes) {
+        let _ = self.send(Command::ToClient(routing_id, frame));
+    }
+
+    /// Sends a frame through a remote's DEALER.
+    pub fn send_to_server(&self, remote: RemoteId, frame: Bytes) {
+        let _ = self.send(Command::ToServer(remote, frame));
+    }
+
+    /// The next thing the I/O thread saw. Pends forever once the thread is gone.
+    pub async fn recv(&mut self) -> Incoming {
+        match self.events.recv().await {
+            Some(incoming) => incoming,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The next thing the I/O thread saw, if any is queued.
+    pub fn try_recv(&mut self) -> Option<Incoming> {
+        self.events.try_recv().ok()
+    }
+
+    /// Stops the thread and closes its sockets; returns the thread to join.
+    pub fn shutdown(mut self) -> Option<JoinHandle<()>> {
+        self.thread.take()
+        // Dropping `commands` and `wake` here tells the thread to stop.
+    }
+}
+
+struct Dealer {
+    endpoint: String,
+    socket: zmq::Socket,
+    monitor: zmq::Socket,
+    pending: VecDeque<Bytes>,
+    pending_bytes: usize,
+}
+
+struct Io {
+    router: Option<zmq::Socket>,
+    remotes: BTreeMap<RemoteId, Dealer>,
+    events: mpsc::Sender<Incoming>,
+    commands: std_mpsc::Receiver<Command>,
+    wake: UnixStream,
+    wake_pending: Arc<AtomicBool>,
+    limits: Limits,
+}
+
+/// Whether the I/O thread goes on.
+type Running = Result<(), Stop>;
+struct Stop;
+
+impl Io {
+    fn run(mut self) {
+        while self.step().is_ok() {}
+        debug!("zmq I/O thread stopped");
+    }
+
+    fn step(&mut self) -> Running {
+        self.drain_wake()?;
+        self.wake_pending.store(false, Ordering::SeqCst);
+        loop {
+            match self.commands.try_recv() {
+                Ok(command) => self.on_command(command)?,
+                Err(std_mpsc::TryRecvError::Empty) => break,
+                Err(std_mpsc::TryRecvError::Disconnected) => return Err(Stop),
+            }
+        }
+
+        let ids: Vec<RemoteId> = self.remotes.keys().copied().collect();
+        let (router_ready, dealer_ready) = {
+            let mut items = vec![zmq::PollItem::from_fd(self.wake.as_raw_fd(), zmq::POLLIN)];
+            if let Some(router) = &self.router {
+                items.push(router.as_poll_item(zmq::POLLIN));
+            }
+            for dealer in self.remotes.values() {
+                let out = if dealer.pending.is_empty() { zmq::PollEvents::empty() } else { zmq::POLLOUT };
+                items.push(dealer.socket.as_poll_item(zmq::POLLIN | out));
+                items.push(dealer.monitor.as_poll_item(zmq::POLLIN));
+            }
+            match zmq::poll(&mut items, -1) {
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(e) => {
+                    warn!(error = %e, "zmq poll failed; stopping the I/O thread");
+                    return Err(Stop);
+                }
+            }
+            let mut rest = items.iter().skip(1);
+            let router_ready = self.router.is_some() && rest.next().is_some_and(zmq::PollItem::is_readable);
+            let dealer_ready: Vec<(bool, bool, bool)> = ids
+                .iter()
+                .map(|_| {
+                    let socket = rest.next();
+                    let monitor = rest.next();
+                    (
+                        socket.is_some_and(zmq::PollItem::is_readable),
+                        socket.is_some_and(zmq::PollItem::is_writable),
+                        monitor.is_some_and(zmq::PollItem::is_readable),
+                    )
+                })
+                .collect();
+            (router_ready, dealer_ready)
+        };
+
+        if router_ready {
+            self.read_router()?;
+        }
+        for (id, (readable, writable, monitor)) in ids.into_iter().zip(dealer_ready) {
+            if monitor {
+                self.read_monitor(id)?;
+            }
+            if readable {
+                self.read_dealer(id)?;
+            }
+            if writable {
+                self.flush(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn drain_wake(&mut self) -> Running {
+        let mut buf = [0u8; 64];
+        loop {
+            match self.wake.read(&mut buf) {
+                Ok(0) => return Err(Stop),
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return Err(Stop),
+            }
+        }
+    }
+
+    fn emit(&self, incoming: Incoming) -> Running {
+        self.events.blocking_send(incoming).map_err(|_| Stop)
+    }
+
+    fn on_command(&mut self, command: Command) -> Running {
+        match command {
+            Command::Bind { endpoint, reply } => {
+                let _ = reply.send(self.bind(&endpoint));
+            }
+            Command::Connect {
+                remote,
+                endpoint,
+                reply,
+            } => {
+                let result = self.dial(remote, &endpoint);
+                let _ = reply.send(result);
+            }
+            Command::Redial(remote) => {
+                if let Some(old) = self.remotes.remove(&remote) {
+                    drop(old.socket);
+                    if let Err(e) = self.dial(remote, &old.endpoint) {
+                        warn!(error = %e, "redial failed");
+                    }
+                }
+            }
+            Command::ToClient(routing_id, frame) => self.send_to_client(routing_id, frame)?,
+            Command::ToServer(remote, frame) => self.send_to_server(remote, frame)?,
+        }
+        Ok(())
+    }
+
+    fn socket(&self, kind: zmq::SocketType) -> Result<zmq::Socket, zmq::Error> {
+        let socket = CONTEXT.socket(kind)?;
+        socket.set_linger(0)?;
+        socket.set_sndhwm(self.limits.socket_hwm)?;
+        socket.set_rcvhwm(self.limits.socket_hwm)?;
+        socket.set_maxmsgsize(self.limits.max_message_bytes as i64)?;
+        socket.set_handshake_ivl(self.limits.handshake_timeout_ms)?;
+        Ok(socket)
+    }
+
+    fn bind(&mut self, endpoint: &str) -> Result<String, Error> {
+        let failed = |e: zmq::Error| Error::Bind {
+            endpoint: endpoint.to_owned(),
+            why: e.to_string().to_lowercase(),
+        };
+        if self.router.is_none() {
+            let router = self.socket(zmq::ROUTER).map_err(failed)?;
+            router.set_router_mandatory(true).map_err(failed)?;
+            self.router = Some(router);
+        }
+        let router = self.router.as_ref().ok_or(Error::Stopped)?;
+        // Port 0 means "any free port", as `*` does for libzmq.
+        let spelled = match endpoint.strip_suffix(":0") {
+            Some(host) if endpoint.starts_with("tcp://") => format!("{host}:*"),
+            _ => endpoint.to_owned(),
+        };
+        router.bind(&spelled).map_err(failed)?;
+        match router.get_last_endpoint() {
+            Ok(Ok(bound)) => Ok(bound),
+            _ => Ok(endpoint.to_owned()),
+        }
+    }
+
+    fn dial(&mut self, remote: RemoteId, endpoint: &str) -> Result<(), Error> {
+        let failed = |e: zmq::Error| Error::Connect {
+            endpoint: endpoint.to_owned(),
+            why: e.to_string().to_lowercase(),
+        };
+        let socket = self.socket(zmq::DEALER).map_err(failed)?;
+        // Queue nothing for a server we are not connected to; a (re)connect resyncs anyway.
+        socket.set_immediate(true).map_err(failed)?;
+        let monitor_endpoint = format!("inproc://zgossip-monitor-{}", NEXT_MONITOR.fetch_add(1, Ordering::Relaxed));
+        let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+        socket.monitor(&monitor_endpoint, events).map_err(failed)?;
+        let monitor = CONTEXT.socket(zmq::PAIR).map_err(failed)?;
+        monitor.set_linger(0).map_err(failed)?;
+        monitor.connect(&monitor_endpoint).map_err(failed)?;
+        socket.connect(endpoint).map_err(failed)?;
+        self.remotes.insert(
+            remote,
+            Dealer {
+                endpoint: endpoint.to_owned(),
+                socket,
+                monitor,
+                pending: VecDeque::new(),
+                pending_bytes: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn send_to_client(&mut self, routing_id: Bytes, frame: Bytes) -> Running {
+        let Some(router) = &self.router else {
+            return Ok(());
+        };
+        let sent = router
+            .send(&routing_id[..], zmq::SNDMORE | zmq::DONTWAIT)
+            .and_then(|()| router.send(&frame[..], zmq::DONTWAIT));
+        match sent {
+            Ok(()) => Ok(()),
+            Err(zmq::Error::EHOSTUNREACH) => self.emit(Incoming::ClientGone(ClientId::Zmq(routing_id))),
+            Err(zmq::Error::EAGAIN) => self.emit(Incoming::ClientOverflow(ClientId::Zmq(routing_id))),
+            Err(e) => {
+                warn!(error = %e, "send to a client failed");
+                Ok(())
+            }
+        }
+    }
+
+    fn send_to_server(&mut self, remote: RemoteId, frame: Bytes) -> Running {
+        let max = self.limits.max_queued_bytes;
+        let Some(dealer) = self.remotes.get_mut(&remote) else {
+            return Ok(());
+        };
+        dealer.pending_bytes += frame.len();
+        dealer.pending.push_back(frame);
+        if dealer.pending_bytes > max {
+            warn!(endpoint = %dealer.endpoint, "server is not reading; reconnecting");
+            self.emit(Incoming::RemoteDisconnected(remote))?;
+            return self.on_command(Command::Redial(remote));
+        }
+        self.flush(remote)
+    }
+
+    /// Sends what is queued for a server until libzmq pushes back.
+    fn flush(&mut self, remote: RemoteId) -> Running {
+        let Some(dealer) = self.remotes.get_mut(&remote) else {
+            return Ok(());
+        };
+        while let Some(frame) = dealer.pending.front() {
+            match dealer.socket.send(&frame[..], zmq::DONTWAIT) {
+                Ok(()) => {
+                    dealer.pending_bytes -= frame.len();
+                    dealer.pending.pop_front();
+                }
+                Err(zmq::Error::EAGAIN) => break,
+                Err(e) => {
+                    warn!(endpoint = %dealer.endpoint, error = %e, "send to a server failed");
+                    dealer.pending.clear();
+                    dealer.pending_bytes = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_router(&mut self) -> Running {
+        for _ in 0..READ_BATCH {
+            let Some(router) = &self.router else {
+                return Ok(());
+            };
+            let frames = match router.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) => return Ok(()),
+                Err(e) => {
+                    warn!(error = %e, "receive on the listener failed");
+                    return Ok(());
+                }
+            };
+            let mut frames = frames.into_iter();
+            let Some(routing_id) = frames.next() else {
+                continue;
+            };
+            let frame = match (frames.next(), frames.len()) {
+                (Some(frame), 0) => Ok(Bytes::from(frame)),
+                (first, rest) => Err(FrameError::Multipart {
+                    frames: usize::from(first.is_some()) + rest,
+                }),
+            };
+            let client = ClientId::Zmq(Bytes::from(routing_id));
+            self.emit(Incoming::ClientFrame { client, frame })?;
+        }
+        Ok(())
+    }
+
+    fn read_dealer(&mut self, remote: RemoteId) -> Running {
+        for _ in 0..READ_BATCH {
+            let Some(dealer) = self.remotes.get(&remote) else {
+                return Ok(());
+            };
+            let frames = match dealer.socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(zmq::Error::EAGAIN) => return Ok(()),
+                Err(e) => {
+                    warn!(endpoint = %dealer.endpoint, error = %e, "receive from a server failed");
+                    return Ok(());
+                }
+            };
+            let count = frames.len();
+            let frame = match frames.into_iter().next() {
+                Some(frame) if count == 1 => Ok(Bytes::from(frame)),
+                _ => Err(FrameError::Multipart { frames: count }),
+            };
+            self.emit(Incoming::RemoteFrame { remote, frame })?;
+        }
+        Ok(())
+    }
+
+    fn read_monitor(&mut self, remote: RemoteId) -> Running {
+        loop {
+            let Some(dealer) = self.remotes.get_mut(&remote) else {
+                return Ok(());
+            };
+            let frames = match dealer.monitor.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => frames,
+                Err(_) => return Ok(()),
+            };
+            let Some([lo, hi, ..]) = frames.first().map(Vec::as_slice) else {
+                continue;
+            };
+            match zmq::SocketEvent::from_raw(u16::from_le_bytes([*lo, *hi])) {
+                zmq::SocketEvent::HANDSHAKE_SUCCEEDED => {
+                    debug!(endpoint = %dealer.endpoint, "connected");
+                    self.emit(Incoming::RemoteConnected(remote))?;
+                }
+                zmq::SocketEvent::DISCONNECTED => {
+                    debug!(endpoint = %dealer.endpoint, "disconnected");
+                    // What was queued is moot: the reconnect resyncs everything.
+                    dealer.pending.clear();
+                    dealer.pending_bytes = 0;
+                    self.emit(Incoming::RemoteDisconnected(remote))?;
+                }
+                _ => {}
+            }
+        }
+    }
+}
