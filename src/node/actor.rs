@@ -67,7 +67,10 @@ impl Actor {
     async fn serve(mut self) {
         let terminate = loop {
             self.flush();
-            let deadline = self.engine.poll_timeout().map(tokio::time::Instant::from_std);
+            let deadline = self
+                .engine
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
@@ -141,7 +144,11 @@ impl Actor {
                 let _ = reply.send(self.engine.store().get(&key).map(|v| v.to_string()));
             }
             Command::Tuples { reply } => {
-                let tuples = self.engine.store().iter().map(|(k, v)| (k.to_string(), v.to_string()));
+                let tuples = self
+                    .engine
+                    .store()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()));
                 let _ = reply.send(tuples.collect());
             }
             Command::Set { path, value, reply } => {
@@ -150,7 +157,9 @@ impl Actor {
             Command::Verbose(on) => self.verbose = on,
             Command::Subscribe { reply } => {
                 let capacity = self.config.event_capacity;
-                let sender = self.events.get_or_insert_with(|| broadcast::channel(capacity).0);
+                let sender = self
+                    .events
+                    .get_or_insert_with(|| broadcast::channel(capacity).0);
                 let _ = reply.send(sender.subscribe());
             }
             Command::Terminate { reply } => {
@@ -333,7 +342,10 @@ impl Actor {
             Some(Route::Inproc) => match self.inproc.send_to_server(remote, frame) {
                 Sent::Queued | Sent::NotConnected => {}
                 Sent::Overflow => {
-                    warn!(endpoint = self.engine.remote_endpoint(remote), "server is not reading; reconnecting");
+                    warn!(
+                        endpoint = self.engine.remote_endpoint(remote),
+                        "server is not reading; reconnecting"
+                    );
                     self.engine.handle_remote_disconnected(remote);
                     self.redial(remote);
                 }
@@ -349,17 +361,15 @@ impl Actor {
 
     fn redial(&mut self, remote: RemoteId) {
         match self.routes.get(remote.0 as usize) {
-            Some(Route::Inproc) => {
-                if self.inproc.redial(remote) {
-                    self.engine.handle_remote_connected(now(), remote);
-                }
+            Some(Route::Inproc) if self.inproc.redial(remote) => {
+                self.engine.handle_remote_connected(now(), remote);
             }
             Some(Route::Zmq) => {
                 if let Some(zmq) = &self.zmq {
                     zmq.redial(remote);
                 }
             }
-            None => {}
+            _ => {}
         }
     }
 

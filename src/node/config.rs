@@ -80,16 +80,29 @@ impl Config {
         if let Some(ping) = self.ping_interval
             && (ping.is_zero() || ping >= self.server_timeout)
         {
-            return bad("ping_interval", "must be above zero and below server_timeout");
+            return bad(
+                "ping_interval",
+                "must be above zero and below server_timeout",
+            );
         }
         if self.max_message_bytes < 1024 {
             return bad("max_message_bytes", "must be at least 1024");
         }
         if self.max_value_bytes + 512 > self.max_message_bytes {
-            return bad("max_value_bytes", "must leave room for a key in max_message_bytes");
+            return bad(
+                "max_value_bytes",
+                "must leave room for a key in max_message_bytes",
+            );
         }
-        if self.socket_hwm <= 0 || self.event_capacity == 0 || self.max_sessions == 0 || self.max_tuples == 0 {
-            return bad("limits", "socket_hwm, event_capacity, max_sessions and max_tuples must be positive");
+        if self.socket_hwm <= 0
+            || self.event_capacity == 0
+            || self.max_sessions == 0
+            || self.max_tuples == 0
+        {
+            return bad(
+                "limits",
+                "socket_hwm, event_capacity, max_sessions and max_tuples must be positive",
+            );
         }
         if i32::try_from(self.handshake_timeout.as_millis()).is_err() {
             return bad("handshake_timeout", "too long");
@@ -110,7 +123,8 @@ impl Config {
     pub(crate) fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: self.max_message_bytes,
-            handshake_timeout_ms: i32::try_from(self.handshake_timeout.as_millis()).unwrap_or(i32::MAX),
+            handshake_timeout_ms: i32::try_from(self.handshake_timeout.as_millis())
+                .unwrap_or(i32::MAX),
             socket_hwm: self.socket_hwm,
             max_queued_bytes: self.max_queued_bytes,
         }
@@ -145,6 +159,9 @@ mod tests {
             server_timeout: Duration::from_millis(1),
             ..Config::default()
         };
-        assert_eq!(tight.validate().map_err(|e| e.field), Err("server_timeout".to_owned()));
+        assert_eq!(
+            tight.validate().map_err(|e| e.field),
+            Err("server_timeout".to_owned())
+        );
     }
 }

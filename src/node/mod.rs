@@ -8,8 +8,8 @@ mod pipe;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use crate::engine::{Event, Stats};
 use crate::engine::TupleError;
+pub use crate::engine::{Event, Stats};
 pub use config::{Config, ConfigError, parse_duration};
 pub use pipe::{Pipe, PipeReader, PipeWriter};
 
@@ -113,7 +113,10 @@ impl Node {
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(make(reply)).await.map_err(|_| Error::Stopped)?;
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::Stopped)?;
         answer.await.map_err(|_| Error::Stopped)
     }
 
@@ -126,13 +129,15 @@ impl Node {
     /// Dials a peer's listener; the node says HELLO and republishes on every (re)connect.
     pub async fn connect(&self, endpoint: &str) -> Result<(), Error> {
         let endpoint = endpoint.to_owned();
-        self.ask(|reply| Command::Connect { endpoint, reply }).await?
+        self.ask(|reply| Command::Connect { endpoint, reply })
+            .await?
     }
 
     /// Publishes a tuple to every node this one can reach.
     pub async fn publish(&self, key: &str, value: &str) -> Result<(), Error> {
         let (key, value) = (key.to_owned(), value.to_owned());
-        self.ask(|reply| Command::Publish { key, value, reply }).await?
+        self.ask(|reply| Command::Publish { key, value, reply })
+            .await?
     }
 
     /// What the node holds and has seen.
@@ -160,12 +165,16 @@ impl Node {
     /// `server/animate`).
     pub async fn set(&self, path: &str, value: &str) -> Result<(), Error> {
         let (path, value) = (path.to_owned(), value.to_owned());
-        self.ask(|reply| Command::Set { path, value, reply }).await?
+        self.ask(|reply| Command::Set { path, value, reply })
+            .await?
     }
 
     /// Logs every message in and out at info level (or stops doing so).
     pub async fn verbose(&self, on: bool) -> Result<(), Error> {
-        self.commands.send(Command::Verbose(on)).await.map_err(|_| Error::Stopped)
+        self.commands
+            .send(Command::Verbose(on))
+            .await
+            .map_err(|_| Error::Stopped)
     }
 
     /// A stream of everything the node tells the application from now on.

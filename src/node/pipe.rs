@@ -65,7 +65,10 @@ impl Pipe {
 impl PipeWriter {
     /// Sends one command line.
     pub async fn send(&self, line: &str) -> Result<(), Error> {
-        self.lines.send(line.to_owned()).await.map_err(|_| Error::Stopped)
+        self.lines
+            .send(line.to_owned())
+            .await
+            .map_err(|_| Error::Stopped)
     }
 }
 
@@ -185,7 +188,11 @@ async fn run(node: &Node, line: &str) -> Result<Reply, CommandError> {
     let done = |_| Reply::None;
     match (verb, words.as_slice()) {
         ("", _) => Ok(Reply::None),
-        ("BIND", [endpoint]) => node.bind(endpoint).await.map(|_| Reply::None).map_err(Into::into),
+        ("BIND", [endpoint]) => node
+            .bind(endpoint)
+            .await
+            .map(|_| Reply::None)
+            .map_err(Into::into),
         ("BIND", _) => Err(CommandError::Usage("BIND endpoint")),
         ("PORT", []) => Ok(Reply::Line(format!("PORT {}", node.port().await?))),
         ("CONNECT", [endpoint]) => node.connect(endpoint).await.map(done).map_err(Into::into),
@@ -193,11 +200,17 @@ async fn run(node: &Node, line: &str) -> Result<Reply, CommandError> {
         ("PUBLISH" | "ANNOUNCE", [_, _, ..]) => {
             // The value is the rest of the line, so it may hold spaces.
             let (key, value) = first_word(rest);
-            node.publish(key, value.trim_end()).await.map(done).map_err(Into::into)
+            node.publish(key, value.trim_end())
+                .await
+                .map(done)
+                .map_err(Into::into)
         }
         ("PUBLISH", _) => Err(CommandError::Usage("PUBLISH key value")),
         ("ANNOUNCE", _) => Err(CommandError::Usage("ANNOUNCE endpoint service")),
-        ("STATUS", []) => Ok(Reply::Line(format!("STATUS {}", node.status().await?.tuples))),
+        ("STATUS", []) => Ok(Reply::Line(format!(
+            "STATUS {}",
+            node.status().await?.tuples
+        ))),
         ("SET", [path, value]) => node.set(path, value).await.map(done).map_err(Into::into),
         ("SET", _) => Err(CommandError::Usage("SET path value")),
         ("VERBOSE", []) => node.verbose(true).await.map(done).map_err(Into::into),

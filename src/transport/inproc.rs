@@ -49,14 +49,35 @@ pub struct Event(Kind);
 
 #[derive(Debug)]
 enum Kind {
-    Accepted { client: u64, peer: ClientPeer },
-    FromClient { client: u64, frame: Bytes },
-    ClientGone { client: u64 },
-    Connected { remote: RemoteId, dial: u64, server: ServerPeer },
-    FromServer { remote: RemoteId, dial: u64, frame: Bytes },
-    Disconnected { remote: RemoteId, dial: u64 },
+    Accepted {
+        client: u64,
+        peer: ClientPeer,
+    },
+    FromClient {
+        client: u64,
+        frame: Bytes,
+    },
+    ClientGone {
+        client: u64,
+    },
+    Connected {
+        remote: RemoteId,
+        dial: u64,
+        server: ServerPeer,
+    },
+    FromServer {
+        remote: RemoteId,
+        dial: u64,
+        frame: Bytes,
+    },
+    Disconnected {
+        remote: RemoteId,
+        dial: u64,
+    },
     /// To ourselves: a redial after a disconnect found the server back at once.
-    Reconnected { remote: RemoteId },
+    Reconnected {
+        remote: RemoteId,
+    },
 }
 
 struct Waiter {
@@ -77,7 +98,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn registry() -> MutexGuard<'static, Registry> {
     // The registry holds no invariant a panic elsewhere could break halfway.
-    REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn next_id() -> u64 {
@@ -131,13 +154,19 @@ impl Inproc {
     /// Binds `inproc://name`; clients already waiting for it connect now.
     pub fn bind(&mut self, name: &str) -> Result<(), Error> {
         let mut registry = registry();
-        if registry.listeners.get(name).is_some_and(|inbox| !inbox.is_closed()) {
+        if registry
+            .listeners
+            .get(name)
+            .is_some_and(|inbox| !inbox.is_closed())
+        {
             return Err(Error::Bind {
                 endpoint: format!("inproc://{name}"),
                 why: "address in use".into(),
             });
         }
-        registry.listeners.insert(name.to_owned(), self.inbox.clone());
+        registry
+            .listeners
+            .insert(name.to_owned(), self.inbox.clone());
         for waiter in registry.waiters.remove(name).unwrap_or_default() {
             let client = next_id();
             let link = Arc::new(Link::default());
@@ -184,7 +213,9 @@ impl Inproc {
             return false;
         };
         if let Some(server) = dial.server.take() {
-            let _ = server.inbox.send(Event(Kind::ClientGone { client: server.client }));
+            let _ = server.inbox.send(Event(Kind::ClientGone {
+                client: server.client,
+            }));
         }
         dial.dial = next_id();
         let connected = self.dial(remote, &mut dial);
@@ -194,7 +225,10 @@ impl Inproc {
 
     fn dial(&self, remote: RemoteId, dial: &mut Dial) -> bool {
         let mut registry = registry();
-        let listener = registry.listeners.get(&dial.name).filter(|inbox| !inbox.is_closed());
+        let listener = registry
+            .listeners
+            .get(&dial.name)
+            .filter(|inbox| !inbox.is_closed());
         if let Some(listener) = listener {
             let client = next_id();
             let link = Arc::new(Link::default());
@@ -204,7 +238,10 @@ impl Inproc {
                 dial: dial.dial,
                 link: Arc::clone(&link),
             };
-            if listener.send(Event(Kind::Accepted { client, peer })).is_ok() {
+            if listener
+                .send(Event(Kind::Accepted { client, peer }))
+                .is_ok()
+            {
                 dial.server = Some(ServerPeer {
                     inbox: listener.clone(),
                     client,
@@ -231,7 +268,9 @@ impl Inproc {
         if peer.link.to_client.load(Ordering::Relaxed) > self.limits.max_queued_bytes {
             return Sent::Overflow;
         }
-        peer.link.to_client.fetch_add(frame.len(), Ordering::Relaxed);
+        peer.link
+            .to_client
+            .fetch_add(frame.len(), Ordering::Relaxed);
         let event = Kind::FromServer {
             remote: peer.remote,
             dial: peer.dial,
@@ -252,7 +291,10 @@ impl Inproc {
         if server.link.to_server.load(Ordering::Relaxed) > self.limits.max_queued_bytes {
             return Sent::Overflow;
         }
-        server.link.to_server.fetch_add(frame.len(), Ordering::Relaxed);
+        server
+            .link
+            .to_server
+            .fetch_add(frame.len(), Ordering::Relaxed);
         let event = Kind::FromClient {
             client: server.client,
             frame,
@@ -286,7 +328,9 @@ impl Inproc {
             }
             Kind::FromClient { client, frame } => {
                 let peer = self.clients.get(&client)?;
-                peer.link.to_server.fetch_sub(frame.len(), Ordering::Relaxed);
+                peer.link
+                    .to_server
+                    .fetch_sub(frame.len(), Ordering::Relaxed);
                 Some(Incoming::ClientFrame {
                     client: ClientId::Inproc(client),
                     frame: self.check(frame),
@@ -296,21 +340,34 @@ impl Inproc {
                 self.clients.remove(&client)?;
                 Some(Incoming::ClientGone(ClientId::Inproc(client)))
             }
-            Kind::Connected { remote, dial, server } => match self.remotes.get_mut(&remote) {
+            Kind::Connected {
+                remote,
+                dial,
+                server,
+            } => match self.remotes.get_mut(&remote) {
                 Some(current) if current.dial == dial && current.server.is_none() => {
                     current.server = Some(server);
                     Some(Incoming::RemoteConnected(remote))
                 }
                 _ => {
                     // A dial we gave up on: close the connection it made.
-                    let _ = server.inbox.send(Event(Kind::ClientGone { client: server.client }));
+                    let _ = server.inbox.send(Event(Kind::ClientGone {
+                        client: server.client,
+                    }));
                     None
                 }
             },
-            Kind::FromServer { remote, dial, frame } => {
+            Kind::FromServer {
+                remote,
+                dial,
+                frame,
+            } => {
                 let current = self.remotes.get(&remote).filter(|d| d.dial == dial)?;
                 if let Some(server) = &current.server {
-                    server.link.to_client.fetch_sub(frame.len(), Ordering::Relaxed);
+                    server
+                        .link
+                        .to_client
+                        .fetch_sub(frame.len(), Ordering::Relaxed);
                 }
                 Some(Incoming::RemoteFrame {
                     remote,
@@ -333,7 +390,10 @@ impl Inproc {
     fn check(&self, frame: Bytes) -> Result<Bytes, FrameError> {
         let max = self.limits.max_message_bytes;
         if frame.len() > max {
-            return Err(FrameError::TooLarge { len: frame.len(), max });
+            return Err(FrameError::TooLarge {
+                len: frame.len(),
+                max,
+            });
         }
         Ok(frame)
     }
@@ -344,7 +404,11 @@ impl Drop for Inproc {
     fn drop(&mut self) {
         let mut registry = registry();
         for name in &self.bound {
-            if registry.listeners.get(name).is_some_and(|inbox| inbox.same_channel(&self.inbox)) {
+            if registry
+                .listeners
+                .get(name)
+                .is_some_and(|inbox| inbox.same_channel(&self.inbox))
+            {
                 registry.listeners.remove(name);
             }
         }
@@ -365,7 +429,9 @@ impl Drop for Inproc {
             let _ = peer.inbox.send(Event(gone));
         }
         for server in self.remotes.values().filter_map(|d| d.server.as_ref()) {
-            let _ = server.inbox.send(Event(Kind::ClientGone { client: server.client }));
+            let _ = server.inbox.send(Event(Kind::ClientGone {
+                client: server.client,
+            }));
         }
     }
 }

@@ -130,7 +130,9 @@ impl Endpoint {
             "inproc" => Ok(Self::Inproc(rest.to_owned())),
             "ipc" => Ok(Self::Zmq(endpoint.to_owned())),
             "tcp" => {
-                let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("tcp endpoints need host:port"))?;
+                let (host, port) = rest
+                    .rsplit_once(':')
+                    .ok_or_else(|| bad("tcp endpoints need host:port"))?;
                 if host.is_empty() {
                     return Err(bad("tcp endpoint has no host"));
                 }
@@ -159,16 +161,40 @@ mod tests {
 
     #[test]
     fn endpoints_of_each_transport_parse() {
-        assert_eq!(Endpoint::parse("inproc://base"), Ok(Endpoint::Inproc("base".into())));
-        assert_eq!(Endpoint::parse("ipc:///tmp/x"), Ok(Endpoint::Zmq("ipc:///tmp/x".into())));
-        assert_eq!(Endpoint::parse("tcp://*:*"), Ok(Endpoint::Zmq("tcp://*:*".into())));
-        assert_eq!(Endpoint::parse("tcp://127.0.0.1:0"), Ok(Endpoint::Zmq("tcp://127.0.0.1:0".into())));
+        assert_eq!(
+            Endpoint::parse("inproc://base"),
+            Ok(Endpoint::Inproc("base".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("ipc:///tmp/x"),
+            Ok(Endpoint::Zmq("ipc:///tmp/x".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://*:*"),
+            Ok(Endpoint::Zmq("tcp://*:*".into()))
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://127.0.0.1:0"),
+            Ok(Endpoint::Zmq("tcp://127.0.0.1:0".into()))
+        );
     }
 
     #[test]
     fn malformed_endpoints_say_why() {
-        for bad in ["", "base", "udp://x:1", "inproc://", "tcp://host", "tcp://:1", "tcp://h:port", "tcp://h:70000"] {
-            assert!(matches!(Endpoint::parse(bad), Err(Error::BadEndpoint { .. })), "{bad}");
+        for bad in [
+            "",
+            "base",
+            "udp://x:1",
+            "inproc://",
+            "tcp://host",
+            "tcp://:1",
+            "tcp://h:port",
+            "tcp://h:70000",
+        ] {
+            assert!(
+                matches!(Endpoint::parse(bad), Err(Error::BadEndpoint { .. })),
+                "{bad}"
+            );
         }
     }
 }

@@ -209,7 +209,11 @@ impl Io {
                 items.push(router.as_poll_item(zmq::POLLIN));
             }
             for dealer in self.remotes.values() {
-                let out = if dealer.pending.is_empty() { zmq::PollEvents::empty() } else { zmq::POLLOUT };
+                let out = if dealer.pending.is_empty() {
+                    zmq::PollEvents::empty()
+                } else {
+                    zmq::POLLOUT
+                };
                 items.push(dealer.socket.as_poll_item(zmq::POLLIN | out));
                 items.push(dealer.monitor.as_poll_item(zmq::POLLIN));
             }
@@ -221,7 +225,8 @@ impl Io {
                 }
             }
             let mut rest = items.iter().skip(1);
-            let router_ready = self.router.is_some() && rest.next().is_some_and(zmq::PollItem::is_readable);
+            let router_ready =
+                self.router.is_some() && rest.next().is_some_and(zmq::PollItem::is_readable);
             let dealer_ready: Vec<(bool, bool, bool)> = ids
                 .iter()
                 .map(|_| {
@@ -339,8 +344,12 @@ impl Io {
         let socket = self.socket(zmq::DEALER).map_err(failed)?;
         // Queue nothing for a server we are not connected to; a (re)connect resyncs anyway.
         socket.set_immediate(true).map_err(failed)?;
-        let monitor_endpoint = format!("inproc://zgossip-monitor-{}", NEXT_MONITOR.fetch_add(1, Ordering::Relaxed));
-        let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+        let monitor_endpoint = format!(
+            "inproc://zgossip-monitor-{}",
+            NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
+        );
+        let events =
+            zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
         socket.monitor(&monitor_endpoint, events).map_err(failed)?;
         let monitor = CONTEXT.socket(zmq::PAIR).map_err(failed)?;
         monitor.set_linger(0).map_err(failed)?;
@@ -368,8 +377,12 @@ impl Io {
             .and_then(|()| router.send(&frame[..], zmq::DONTWAIT));
         match sent {
             Ok(()) => Ok(()),
-            Err(zmq::Error::EHOSTUNREACH) => self.emit(Incoming::ClientGone(ClientId::Zmq(routing_id))),
-            Err(zmq::Error::EAGAIN) => self.emit(Incoming::ClientOverflow(ClientId::Zmq(routing_id))),
+            Err(zmq::Error::EHOSTUNREACH) => {
+                self.emit(Incoming::ClientGone(ClientId::Zmq(routing_id)))
+            }
+            Err(zmq::Error::EAGAIN) => {
+                self.emit(Incoming::ClientOverflow(ClientId::Zmq(routing_id)))
+            }
             Err(e) => {
                 warn!(error = %e, "send to a client failed");
                 Ok(())

@@ -18,6 +18,8 @@
 
 #![allow(dead_code)]
 
+mod zgossip;
+
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};

@@ -1,7 +1,4 @@
-//! Starting this crate's own `zgossip node` as a [`LinePeer`].
-//!
-//! Not yet part of the support module: `env!("CARGO_BIN_EXE_zgossip")` only compiles once the
-//! crate has a `zgossip` binary target. To wire it up, add `mod zgossip;` to `support/mod.rs`.
+//! Starting this crate's own `zgossip node` binary as a [`LinePeer`].
 
 use std::path::Path;
 
