@@ -171,6 +171,22 @@ struct Dealer {
     pending_bytes: usize,
 }
 
+impl Drop for Dealer {
+    /// libzmq sends monitor events with blocking sends from its own I/O thread: an event for a
+    /// closing DEALER whose monitor reader is already gone would block that thread, and with it
+    /// every connection in the process. Re-registering with no events stops the old monitor
+    /// while our reader still listens; the sockets then close in field order.
+    fn drop(&mut self) {
+        let quiet = format!(
+            "inproc://zgossip-monitor-off-{}",
+            NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
+        );
+        if let Err(error) = self.socket.monitor(&quiet, 0) {
+            warn!(endpoint = %self.endpoint, %error, "cannot stop the socket monitor");
+        }
+    }
+}
+
 struct Io {
     router: Option<zmq::Socket>,
     remotes: BTreeMap<RemoteId, Dealer>,
@@ -242,6 +258,7 @@ impl Io {
             (router_ready, dealer_ready)
         };
 
+        tracing::trace!(router_ready, ?dealer_ready, "poll");
         if router_ready {
             self.read_router()?;
         }
@@ -291,8 +308,9 @@ impl Io {
             }
             Command::Redial(remote) => {
                 if let Some(old) = self.remotes.remove(&remote) {
-                    drop(old.socket);
-                    if let Err(e) = self.dial(remote, &old.endpoint) {
+                    let endpoint = old.endpoint.clone();
+                    drop(old);
+                    if let Err(e) = self.dial(remote, &endpoint) {
                         warn!(error = %e, "redial failed");
                     }
                 }
@@ -355,6 +373,7 @@ impl Io {
         monitor.set_linger(0).map_err(failed)?;
         monitor.connect(&monitor_endpoint).map_err(failed)?;
         socket.connect(endpoint).map_err(failed)?;
+        tracing::trace!(endpoint, monitor_endpoint, "dialled");
         self.remotes.insert(
             remote,
             Dealer {

@@ -1,0 +1,193 @@
+//! Transport behaviour through the typed API: real tcp sockets on 127.0.0.1, ipc in temporary
+//! directories, and inproc. Restarted servers and clients resync, bind and connect come in
+//! either order, one node serves several transports at once, and errors name the endpoint.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::time::Duration;
+
+use zgossip::node::Error;
+use zgossip::{Config, Node};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn node(name: &str) -> Node {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("ZGOSSIP_LOG"))
+        .with_test_writer()
+        .try_init();
+    Node::spawn(Config {
+        name: Some(name.into()),
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+/// Waits until `node` holds `key` with `value`.
+async fn wait_for(node: &Node, key: &str, value: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if node.get(key).await.unwrap().as_deref() == Some(value) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key}={value} never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Regression: closing a DEALER after its monitor reader once blocked libzmq's I/O thread, and
+/// every later connection in the process stalled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_nodes_come_and_go_over_tcp_without_stalling() {
+    for round in 0..15 {
+        let base = node("base");
+        let endpoint = base.bind("tcp://127.0.0.1:*").await.unwrap();
+        let alpha = node("alpha");
+        alpha.connect(&endpoint).await.unwrap();
+        alpha.publish("round", &round.to_string()).await.unwrap();
+        wait_for(&base, "round", &round.to_string()).await;
+        // The server goes first, so the client sees a disconnect while it closes.
+        base.shutdown().await.unwrap();
+        alpha.shutdown().await.unwrap();
+    }
+}
+
+async fn restarted_server_gets_the_state_back(endpoint: &str) {
+    let base = node("base");
+    let bound = base.bind(endpoint).await.unwrap();
+    let alpha = node("alpha");
+    alpha.connect(&bound).await.unwrap();
+    alpha.publish("alpha", "service").await.unwrap();
+    wait_for(&base, "alpha", "service").await;
+
+    base.shutdown().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let base = node("base-again");
+    base.bind(&bound).await.unwrap();
+    wait_for(&base, "alpha", "service").await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "resync took {took:?}");
+
+    // And the link works both ways again.
+    base.publish("base", "service").await.unwrap();
+    wait_for(&alpha, "base", "service").await;
+    base.shutdown().await.unwrap();
+    alpha.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_tcp_server_gets_the_state_back() {
+    // Bind a free port first, then restart on that exact port.
+    let probe = node("probe");
+    let bound = probe.bind("tcp://127.0.0.1:*").await.unwrap();
+    probe.shutdown().await.unwrap();
+    restarted_server_gets_the_state_back(&bound).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_ipc_server_gets_the_state_back() {
+    let dir = tempfile::tempdir().unwrap();
+    restarted_server_gets_the_state_back(&format!("ipc://{}/base", dir.path().display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_inproc_server_gets_the_state_back() {
+    restarted_server_gets_the_state_back("inproc://transport-restart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_client_gets_the_state_back() {
+    let base = node("base");
+    let endpoint = base.bind("tcp://127.0.0.1:*").await.unwrap();
+    base.publish("base", "service").await.unwrap();
+    let alpha = node("alpha");
+    alpha.connect(&endpoint).await.unwrap();
+    wait_for(&alpha, "base", "service").await;
+    alpha.shutdown().await.unwrap();
+
+    let alpha = node("alpha-again");
+    alpha.connect(&endpoint).await.unwrap();
+    wait_for(&alpha, "base", "service").await;
+    base.shutdown().await.unwrap();
+    alpha.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn inproc_connect_may_come_before_bind() {
+    let alpha = node("alpha");
+    alpha.connect("inproc://transport-late-bind").await.unwrap();
+    alpha.publish("early", "bird").await.unwrap();
+    let base = node("base");
+    base.bind("inproc://transport-late-bind").await.unwrap();
+    wait_for(&base, "early", "bird").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_serves_tcp_ipc_and_inproc_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = node("base");
+    let tcp = base.bind("tcp://127.0.0.1:*").await.unwrap();
+    let ipc = base
+        .bind(&format!("ipc://{}/base", dir.path().display()))
+        .await
+        .unwrap();
+    let inproc = base.bind("inproc://transport-mixed").await.unwrap();
+    let mut clients = Vec::new();
+    for (name, endpoint) in [("tcp", &tcp), ("ipc", &ipc), ("inproc", &inproc)] {
+        let client = node(name);
+        client.connect(endpoint).await.unwrap();
+        client
+            .publish(&format!("{name}://client"), name)
+            .await
+            .unwrap();
+        clients.push(client);
+    }
+    for client in &clients {
+        for name in ["tcp", "ipc", "inproc"] {
+            wait_for(client, &format!("{name}://client"), name).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_port_zero_and_star_bind_a_free_port_and_port_reports_it() {
+    let base = node("base");
+    for spelling in ["tcp://127.0.0.1:0", "tcp://127.0.0.1:*", "tcp://*:*"] {
+        let bound = base.bind(spelling).await.unwrap();
+        let port: i32 = bound.rsplit(':').next().unwrap().parse().unwrap();
+        assert!(port > 0, "{spelling} bound {bound}");
+        assert_eq!(base.port().await.unwrap(), port);
+    }
+    base.bind("inproc://transport-port").await.unwrap();
+    assert_eq!(base.port().await.unwrap(), 0, "inproc has no port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binding_a_taken_address_says_which_and_why() {
+    let base = node("base");
+    let bound = base.bind("tcp://127.0.0.1:*").await.unwrap();
+    let other = node("other");
+    let error = other.bind(&bound).await.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains(&bound) && text.contains("address already in use"),
+        "{text}"
+    );
+    assert_eq!(
+        other.port().await.unwrap(),
+        -1,
+        "PORT says the last bind failed"
+    );
+
+    base.bind("inproc://transport-taken").await.unwrap();
+    let error = other.bind("inproc://transport-taken").await.unwrap_err();
+    assert!(
+        error.to_string().contains("inproc://transport-taken"),
+        "{error}"
+    );
+
+    let error = other.connect("udp://1.2.3.4:5").await.unwrap_err();
+    assert!(matches!(error, Error::Transport(_)), "{error}");
+}
