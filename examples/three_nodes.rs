@@ -27,7 +27,13 @@ async fn wait_count(node: &Node, count: usize) -> Result<()> {
 }
 
 async fn lookup(node: &Node, service: &str) -> Result<Vec<String>> {
-    Ok(node.tuples().await?.into_iter().filter(|(_, v)| v == service).map(|(k, _)| k).collect())
+    Ok(node
+        .tuples()
+        .await?
+        .into_iter()
+        .filter(|(_, v)| v == service)
+        .map(|(k, _)| k)
+        .collect())
 }
 
 #[tokio::main]
@@ -54,21 +60,33 @@ async fn main() -> Result<()> {
     for node in [&base, &alpha, &beta] {
         wait_count(node, 4).await?;
     }
-    println!("all three nodes hold all 4 tuples after {:?}", started.elapsed());
+    println!(
+        "all three nodes hold all 4 tuples after {:?}",
+        started.elapsed()
+    );
     for _ in 0..4 {
         if let Ok(Event::Deliver { key, value }) = alpha_events.recv().await {
             println!("  alpha DELIVER {key} {value}");
         }
     }
-    println!("beta  looks up orders  -> {:?}", lookup(&beta, "orders").await?);
-    println!("alpha looks up registry -> {:?}", lookup(&alpha, "registry").await?);
+    println!(
+        "beta  looks up orders  -> {:?}",
+        lookup(&beta, "orders").await?
+    );
+    println!(
+        "alpha looks up registry -> {:?}",
+        lookup(&alpha, "registry").await?
+    );
 
     alpha.shutdown().await?;
     let restarted = Instant::now();
     let alpha = Node::spawn(config("alpha-again"))?;
     alpha.connect(&tcp).await?;
     wait_count(&alpha, 4).await?;
-    println!("alpha restarted and had all 4 tuples back in {:?}", restarted.elapsed());
+    println!(
+        "alpha restarted and had all 4 tuples back in {:?}",
+        restarted.elapsed()
+    );
 
     let status = base.status().await?;
     println!(

@@ -21,6 +21,9 @@ pub use store::{Store, TupleError, validate};
 /// would hide the tuples it missed.
 const EXPIRED_MEMORY_TIMEOUTS: u32 = 30;
 
+/// The longest default ping interval: a third of CZMQ's 1 s server timeout.
+pub const MAX_DEFAULT_PING: Duration = Duration::from_millis(333);
+
 /// Engine settings. See [`crate::Config`] for the reasons behind the defaults.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -50,9 +53,11 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// The interval remotes PING at.
+    /// The interval remotes PING at: as set, or a third of our own timeout but never more
+    /// than [`MAX_DEFAULT_PING`], since the server we dial may use CZMQ's 1 s timeout.
     pub fn ping_interval(&self) -> Duration {
-        self.ping_interval.unwrap_or(self.server_timeout / 3)
+        self.ping_interval
+            .unwrap_or_else(|| (self.server_timeout / 3).min(MAX_DEFAULT_PING))
     }
 }
 
@@ -270,6 +275,12 @@ impl Engine {
             }
             (SessionState::Connected, Message::Publish(publish)) => {
                 self.on_publish(Origin::Client(client), publish)
+            }
+            (SessionState::Expired { .. }, Message::Publish(publish)) => {
+                // A client we expired (CZMQ's never PINGs) publishing: it said HELLO before, so
+                // keep the tuple rather than lose it, then make it resync.
+                self.on_publish(Origin::Client(client.clone()), publish);
+                self.refuse(client, "PUBLISH from an expired session");
             }
             (_, other) => {
                 let why = format!("{} does not fit the session", other.id().name());

@@ -331,3 +331,31 @@ fn local_publish_is_delivered_to_the_application() {
     );
     assert!(e.publish("bad key", "v").is_err());
 }
+
+#[test]
+fn publish_from_an_expired_session_is_kept_and_the_client_told_to_resync() {
+    let now = t0();
+    let mut e = engine_with_timeout(100);
+    e.handle_client_message(now, client(1), Message::Hello);
+    e.handle_timeout(now + ms(150));
+    drain(&mut e);
+    e.handle_client_message(now + ms(200), client(1), publish("late", "v"));
+    let out = drain(&mut e);
+    assert_eq!(delivered(&out), vec![("late".into(), "v".into())]);
+    assert_eq!(to_client(&out, &client(1)), vec![Message::Invalid]);
+    assert_eq!(e.store().get("late").map(|v| &**v), Some("v"));
+}
+
+#[test]
+fn default_ping_interval_stays_within_czmq_timeout_whatever_our_own() {
+    let long = EngineConfig {
+        server_timeout: Duration::from_secs(10),
+        ..EngineConfig::default()
+    };
+    assert_eq!(long.ping_interval(), MAX_DEFAULT_PING);
+    let short = EngineConfig {
+        server_timeout: ms(90),
+        ..EngineConfig::default()
+    };
+    assert_eq!(short.ping_interval(), ms(30));
+}
