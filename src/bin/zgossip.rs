@@ -71,6 +71,9 @@ fn main() -> std::process::ExitCode {
             Command::Node(args) => run_node(args).await,
         }
     });
+    // The node has stopped; the blocking stdin reader may still wait for a line that never
+    // comes, so do not wait for it.
+    runtime.shutdown_background();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

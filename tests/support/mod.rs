@@ -231,6 +231,16 @@ impl LinePeer {
         LinePeer::spawn(name, &czmq_peer_binary(), &all)
     }
 
+    /// Sends the child a signal by name (`TERM`, `INT`, `KILL`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill for {}: {e}", self.name));
+        assert!(status.success(), "kill -{signal} {} failed", self.name);
+    }
+
     /// The name given at spawn.
     pub fn name(&self) -> &str {
         &self.name
