@@ -1,0 +1,67 @@
+//! Many nodes in one process over `inproc://`: each node is one tokio task, so a thousand of
+//! them fit in a test. Every node announces one service and dials one earlier node (a random
+//! tree from a fixed seed); every node must end with exactly the full set.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::time::{Duration, Instant};
+
+use zgossip::{Config, Node};
+
+/// A small deterministic generator (xorshift), so the topology is the same every run.
+struct Seeded(u64);
+
+impl Seeded {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+async fn converge(count: usize, seed: u64) -> Duration {
+    let started = Instant::now();
+    let mut rng = Seeded(seed);
+    let mut nodes = Vec::with_capacity(count);
+    for i in 0..count {
+        let node = Node::spawn(Config::default()).unwrap();
+        node.bind(&format!("inproc://many-{seed}-{i}"))
+            .await
+            .unwrap();
+        if i > 0 {
+            let parent = rng.below(i);
+            node.connect(&format!("inproc://many-{seed}-{parent}"))
+                .await
+                .unwrap();
+        }
+        node.publish(&format!("inproc://service-{i}"), "svc")
+            .await
+            .unwrap();
+        nodes.push(node);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (i, node) in nodes.iter().enumerate() {
+        loop {
+            let held = node.status().await.unwrap().tuples;
+            if held == count {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "seed {seed}: node {i} holds {held} of {count}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let took = started.elapsed();
+    for node in &nodes {
+        node.shutdown().await.unwrap();
+    }
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_inproc_nodes_in_a_random_tree_all_learn_every_service() {
+    let took = converge(1000, 0x5eed).await;
+    eprintln!("1000 nodes converged in {took:?}");
+}
