@@ -12,7 +12,7 @@ use super::{Command, Config, ConfigError, Error, Event, Status, parse_duration};
 use crate::engine::{ClientId, Engine, Output, RemoteId};
 use crate::transport::inproc::{Inproc, Sent};
 use crate::transport::zmq::{Answer, ZmqIo};
-use crate::transport::{Endpoint, Incoming};
+use crate::transport::{Endpoint, FrameError, Incoming};
 use crate::wire::Message;
 
 /// Transport events handled in one go before the engine's outputs are sent.
@@ -267,24 +267,22 @@ impl Actor {
         };
         let now = now();
         match incoming {
-            Incoming::ClientFrame { client, frame } => match frame.map(|f| Message::decode(&f)) {
-                Ok(Ok(message)) => {
+            Incoming::ClientFrame { client, frame } => match decode(frame) {
+                Ok(message) => {
                     self.trace_in(&client, &message);
                     self.engine.handle_client_message(now, client, message);
                 }
-                Ok(Err(error)) => self.engine.handle_client_malformed(client, &error),
                 Err(error) => self.engine.handle_client_malformed(client, &error),
             },
             Incoming::ClientGone(client) => self.engine.handle_client_gone(&client),
             Incoming::ClientOverflow(client) => self.engine.handle_client_overflow(now, &client),
             Incoming::RemoteConnected(remote) => self.engine.handle_remote_connected(now, remote),
             Incoming::RemoteDisconnected(remote) => self.engine.handle_remote_disconnected(remote),
-            Incoming::RemoteFrame { remote, frame } => match frame.map(|f| Message::decode(&f)) {
-                Ok(Ok(message)) => {
+            Incoming::RemoteFrame { remote, frame } => match decode(frame) {
+                Ok(message) => {
                     self.trace_in(&remote, &message);
                     self.engine.handle_remote_message(now, remote, message);
                 }
-                Ok(Err(error)) => self.engine.handle_remote_malformed(remote, &error),
                 Err(error) => self.engine.handle_remote_malformed(remote, &error),
             },
         }
@@ -383,6 +381,12 @@ impl Actor {
             }
         }
     }
+}
+
+/// A frame as a ZGP message, or what is wrong with it.
+fn decode(frame: Result<bytes::Bytes, FrameError>) -> Result<Message, String> {
+    let frame = frame.map_err(|e| e.to_string())?;
+    Message::decode(&frame).map_err(|e| e.to_string())
 }
 
 /// The next frame or event from the I/O thread, the backlog first; pends without one.
