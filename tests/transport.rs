@@ -191,3 +191,43 @@ async fn binding_a_taken_address_says_which_and_why() {
     let error = other.connect("udp://1.2.3.4:5").await.unwrap_err();
     assert!(matches!(error, Error::Transport(_)), "{error}");
 }
+
+/// A server that takes our connection but never answers: after `server_timeout` of silence
+/// the remote dials afresh (a new connection, so the server sees a new routing id) and says
+/// HELLO again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_server_is_redialled_with_a_fresh_hello() {
+    let context = zmq::Context::new();
+    let router = context.socket(zmq::ROUTER).unwrap();
+    router.set_linger(0).unwrap();
+    router.set_rcvtimeo(5000).unwrap();
+    router.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = router.get_last_endpoint().unwrap().unwrap();
+
+    let alpha = Node::spawn(Config {
+        name: Some("alpha".into()),
+        server_timeout: Duration::from_millis(300),
+        ..Config::default()
+    })
+    .unwrap();
+    alpha.connect(&endpoint).await.unwrap();
+
+    let hellos = tokio::task::spawn_blocking(move || {
+        let hello = zgossip::wire::Message::Hello.to_bytes().unwrap();
+        let mut senders = Vec::new();
+        while senders.len() < 2 {
+            let frames = router.recv_multipart(0).expect("a HELLO within 5 s");
+            if frames[1] == hello[..] {
+                senders.push(frames[0].clone());
+            }
+        }
+        senders
+    })
+    .await
+    .unwrap();
+    assert_ne!(
+        hellos[0], hellos[1],
+        "the second HELLO comes on a new connection"
+    );
+    assert!(alpha.status().await.unwrap().stats.redials >= 1);
+}
