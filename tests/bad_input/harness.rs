@@ -1,0 +1,192 @@
+//! One node under attack: started in-process on a real tcp or ipc listener, holding two known
+//! tuples, with a well-behaved "veteran" client that said HELLO before anything bad happened.
+//! [`Harness::assert_unharmed`] is the verdict every test ends with.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tracing_subscriber::EnvFilter;
+use zgossip::node::Stats;
+use zgossip::{Config, Node};
+
+use crate::client::{Client, REPLY_TIMEOUT};
+
+/// The tuples every node under attack holds before the attack.
+pub const KNOWN: [(&str, &str); 2] = [
+    ("tcp://10.0.0.1:5555", "alpha"),
+    ("tcp://10.0.0.2:5555", "beta"),
+];
+
+/// Which listener the node binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `tcp://127.0.0.1:*`.
+    Tcp,
+    /// `ipc://` in a fresh temporary directory.
+    Ipc,
+}
+
+/// Settings for a node under attack: a session timeout long enough that no client in a test
+/// needs to PING to keep its session, so a session that ends was ended by the attack.
+pub fn config() -> Config {
+    Config {
+        server_timeout: Duration::from_secs(60),
+        ..Config::default()
+    }
+}
+
+/// Logs to stderr at the level `ZGOSSIP_LOG` says; without it, warnings go to the test's
+/// captured output (shown when it fails).
+pub fn init_logging() {
+    let _ = match EnvFilter::try_from_env("ZGOSSIP_LOG") {
+        Ok(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init(),
+        Err(_) => tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("warn"))
+            .with_test_writer()
+            .try_init(),
+    };
+}
+
+/// A frame from `proto/vectors/bad/<name>` (hex text, `#` comments).
+pub fn bad_vector(name: &str) -> Vec<u8> {
+    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("proto/vectors/bad")
+        .join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let digits: String = text
+        .lines()
+        .flat_map(|line| line.split('#').next().unwrap_or("").split_whitespace())
+        .collect();
+    (0..digits.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// A node under attack and its veteran client.
+pub struct Harness {
+    /// The node.
+    pub node: Node,
+    /// Where it listens, as bound (the real tcp port).
+    pub endpoint: String,
+    /// The tuples it must hold after the attack.
+    pub tuples: Vec<(String, String)>,
+    /// A client that said HELLO before the attack and must keep its session.
+    pub veteran: Client,
+    _dir: Option<TempDir>,
+}
+
+impl Harness {
+    /// A node with [`config`].
+    pub async fn start(transport: Transport) -> Harness {
+        Harness::start_with(transport, config()).await
+    }
+
+    /// A node with `config`, listening, holding [`KNOWN`], with its veteran greeted.
+    pub async fn start_with(transport: Transport, config: Config) -> Harness {
+        init_logging();
+        let node = Node::spawn(config).unwrap();
+        let (dir, wanted) = match transport {
+            Transport::Tcp => (None, "tcp://127.0.0.1:*".to_owned()),
+            Transport::Ipc => {
+                let dir = tempfile::tempdir().unwrap();
+                let endpoint = format!("ipc://{}/zgp.sock", dir.path().display());
+                (Some(dir), endpoint)
+            }
+        };
+        let endpoint = node.bind(&wanted).await.unwrap();
+        if transport == Transport::Tcp {
+            let port: u16 = endpoint.rsplit_once(':').unwrap().1.parse().unwrap();
+            assert_ne!(port, 0, "bound {endpoint}");
+        }
+        for (key, value) in KNOWN {
+            node.publish(key, value).await.unwrap();
+        }
+        let tuples = node.tuples().await.unwrap();
+        assert_eq!(tuples.len(), KNOWN.len());
+        let veteran = Client::connect(&endpoint).await;
+        assert_eq!(
+            veteran.hello().await,
+            as_map(&tuples),
+            "the veteran's resync"
+        );
+        Harness {
+            node,
+            endpoint,
+            tuples,
+            veteran,
+            _dir: dir,
+        }
+    }
+
+    /// The node's counters.
+    pub async fn stats(&self) -> Stats {
+        self.node.status().await.unwrap().stats
+    }
+
+    /// Connected sessions.
+    pub async fn sessions(&self) -> usize {
+        self.node.status().await.unwrap().sessions
+    }
+
+    /// Polls the counters until `done` holds; fails after [`REPLY_TIMEOUT`].
+    pub async fn wait_for_stats(&self, done: impl Fn(&Stats) -> bool, what: &str) -> Stats {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let stats = self.stats().await;
+            if done(&stats) {
+                return stats;
+            }
+            assert!(Instant::now() < deadline, "{what}: still {stats:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A client with a connected session (it said HELLO and got the resync and a PONG).
+    pub async fn greeted_client(&self) -> Client {
+        let client = Client::connect(&self.endpoint).await;
+        assert_eq!(
+            client.hello().await,
+            as_map(&self.tuples),
+            "a greeted client's resync"
+        );
+        client
+    }
+
+    /// The verdict: no bad tuple was stored, a fresh client is served in full, and the veteran
+    /// still has its session (a tuple published now reaches it). Then the node shuts down.
+    pub async fn assert_unharmed(self) {
+        let held = self.node.tuples().await.unwrap();
+        assert_eq!(held, self.tuples, "the node's tuples changed");
+
+        let fresh = Client::connect(&self.endpoint).await;
+        assert_eq!(
+            fresh.hello().await,
+            as_map(&self.tuples),
+            "a fresh client's resync"
+        );
+
+        self.node
+            .publish("tcp://10.0.0.9:5555", "after-the-attack")
+            .await
+            .unwrap();
+        for client in [&self.veteran, &fresh] {
+            client
+                .expect_publish("tcp://10.0.0.9:5555", "after-the-attack")
+                .await;
+        }
+        self.veteran.ping().await;
+        self.node.shutdown().await.unwrap();
+    }
+}
+
+/// Tuples as a client collects them.
+pub fn as_map(tuples: &[(String, String)]) -> BTreeMap<String, String> {
+    tuples.iter().cloned().collect()
+}
