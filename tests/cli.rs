@@ -10,7 +10,10 @@ use std::time::Duration;
 use support::{LINE_TIMEOUT, LinePeer, TCP_ANY, tcp_endpoint};
 
 /// Every line a node may print starts with one of these words.
-const LINE_WORDS: [&str; 5] = ["PORT", "STATUS", "DELIVER", "ERROR", "LAGGED"];
+const LINE_WORDS: [&str; 12] = [
+    "PORT", "STATUS", "LOOKUP", "VALUE", "NOVALUE", "ERROR", "DELIVER", "CHANGE", "REMOVE",
+    "EXPIRE", "PEER", "LAGGED",
+];
 
 fn assert_only_protocol_lines(peer: &LinePeer) {
     for line in peer.history() {

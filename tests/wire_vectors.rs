@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use zgossip::wire::{DecodeError, Message, Publish};
+use zgossip::wire::{DecodeError, Hail, Message, Publish, Stamp};
 
 fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/vectors")
@@ -56,9 +56,9 @@ fn publish(key: &str, value: &str, ttl_ms: u32, extension: &'static [u8]) -> Mes
 fn good_vectors() -> Vec<(&'static str, Message)> {
     let max_key = "a".repeat(255);
     vec![
-        ("hello.hex", Message::Hello),
-        ("ping.hex", Message::Ping),
-        ("pong.hex", Message::Pong),
+        ("hello.hex", Message::Hello(None)),
+        ("ping.hex", Message::Ping(None)),
+        ("pong.hex", Message::Pong(None)),
         ("invalid.hex", Message::Invalid),
         (
             "publish_svc_endpoint.hex",
@@ -75,6 +75,48 @@ fn good_vectors() -> Vec<(&'static str, Message)> {
         ),
         ("publish_max_key.hex", publish(&max_key, "v", 0, b"")),
         ("publish_utf8.hex", publish("svc", "café ✓", 0, b"")),
+        (
+            "hello_hail.hex",
+            Message::Hello(Some(Hail {
+                node: 0x0102_0304_0506_0708,
+                goodbye: false,
+            })),
+        ),
+        (
+            "ping_goodbye.hex",
+            Message::Ping(Some(Hail {
+                node: 42,
+                goodbye: true,
+            })),
+        ),
+        (
+            "publish_stamped.hex",
+            Message::Publish(Publish::stamped(
+                "svc",
+                "orders",
+                2000,
+                &Stamp {
+                    version: 3,
+                    origin: 42,
+                    lease_seq: 7,
+                    withdrawn: false,
+                },
+            )),
+        ),
+        (
+            "publish_tombstone.hex",
+            Message::Publish(Publish::stamped(
+                "svc",
+                "",
+                600_000,
+                &Stamp {
+                    version: 4,
+                    origin: 42,
+                    lease_seq: 0,
+                    withdrawn: true,
+                },
+            )),
+        ),
     ]
 }
 
@@ -118,9 +160,9 @@ fn bad_vectors() -> Vec<(&'static str, DecodeError)> {
         ),
         (
             "hello_trailing.hex",
-            DecodeError::TrailingBytes {
+            DecodeError::BadExtension {
                 message: "HELLO",
-                count: 1,
+                len: 1,
             },
         ),
         ("empty.hex", DecodeError::TooShort { len: 0 }),

@@ -1,20 +1,22 @@
-//! The node as a sans-IO state machine. It owns the tuple store, one session per client of our
+//! The node as a sans-IO state machine. It owns the store, one session per client of our
 //! listener, and one remote per CONNECT. Every entry point takes `now`; the engine never reads a
 //! clock, sleeps or touches a socket. The actor feeds it what the transports received, sends what
 //! [`Engine::poll_output`] returns, and calls [`Engine::handle_timeout`] at
-//! [`Engine::poll_timeout`].
+//! [`Engine::poll_timeout`]. The rules it implements are in `proto/zgp.md` §5, §6 and §11.
 
+mod peers;
 mod store;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tracing::{debug, warn};
 
-use crate::wire::{Message, Publish};
-pub use store::{Store, TupleError, validate};
+use crate::wire::{Hail, Message, Publish, Stamp};
+pub use peers::{ClientId, PeerState, RemoteId, node_name};
+use peers::{Remote, Session, SessionState};
+pub use store::{Entry, Kind, Store, TupleError, millis, validate};
 
 /// How long an expired session is remembered, in server timeouts. A client we expired that
 /// later PINGs is told INVALID (so it says HELLO and resyncs) instead of getting a PONG that
@@ -27,27 +29,36 @@ pub const MAX_DEFAULT_PING: Duration = Duration::from_millis(333);
 /// Engine settings. See [`crate::Config`] for the reasons behind the defaults.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// This node's id, sent in hails and stamps; never 0.
+    pub node_id: u64,
     /// A client session that sends nothing for this long expires; a remote that hears nothing
     /// for this long is redialled.
     pub server_timeout: Duration,
-    /// How often a remote PINGs when it has sent nothing else; `None` is a third of the timeout.
+    /// How often a remote PINGs; `None` is a third of the timeout, at most [`MAX_DEFAULT_PING`].
     pub ping_interval: Option<Duration>,
-    /// At most this many tuples are held.
+    /// At most this many copies (tuples, tombstones, expiry records) are held.
     pub max_tuples: usize,
     /// At most this many bytes in a value.
     pub max_value_bytes: usize,
     /// At most this many client sessions (expired ones included) are held.
     pub max_sessions: usize,
+    /// How long tombstones and expiry records are kept.
+    pub tombstone_ttl: Duration,
+    /// Withdraw our own tuples when stopping gracefully.
+    pub withdraw_on_stop: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
+            node_id: 1,
             server_timeout: Duration::from_millis(1000),
             ping_interval: None,
             max_tuples: 1_000_000,
             max_value_bytes: 16 * 1024,
             max_sessions: 10_000,
+            tombstone_ttl: Duration::from_secs(600),
+            withdraw_on_stop: true,
         }
     }
 }
@@ -61,20 +72,7 @@ impl EngineConfig {
     }
 }
 
-/// A client of one of our listeners, named by its transport.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ClientId {
-    /// A ZeroMQ ROUTER routing id (tcp and ipc).
-    Zmq(Bytes),
-    /// An in-process connection number.
-    Inproc(u64),
-}
-
-/// One of our outbound connections, numbered in CONNECT order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RemoteId(pub u32);
-
-/// Where a tuple came from, so it is not echoed back there.
+/// Where a copy came from, so it is not echoed back there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Origin {
     App,
@@ -85,12 +83,39 @@ enum Origin {
 /// What the application is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A tuple that is new to this node, from anywhere, the application's own included.
+    /// A key new to this node (or back after a withdrawal or expiry), from anywhere, the
+    /// application's own publishes included.
     Deliver {
         /// The tuple's key.
         key: Arc<str>,
         /// The tuple's value.
         value: Arc<str>,
+    },
+    /// A held key took a new value.
+    Change {
+        /// The key.
+        key: Arc<str>,
+        /// Its new value.
+        value: Arc<str>,
+    },
+    /// The key was withdrawn (UNPUBLISH anywhere, or its owner stopped gracefully).
+    Remove {
+        /// The key.
+        key: Arc<str>,
+    },
+    /// The key's lease ran out: its owner stopped refreshing it.
+    Expire {
+        /// The key.
+        key: Arc<str>,
+    },
+    /// A peer changed state.
+    Peer {
+        /// The remote's endpoint, or a client's node id (or transport id before it hails).
+        peer: String,
+        /// Its new state.
+        state: PeerState,
+        /// Why, in a few words.
+        reason: String,
     },
 }
 
@@ -122,30 +147,14 @@ pub struct Stats {
     pub tuples_refused: u64,
     /// Remotes redialled after a silence.
     pub redials: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SessionState {
-    /// Has not said HELLO.
-    Start,
-    /// Said HELLO; gets every new tuple.
-    Connected,
-    /// Went silent (or could not keep up) and is no longer forwarded to.
-    Expired { since: Instant },
-}
-
-#[derive(Debug)]
-struct Session {
-    state: SessionState,
-    last_heard: Instant,
-}
-
-#[derive(Debug)]
-struct Remote {
-    endpoint: String,
-    connected: bool,
-    last_heard: Instant,
-    last_sent: Instant,
+    /// PUBLISH messages sent.
+    pub publish_sent: u64,
+    /// PUBLISH messages received.
+    pub publish_received: u64,
+    /// Lease refreshes this node made for its own tuples.
+    pub refreshes: u64,
+    /// Tuples dropped because their lease ran out.
+    pub expired: u64,
 }
 
 /// The node's state machine.
@@ -185,10 +194,20 @@ impl Engine {
         self.schedule(now);
     }
 
-    /// Changes how often remotes PING; `None` is a third of the server timeout.
+    /// Changes how often remotes PING; `None` is the default.
     pub fn set_ping_interval(&mut self, now: Instant, interval: Option<Duration>) {
         self.config.ping_interval = interval;
         self.schedule(now);
+    }
+
+    /// Changes how long tombstones are kept (for tombstones made from now on).
+    pub fn set_tombstone_ttl(&mut self, ttl: Duration) {
+        self.config.tombstone_ttl = ttl;
+    }
+
+    /// Whether stopping gracefully withdraws our own tuples.
+    pub fn set_withdraw_on_stop(&mut self, on: bool) {
+        self.config.withdraw_on_stop = on;
     }
 
     /// The tuples held.
@@ -222,6 +241,22 @@ impl Engine {
         self.remotes.get(id.0 as usize).map(|r| r.endpoint.as_str())
     }
 
+    /// Every peer and its state: remotes by endpoint, connected sessions by node id.
+    pub fn peers(&self) -> Vec<(String, PeerState)> {
+        let remotes = self
+            .remotes
+            .iter()
+            .map(|r| (r.endpoint.clone(), r.liveness));
+        let sessions = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.state == SessionState::Connected)
+            .map(|(c, s)| (s.name(c), s.liveness));
+        let mut peers: Vec<_> = remotes.chain(sessions).collect();
+        peers.sort();
+        peers
+    }
+
     /// The next thing the actor should do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -229,24 +264,105 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] next has work. It may be called earlier or later.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_deadline
+        match (self.next_deadline, self.store.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// The application publishes a tuple.
-    pub fn publish(&mut self, key: &str, value: &str) -> Result<(), TupleError> {
+    /// The application publishes a tuple, with a lease or without (`None` or zero).
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        key: &str,
+        value: &str,
+        lease: Option<Duration>,
+    ) -> Result<(), TupleError> {
         validate(key, value, self.config.max_value_bytes)?;
-        self.accept(Arc::from(key), Arc::from(value), Origin::App)
+        let lease = lease.filter(|l| !l.is_zero());
+        let held = self.store.entry(key);
+        if let Some(held) = held
+            && held.owned
+            && held.kind == Kind::Live
+            && *held.value == *value
+            && held.lease == lease
+        {
+            // The same tuple again: a duplicate, as in CZMQ.
+            return Ok(());
+        }
+        let stamp = Stamp {
+            version: held.map_or(1, |h| h.stamp.version + 1),
+            origin: self.config.node_id,
+            lease_seq: 0,
+            withdrawn: false,
+        };
+        let ttl_ms = lease.map_or(0, millis);
+        self.apply(
+            now,
+            Arc::from(key),
+            Arc::from(value),
+            ttl_ms,
+            stamp,
+            Origin::App,
+        )?;
+        Ok(())
+    }
+
+    /// The application withdraws a key, everywhere.
+    pub fn unpublish(&mut self, now: Instant, key: &str) -> Result<(), TupleError> {
+        let Some(held) = self.store.entry(key).filter(|e| e.kind == Kind::Live) else {
+            return Err(TupleError::NotHeld {
+                key: key.to_owned(),
+            });
+        };
+        let stamp = Stamp {
+            version: held.stamp.version + 1,
+            origin: self.config.node_id,
+            lease_seq: 0,
+            withdrawn: true,
+        };
+        let ttl_ms = millis(self.config.tombstone_ttl).max(1);
+        self.apply(
+            now,
+            Arc::from(key),
+            Arc::from(""),
+            ttl_ms,
+            stamp,
+            Origin::App,
+        )?;
+        Ok(())
+    }
+
+    /// A graceful stop: withdraw our own tuples (unless configured not to) and say goodbye to
+    /// every peer that will understand it.
+    pub fn goodbye(&mut self, now: Instant) {
+        if self.config.withdraw_on_stop {
+            for key in self.store.owned() {
+                let _ = self.unpublish(now, &key);
+            }
+        }
+        let bye = Some(Hail {
+            node: self.config.node_id,
+            goodbye: true,
+        });
+        for (index, remote) in self.remotes.iter().enumerate() {
+            if remote.connected {
+                self.outputs
+                    .push_back(Output::ToRemote(RemoteId(index as u32), Message::Ping(bye)));
+            }
+        }
+        for (client, session) in &self.sessions {
+            if session.state == SessionState::Connected && session.node.is_some() {
+                self.outputs
+                    .push_back(Output::ToClient(client.clone(), Message::Pong(bye)));
+            }
+        }
     }
 
     /// A new outbound connection; the transport dials it and reports when it is connected.
     pub fn add_remote(&mut self, now: Instant, endpoint: &str) -> RemoteId {
         let id = RemoteId(self.remotes.len() as u32);
-        self.remotes.push(Remote {
-            endpoint: endpoint.to_owned(),
-            connected: false,
-            last_heard: now,
-            last_sent: now,
-        });
+        self.remotes.push(Remote::new(now, endpoint));
         id
     }
 
@@ -264,22 +380,39 @@ impl Engine {
                 SessionState::Start
             }
         };
+        if let Message::Hello(Some(hail)) | Message::Ping(Some(hail)) = &message
+            && let Some(session) = self.sessions.get_mut(&client)
+        {
+            session.node = Some(hail.node);
+        }
+        if state == SessionState::Connected {
+            self.heard_from_client(&client);
+        }
         match (state, message) {
-            (SessionState::Expired { .. }, Message::Ping) => {
+            (SessionState::Connected, Message::Ping(Some(Hail { goodbye: true, .. }))) => {
+                let session = self.sessions.remove(&client);
+                if let Some(session) = session {
+                    self.peer_event(session.name(&client), PeerState::Left, "goodbye");
+                }
+            }
+            (SessionState::Expired { .. }, Message::Ping(_)) => {
                 // The client thinks it is still connected; make it say HELLO and resync.
                 self.refuse(client, "PING from an expired session");
             }
-            (_, Message::Ping) => self.send_to_client(client, Message::Pong),
-            (SessionState::Start | SessionState::Expired { .. }, Message::Hello) => {
+            (_, Message::Ping(hail)) => {
+                let hail = hail.map(|_| self.hail());
+                self.send_to_client(client, Message::Pong(hail));
+            }
+            (SessionState::Start | SessionState::Expired { .. }, Message::Hello(_)) => {
                 self.on_hello(now, client)
             }
             (SessionState::Connected, Message::Publish(publish)) => {
-                self.on_publish(Origin::Client(client), publish)
+                self.on_publish(now, Origin::Client(client), publish)
             }
             (SessionState::Expired { .. }, Message::Publish(publish)) => {
                 // A client we expired (CZMQ's never PINGs) publishing: it said HELLO before, so
                 // keep the tuple rather than lose it, then make it resync.
-                self.on_publish(Origin::Client(client.clone()), publish);
+                self.on_publish(now, Origin::Client(client.clone()), publish);
                 self.refuse(client, "PUBLISH from an expired session");
             }
             (_, other) => {
@@ -292,13 +425,17 @@ impl Engine {
     /// A client sent bytes that are not a ZGP message: that session ends, nothing else changes.
     pub fn handle_client_malformed(&mut self, client: ClientId, error: &dyn std::fmt::Display) {
         self.stats.malformed += 1;
-        warn!(?client, %error, "malformed message from a client; ending its session");
+        warn!(%client, %error, "malformed message from a client; ending its session");
         self.refuse(client, "malformed message");
     }
 
     /// The transport saw this client go away.
     pub fn handle_client_gone(&mut self, client: &ClientId) {
-        self.sessions.remove(client);
+        if let Some(session) = self.sessions.remove(client)
+            && session.state == SessionState::Connected
+        {
+            self.peer_event(session.name(client), PeerState::Dead, "connection closed");
+        }
     }
 
     /// The transport could not queue a message for this client: it missed tuples, so it stops
@@ -307,11 +444,10 @@ impl Engine {
         if let Some(session) = self.sessions.get_mut(client)
             && session.state == SessionState::Connected
         {
-            warn!(
-                ?client,
-                "client is not reading; dropping its session until it resyncs"
-            );
+            warn!(%client, "client is not reading; dropping its session until it resyncs");
             session.state = SessionState::Expired { since: now };
+            let name = session.name(client);
+            self.peer_event(name, PeerState::Dead, "not reading");
         }
     }
 
@@ -324,14 +460,21 @@ impl Engine {
         debug!(endpoint = %remote.endpoint, "remote connected");
         remote.connected = true;
         remote.last_heard = now;
+        let endpoint = remote.endpoint.clone();
+        self.set_remote_state(id, PeerState::Alive, &endpoint, "connected");
         self.send_hello(now, id);
     }
 
     /// A remote lost its connection; the transport is reconnecting it.
     pub fn handle_remote_disconnected(&mut self, id: RemoteId) {
-        if let Some(remote) = self.remotes.get_mut(id.0 as usize) {
-            debug!(endpoint = %remote.endpoint, "remote disconnected");
-            remote.connected = false;
+        let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
+            return;
+        };
+        debug!(endpoint = %remote.endpoint, "remote disconnected");
+        remote.connected = false;
+        if remote.liveness != PeerState::Left {
+            let endpoint = remote.endpoint.clone();
+            self.set_remote_state(id, PeerState::Dead, &endpoint, "disconnected");
         }
     }
 
@@ -341,16 +484,25 @@ impl Engine {
             return;
         };
         remote.last_heard = now;
+        let endpoint = remote.endpoint.clone();
+        if let Message::Pong(Some(hail)) = &message {
+            remote.node = Some(hail.node);
+            if hail.goodbye {
+                self.set_remote_state(id, PeerState::Left, &endpoint, "goodbye");
+                return;
+            }
+        }
+        if matches!(self.remotes.get(id.0 as usize), Some(r) if r.liveness == PeerState::Suspect) {
+            self.set_remote_state(id, PeerState::Alive, &endpoint, "heard again");
+        }
         match message {
-            Message::Publish(publish) => self.on_publish(Origin::Remote(id), publish),
+            Message::Publish(publish) => self.on_publish(now, Origin::Remote(id), publish),
             Message::Invalid => {
-                debug!(endpoint = %remote.endpoint, "server said INVALID; saying HELLO again");
+                debug!(%endpoint, "server said INVALID; saying HELLO again");
                 self.send_hello(now, id);
             }
-            Message::Pong => {}
-            other => {
-                debug!(endpoint = %remote.endpoint, message = other.id().name(), "ignored from a server")
-            }
+            Message::Pong(_) => {}
+            other => debug!(%endpoint, message = other.id().name(), "ignored from a server"),
         }
     }
 
@@ -360,25 +512,58 @@ impl Engine {
         warn!(endpoint = self.remote_endpoint(id), %error, "malformed message from a server; ignored");
     }
 
-    /// Expires silent sessions, redials silent remotes and sends due PINGs.
+    /// Expires silent sessions and leases, forgets old tombstones, refreshes our leases,
+    /// redials silent remotes and sends due PINGs.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.check_sessions(now);
+        self.check_remotes(now);
+        while let Some(key) = self.store.pop_due(now) {
+            self.on_due(now, key);
+        }
+        self.schedule(now);
+    }
+
+    fn check_sessions(&mut self, now: Instant) {
         let timeout = self.config.server_timeout;
         let forget_after = timeout * EXPIRED_MEMORY_TIMEOUTS;
+        let mut events = Vec::new();
         let mut expired = 0;
-        self.sessions.retain(|client, session| match session.state {
-            SessionState::Expired { since } => now.duration_since(since) < forget_after,
-            _ if now.duration_since(session.last_heard) < timeout => true,
-            SessionState::Start => false,
-            SessionState::Connected => {
-                debug!(?client, "client session expired");
-                session.state = SessionState::Expired { since: now };
-                expired += 1;
-                true
+        self.sessions.retain(|client, session| {
+            let silent = now.duration_since(session.last_heard);
+            match session.state {
+                SessionState::Expired { since } => now.duration_since(since) < forget_after,
+                SessionState::Start => silent < timeout,
+                SessionState::Connected if silent >= timeout => {
+                    debug!(%client, "client session expired");
+                    session.state = SessionState::Expired { since: now };
+                    expired += 1;
+                    events.push((
+                        session.name(client),
+                        PeerState::Dead,
+                        "session expired".to_owned(),
+                    ));
+                    true
+                }
+                SessionState::Connected => {
+                    if silent >= timeout / 2 && session.liveness == PeerState::Alive {
+                        session.liveness = PeerState::Suspect;
+                        let reason = format!("silent for {}ms", silent.as_millis());
+                        events.push((session.name(client), PeerState::Suspect, reason));
+                    }
+                    true
+                }
             }
         });
         self.stats.sessions_expired += expired;
+        for (peer, state, reason) in events {
+            self.peer_event(peer, state, &reason);
+        }
+    }
 
+    fn check_remotes(&mut self, now: Instant) {
+        let timeout = self.config.server_timeout;
         let ping_interval = self.config.ping_interval();
+        let ping = Message::Ping(Some(self.hail()));
         for index in 0..self.remotes.len() {
             let id = RemoteId(index as u32);
             let Some(remote) = self.remotes.get_mut(index) else {
@@ -387,39 +572,102 @@ impl Engine {
             if !remote.connected {
                 continue;
             }
-            if now.duration_since(remote.last_heard) >= timeout {
-                warn!(endpoint = %remote.endpoint, "remote silent for {timeout:?}; redialling");
+            let silent = now.duration_since(remote.last_heard);
+            let endpoint = remote.endpoint.clone();
+            if silent >= timeout {
+                warn!(%endpoint, "remote silent for {timeout:?}; redialling");
                 remote.connected = false;
                 self.stats.redials += 1;
                 self.outputs.push_back(Output::Redial(id));
-            } else if now.duration_since(remote.last_sent) >= ping_interval {
+                let reason = format!("silent for {}ms", silent.as_millis());
+                self.set_remote_state(id, PeerState::Dead, &endpoint, &reason);
+                continue;
+            }
+            if now.duration_since(remote.last_sent) >= ping_interval {
                 remote.last_sent = now;
-                self.outputs.push_back(Output::ToRemote(id, Message::Ping));
+                self.outputs.push_back(Output::ToRemote(id, ping.clone()));
+            }
+            if silent >= timeout / 2 && remote.liveness == PeerState::Alive {
+                let reason = format!("silent for {}ms", silent.as_millis());
+                self.set_remote_state(id, PeerState::Suspect, &endpoint, &reason);
             }
         }
-        self.schedule(now);
     }
 
-    /// Recomputes the earliest deadline from every session and remote.
+    /// Something is due for `key`: a lease refresh, a lease running out, or a record ending.
+    fn on_due(&mut self, now: Instant, key: Arc<str>) {
+        let Some(entry) = self.store.entry(&key) else {
+            return;
+        };
+        if entry.owned
+            && let (Some(lease), Some(at)) = (entry.lease, entry.refresh_at)
+            && at <= now
+        {
+            let mut refreshed = entry.clone();
+            refreshed.stamp.lease_seq += 1;
+            refreshed.refresh_at = Some(now + lease / 3);
+            let message = Publish::stamped(
+                Arc::clone(&key),
+                Arc::clone(&refreshed.value),
+                millis(lease),
+                &refreshed.stamp,
+            );
+            self.store.put(Arc::clone(&key), refreshed);
+            self.stats.refreshes += 1;
+            self.forward(&Message::Publish(message), &Origin::App);
+            return;
+        }
+        match entry.kind {
+            Kind::Live => {
+                let mut record = entry.clone();
+                record.kind = Kind::Expired;
+                record.ends = Some(now + self.config.tombstone_ttl);
+                self.store.put(Arc::clone(&key), record);
+                self.stats.expired += 1;
+                debug!(%key, "lease ran out");
+                self.outputs.push_back(Output::Event(Event::Expire { key }));
+            }
+            Kind::Withdrawn | Kind::Expired => {
+                self.store.remove(&key);
+            }
+        }
+    }
+
+    /// Recomputes the earliest session and remote deadline.
     fn schedule(&mut self, now: Instant) {
         let timeout = self.config.server_timeout;
         let forget_after = timeout * EXPIRED_MEMORY_TIMEOUTS;
         let ping_interval = self.config.ping_interval();
+        let suspect = |last_heard: Instant, liveness: PeerState| {
+            if liveness == PeerState::Alive {
+                last_heard + timeout / 2
+            } else {
+                last_heard + timeout
+            }
+        };
         let sessions = self.sessions.values().map(|s| match s.state {
             SessionState::Expired { since } => since + forget_after,
-            _ => s.last_heard + timeout,
+            SessionState::Start => s.last_heard + timeout,
+            SessionState::Connected => suspect(s.last_heard, s.liveness),
         });
         let remotes = self
             .remotes
             .iter()
             .filter(|r| r.connected)
-            .map(|r| (r.last_heard + timeout).min(r.last_sent + ping_interval));
+            .map(|r| suspect(r.last_heard, r.liveness).min(r.last_sent + ping_interval));
         self.next_deadline = sessions.chain(remotes).min().map(|at| at.max(now));
     }
 
     /// Moves the deadline earlier if `at` comes first.
     fn schedule_at(&mut self, at: Instant) {
         self.next_deadline = Some(self.next_deadline.map_or(at, |d| d.min(at)));
+    }
+
+    fn hail(&self) -> Hail {
+        Hail {
+            node: self.config.node_id,
+            goodbye: false,
+        }
     }
 
     fn open_session(&mut self, now: Instant, client: &ClientId) -> bool {
@@ -435,94 +683,188 @@ impl Engine {
         }
         if self.sessions.len() >= self.config.max_sessions {
             self.stats.sessions_refused += 1;
-            warn!(
-                ?client,
-                max = self.config.max_sessions,
-                "too many client sessions; ignoring a new client"
-            );
+            warn!(%client, max = self.config.max_sessions, "too many client sessions; ignoring a new client");
             return false;
         }
-        self.sessions.insert(
-            client.clone(),
-            Session {
-                state: SessionState::Start,
-                last_heard: now,
-            },
-        );
+        self.sessions.insert(client.clone(), Session::new(now));
         self.schedule_at(now + self.config.server_timeout);
         true
     }
 
-    fn on_hello(&mut self, now: Instant, client: ClientId) {
-        if let Some(session) = self.sessions.get_mut(&client) {
-            session.state = SessionState::Connected;
-            session.last_heard = now;
-        }
-        self.schedule_at(now + self.config.server_timeout);
-        for (key, value) in self.store.iter() {
-            let publish = Publish::new(Arc::clone(key), Arc::clone(value));
-            self.outputs
-                .push_back(Output::ToClient(client.clone(), Message::Publish(publish)));
+    fn heard_from_client(&mut self, client: &ClientId) {
+        if let Some(session) = self.sessions.get_mut(client)
+            && session.liveness == PeerState::Suspect
+        {
+            session.liveness = PeerState::Alive;
+            let name = session.name(client);
+            self.peer_event(name, PeerState::Alive, "heard again");
         }
     }
 
-    fn on_publish(&mut self, origin: Origin, publish: Publish) {
+    fn on_hello(&mut self, now: Instant, client: ClientId) {
+        let Some(session) = self.sessions.get_mut(&client) else {
+            return;
+        };
+        session.state = SessionState::Connected;
+        session.last_heard = now;
+        session.liveness = PeerState::Alive;
+        let name = session.name(&client);
+        self.peer_event(name, PeerState::Alive, "hello");
+        self.schedule_at(now + self.config.server_timeout / 2);
+        let copies: Vec<Message> = self.resync_messages(now);
+        for message in copies {
+            self.stats.publish_sent += 1;
+            self.outputs
+                .push_back(Output::ToClient(client.clone(), message));
+        }
+    }
+
+    /// Every shared copy as a PUBLISH, for a peer that (re)connected.
+    fn resync_messages(&self, now: Instant) -> Vec<Message> {
+        let copies = self.store.shared().map(|(key, entry)| {
+            let publish = Publish::stamped(
+                Arc::clone(key),
+                Arc::clone(&entry.value),
+                entry.ttl_ms(now),
+                &entry.stamp,
+            );
+            Message::Publish(publish)
+        });
+        copies.collect()
+    }
+
+    fn on_publish(&mut self, now: Instant, origin: Origin, publish: Publish) {
+        self.stats.publish_received += 1;
+        let stamp = match publish.stamp() {
+            Ok(stamp) => stamp.unwrap_or_default(),
+            Err(error) => {
+                self.stats.malformed += 1;
+                warn!(?origin, %error, "bad stamp");
+                if let Origin::Client(client) = origin {
+                    self.refuse(client, "bad stamp");
+                }
+                return;
+            }
+        };
+        // A tombstone's value is empty, so the same rules cover both kinds of copy.
         if let Err(error) = validate(&publish.key, &publish.value, self.config.max_value_bytes) {
             self.stats.tuples_refused += 1;
-            warn!(?origin, %error, "refused a tuple");
+            warn!(?origin, %error, "refused a tuple that breaks the rules");
             return;
         }
-        if let Err(error) = self.accept(publish.key, publish.value, origin) {
+        if let Err(error) = self.apply(
+            now,
+            publish.key,
+            publish.value,
+            publish.ttl_ms,
+            stamp,
+            origin,
+        ) {
             warn!(%error, "refused a tuple");
         }
     }
 
-    /// Store-if-new; a new tuple is delivered to the application and forwarded to every
-    /// connected remote and session except the one it came from.
-    fn accept(&mut self, key: Arc<str>, value: Arc<str>, origin: Origin) -> Result<(), TupleError> {
-        match self
-            .store
-            .insert_if_new(&key, &value, self.config.max_tuples)
+    /// Keeps the copy if it is greater than the one held, tells the application what changed,
+    /// and forwards it to every peer but the one it came from. Returns whether it was kept.
+    fn apply(
+        &mut self,
+        now: Instant,
+        key: Arc<str>,
+        value: Arc<str>,
+        ttl_ms: u32,
+        stamp: Stamp,
+        origin: Origin,
+    ) -> Result<bool, TupleError> {
+        let held = self.store.entry(&key);
+        if let Some(held) = held
+            && !held.is_older_than(&stamp, &value)
         {
-            Ok(false) => return Ok(()),
-            Ok(true) => {}
-            Err(error) => {
-                self.stats.tuples_refused += 1;
-                return Err(error);
-            }
+            return Ok(false);
         }
-        self.outputs.push_back(Output::Event(Event::Deliver {
-            key: Arc::clone(&key),
+        if held.is_none() && self.store.held() >= self.config.max_tuples {
+            self.stats.tuples_refused += 1;
+            return Err(TupleError::StoreFull {
+                max: self.config.max_tuples,
+            });
+        }
+        let held_kind = held.map(|h| (h.kind, Arc::clone(&h.value)));
+        let ours = origin == Origin::App;
+        let kind = if stamp.withdrawn {
+            Kind::Withdrawn
+        } else {
+            Kind::Live
+        };
+        let lifetime = (ttl_ms > 0).then(|| Duration::from_millis(u64::from(ttl_ms)));
+        let lease = lifetime.filter(|_| ours && kind == Kind::Live);
+        let ends = match kind {
+            _ if lease.is_some() => None,
+            Kind::Withdrawn => Some(now + lifetime.unwrap_or(self.config.tombstone_ttl)),
+            _ => lifetime.map(|l| now + l),
+        };
+        let entry = Entry {
             value: Arc::clone(&value),
-        }));
-        let message = Message::Publish(Publish::new(key, value));
+            stamp,
+            kind,
+            ends,
+            owned: ours && kind == Kind::Live,
+            lease,
+            refresh_at: lease.map(|l| now + l / 3),
+        };
+        self.store.put(Arc::clone(&key), entry);
+
+        let event = match (held_kind, kind) {
+            (Some((Kind::Live, old)), Kind::Live) if old != value => Some(Event::Change {
+                key: Arc::clone(&key),
+                value: Arc::clone(&value),
+            }),
+            (Some((Kind::Live, _)), Kind::Live) => None,
+            (Some((Kind::Live, _)), _) => Some(Event::Remove {
+                key: Arc::clone(&key),
+            }),
+            (_, Kind::Live) => Some(Event::Deliver {
+                key: Arc::clone(&key),
+                value: Arc::clone(&value),
+            }),
+            _ => None,
+        };
+        if let Some(event) = event {
+            self.outputs.push_back(Output::Event(event));
+        }
+        let message = Message::Publish(Publish::stamped(key, value, ttl_ms, &stamp));
+        self.forward(&message, &origin);
+        Ok(true)
+    }
+
+    /// Sends a copy to every connected remote and session except where it came from.
+    fn forward(&mut self, message: &Message, origin: &Origin) {
         for (index, remote) in self.remotes.iter().enumerate() {
             let id = RemoteId(index as u32);
-            if remote.connected && origin != Origin::Remote(id) {
+            if remote.connected && *origin != Origin::Remote(id) {
+                self.stats.publish_sent += 1;
                 self.outputs
                     .push_back(Output::ToRemote(id, message.clone()));
             }
         }
         for (client, session) in &self.sessions {
             if session.state == SessionState::Connected
-                && !matches!(&origin, Origin::Client(c) if c == client)
+                && !matches!(origin, Origin::Client(c) if c == client)
             {
+                self.stats.publish_sent += 1;
                 self.outputs
                     .push_back(Output::ToClient(client.clone(), message.clone()));
             }
         }
-        Ok(())
     }
 
     fn send_hello(&mut self, now: Instant, id: RemoteId) {
         if let Some(remote) = self.remotes.get_mut(id.0 as usize) {
             remote.last_sent = now;
         }
-        self.outputs.push_back(Output::ToRemote(id, Message::Hello));
-        for (key, value) in self.store.iter() {
-            let publish = Publish::new(Arc::clone(key), Arc::clone(value));
-            self.outputs
-                .push_back(Output::ToRemote(id, Message::Publish(publish)));
+        self.outputs
+            .push_back(Output::ToRemote(id, Message::Hello(Some(self.hail()))));
+        for message in self.resync_messages(now) {
+            self.stats.publish_sent += 1;
+            self.outputs.push_back(Output::ToRemote(id, message));
         }
         let ping_interval = self.config.ping_interval();
         self.schedule_at(now + ping_interval);
@@ -532,11 +874,34 @@ impl Engine {
         self.outputs.push_back(Output::ToClient(client, message));
     }
 
+    fn set_remote_state(&mut self, id: RemoteId, state: PeerState, endpoint: &str, reason: &str) {
+        let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
+            return;
+        };
+        if remote.liveness != state {
+            remote.liveness = state;
+            self.peer_event(endpoint.to_owned(), state, reason);
+        }
+    }
+
+    fn peer_event(&mut self, peer: String, state: PeerState, reason: &str) {
+        debug!(%peer, %state, reason, "peer");
+        self.outputs.push_back(Output::Event(Event::Peer {
+            peer,
+            state,
+            reason: reason.to_owned(),
+        }));
+    }
+
     /// Replies INVALID and ends the session.
     fn refuse(&mut self, client: ClientId, why: &str) {
-        debug!(?client, why, "INVALID");
+        debug!(%client, why, "INVALID");
         self.stats.invalid_sent += 1;
-        self.sessions.remove(&client);
+        if let Some(session) = self.sessions.remove(&client)
+            && session.state == SessionState::Connected
+        {
+            self.peer_event(session.name(&client), PeerState::Dead, why);
+        }
         self.outputs
             .push_back(Output::ToClient(client, Message::Invalid));
     }

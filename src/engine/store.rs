@@ -1,10 +1,13 @@
-//! The tuple store and the rules for which tuples a node accepts. Store-if-new as CZMQ does it:
-//! a tuple is a duplicate only when its key is held with the same value.
+//! The tuple store and the rules for which tuples a node accepts. Each key holds one copy: the
+//! greatest seen by `(version, origin, lease sequence, value)` (`proto/zgp.md` §11), which may
+//! be a tuple in force, a tombstone, or the record of a lease that ran out.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::wire::MAX_KEY_LEN;
+use crate::wire::{MAX_KEY_LEN, Stamp};
 
 /// Why a tuple was refused. Refused tuples change nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +42,12 @@ pub enum TupleError {
         len: usize,
         /// The configured limit.
         max: usize,
+    },
+    /// UNPUBLISH of a key not in force here.
+    #[error("key {key:?} is not held")]
+    NotHeld {
+        /// The key.
+        key: String,
     },
     /// The node's limit on how many tuples it holds.
     #[error("store is full ({max} tuples)")]
@@ -76,54 +85,175 @@ pub fn validate(key: &str, value: &str, max_value_bytes: usize) -> Result<(), Tu
     Ok(())
 }
 
-/// Every tuple a node holds, ordered by key so listings and resyncs are deterministic.
+/// What a held copy of a key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A tuple in force.
+    Live,
+    /// A tombstone: the key was withdrawn. Travels to peers until it ends.
+    Withdrawn,
+    /// A lease ran out here. A local record only, so a stale copy cannot resurrect the tuple.
+    Expired,
+}
+
+/// One key's copy as this node holds it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The value (empty for a tombstone).
+    pub value: Arc<str>,
+    /// Which copy this is.
+    pub stamp: Stamp,
+    /// Live, withdrawn or expired.
+    pub kind: Kind,
+    /// When this copy ends here: a lease running out, or a tombstone or expiry record being
+    /// forgotten. `None`: never (a permanent tuple, or one we own).
+    pub ends: Option<Instant>,
+    /// Our application published this copy and it still wins: we refresh its lease.
+    pub owned: bool,
+    /// The lease we refresh, when owned with one.
+    pub lease: Option<Duration>,
+    /// When we next refresh it.
+    pub refresh_at: Option<Instant>,
+}
+
+impl Entry {
+    /// Whether `stamp` and `value` make a copy greater than this one (`proto/zgp.md` §11).
+    pub fn is_older_than(&self, stamp: &Stamp, value: &str) -> bool {
+        (&self.stamp, &*self.value) < (stamp, value)
+    }
+
+    /// The `ttl` to send with this copy: what is left of its lifetime here, in ms (at least 1,
+    /// since 0 means "no lease"), or the full lease for a copy we own.
+    pub fn ttl_ms(&self, now: Instant) -> u32 {
+        if let Some(lease) = self.lease {
+            return millis(lease);
+        }
+        match self.ends {
+            Some(ends) => millis(ends.saturating_duration_since(now)).max(1),
+            None => 0,
+        }
+    }
+}
+
+/// A duration as the wire's u32 milliseconds, saturating.
+pub fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Every copy a node holds, ordered by key so listings and resyncs are deterministic, with the
+/// times at which some of them end or are due for a refresh.
 #[derive(Debug, Default)]
 pub struct Store {
-    tuples: BTreeMap<Arc<str>, Arc<str>>,
+    entries: BTreeMap<Arc<str>, Entry>,
+    live: usize,
+    /// (when, key): something may be due for that key then. Stale items are skipped when popped.
+    timers: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
 }
 
 impl Store {
-    /// Stores the tuple unless the key is already held with this value. Returns whether it was
-    /// new. `max_tuples` bounds the store: a new key past it is refused.
-    pub fn insert_if_new(
-        &mut self,
-        key: &Arc<str>,
-        value: &Arc<str>,
-        max_tuples: usize,
-    ) -> Result<bool, TupleError> {
-        let full = self.tuples.len() >= max_tuples;
-        match self.tuples.get_mut(key) {
-            Some(held) if held == value => Ok(false),
-            Some(held) => {
-                *held = Arc::clone(value);
-                Ok(true)
+    /// The copy held for `key`, whatever its kind.
+    pub fn entry(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// The value in force for `key`.
+    pub fn get(&self, key: &str) -> Option<&Arc<str>> {
+        self.entries
+            .get(key)
+            .filter(|e| e.kind == Kind::Live)
+            .map(|e| &e.value)
+    }
+
+    /// How many tuples are in force.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether no tuple is in force.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// How many copies are held, tombstones and expiry records included.
+    pub fn held(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Every tuple in force, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<str>)> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.kind == Kind::Live)
+            .map(|(k, e)| (k, &e.value))
+    }
+
+    /// Every copy that travels on a resync (tuples in force and tombstones), by key.
+    pub fn shared(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
+        self.entries.iter().filter(|(_, e)| e.kind != Kind::Expired)
+    }
+
+    /// The keys whose value is `service`, sorted.
+    pub fn lookup(&self, service: &str) -> Vec<Arc<str>> {
+        self.iter()
+            .filter(|(_, v)| &***v == service)
+            .map(|(k, _)| Arc::clone(k))
+            .collect()
+    }
+
+    /// The keys we own, sorted.
+    pub fn owned(&self) -> Vec<Arc<str>> {
+        let mine = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.owned && e.kind == Kind::Live);
+        mine.map(|(k, _)| Arc::clone(k)).collect()
+    }
+
+    /// Holds `entry` for `key`, replacing any copy; returns the copy it replaced.
+    pub fn put(&mut self, key: Arc<str>, entry: Entry) -> Option<Entry> {
+        for at in [entry.ends, entry.refresh_at].into_iter().flatten() {
+            self.timers.push(Reverse((at, Arc::clone(&key))));
+        }
+        if entry.kind == Kind::Live {
+            self.live += 1;
+        }
+        let old = self.entries.insert(key, entry);
+        if old.as_ref().is_some_and(|e| e.kind == Kind::Live) {
+            self.live -= 1;
+        }
+        old
+    }
+
+    /// Forgets `key`.
+    pub fn remove(&mut self, key: &str) -> Option<Entry> {
+        let old = self.entries.remove(key);
+        if old.as_ref().is_some_and(|e| e.kind == Kind::Live) {
+            self.live -= 1;
+        }
+        old
+    }
+
+    /// The earliest time something may be due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next key with something due by `now`, if any. The caller looks at the entry.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Arc<str>> {
+        loop {
+            let Reverse((at, _)) = self.timers.peek()?;
+            if *at > now {
+                return None;
             }
-            None if full => Err(TupleError::StoreFull { max: max_tuples }),
-            None => {
-                self.tuples.insert(Arc::clone(key), Arc::clone(value));
-                Ok(true)
+            let Reverse((at, key)) = self.timers.pop()?;
+            let due = self.entries.get(&key).is_some_and(|e| {
+                e.ends.is_some_and(|ends| ends <= now && ends == at)
+                    || e.refresh_at.is_some_and(|r| r <= now && r == at)
+            });
+            if due {
+                return Some(key);
             }
         }
-    }
-
-    /// The value held for `key`.
-    pub fn get(&self, key: &str) -> Option<&Arc<str>> {
-        self.tuples.get(key)
-    }
-
-    /// How many tuples are held.
-    pub fn len(&self) -> usize {
-        self.tuples.len()
-    }
-
-    /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.tuples.is_empty()
-    }
-
-    /// Every tuple, by key.
-    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<str>)> {
-        self.tuples.iter()
     }
 }
 
@@ -131,29 +261,72 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn arc(s: &str) -> Arc<str> {
-        Arc::from(s)
+    fn entry(value: &str, version: u64, kind: Kind) -> Entry {
+        Entry {
+            value: Arc::from(value),
+            stamp: Stamp {
+                version,
+                origin: 1,
+                lease_seq: 0,
+                withdrawn: kind == Kind::Withdrawn,
+            },
+            kind,
+            ends: None,
+            owned: false,
+            lease: None,
+            refresh_at: None,
+        }
     }
 
     #[test]
-    fn same_value_is_a_duplicate_and_a_new_value_replaces() {
+    fn only_tuples_in_force_count_and_show() {
         let mut store = Store::default();
-        assert_eq!(store.insert_if_new(&arc("k"), &arc("a"), 10), Ok(true));
-        assert_eq!(store.insert_if_new(&arc("k"), &arc("a"), 10), Ok(false));
-        assert_eq!(store.insert_if_new(&arc("k"), &arc("b"), 10), Ok(true));
-        assert_eq!(store.get("k").map(|v| &**v), Some("b"));
+        store.put(Arc::from("a"), entry("x", 1, Kind::Live));
+        store.put(Arc::from("b"), entry("", 2, Kind::Withdrawn));
+        store.put(Arc::from("c"), entry("x", 1, Kind::Expired));
         assert_eq!(store.len(), 1);
+        assert_eq!(store.held(), 3);
+        assert_eq!(store.get("b"), None);
+        assert_eq!(store.lookup("x"), vec![Arc::from("a")]);
+        assert_eq!(store.shared().count(), 2, "expiry records stay local");
+        store.put(Arc::from("a"), entry("", 2, Kind::Withdrawn));
+        assert_eq!(store.len(), 0);
     }
 
     #[test]
-    fn a_full_store_refuses_new_keys_but_takes_new_values() {
+    fn greater_copies_win_by_stamp_then_value() {
+        let held = entry("b", 2, Kind::Live);
+        let at = |version, lease_seq| Stamp {
+            version,
+            origin: 1,
+            lease_seq,
+            withdrawn: false,
+        };
+        assert!(held.is_older_than(&at(3, 0), "a"));
+        assert!(held.is_older_than(&at(2, 1), "b"));
+        assert!(held.is_older_than(&at(2, 0), "c"));
+        assert!(!held.is_older_than(&at(2, 0), "b"));
+        assert!(!held.is_older_than(&at(1, 9), "z"));
+    }
+
+    #[test]
+    fn timers_fire_once_and_stale_ones_are_skipped() {
+        let t0 = Instant::now();
         let mut store = Store::default();
-        assert_eq!(store.insert_if_new(&arc("a"), &arc("1"), 1), Ok(true));
+        let mut leased = entry("x", 1, Kind::Live);
+        leased.ends = Some(t0 + Duration::from_secs(1));
+        store.put(Arc::from("k"), leased.clone());
+        leased.ends = Some(t0 + Duration::from_secs(2));
+        store.put(Arc::from("k"), leased);
         assert_eq!(
-            store.insert_if_new(&arc("b"), &arc("1"), 1),
-            Err(TupleError::StoreFull { max: 1 })
+            store.pop_due(t0 + Duration::from_millis(1500)),
+            None,
+            "the first deadline is stale"
         );
-        assert_eq!(store.insert_if_new(&arc("a"), &arc("2"), 1), Ok(true));
+        assert_eq!(
+            store.pop_due(t0 + Duration::from_secs(2)).as_deref(),
+            Some("k")
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::wire::DecodeError;
+use bytes::Bytes;
 
 fn t0() -> Instant {
     Instant::now()
@@ -15,65 +16,131 @@ fn client(n: u8) -> ClientId {
     ClientId::Zmq(Bytes::from(vec![0, 0, 0, 0, n]))
 }
 
-fn engine_with_timeout(timeout_ms: u64) -> Engine {
+fn engine(node_id: u64, timeout_ms: u64) -> Engine {
     Engine::new(EngineConfig {
+        node_id,
         server_timeout: ms(timeout_ms),
         ..EngineConfig::default()
     })
+}
+
+fn engine_with_timeout(timeout_ms: u64) -> Engine {
+    engine(1, timeout_ms)
 }
 
 fn drain(engine: &mut Engine) -> Vec<Output> {
     std::iter::from_fn(|| engine.poll_output()).collect()
 }
 
-fn publish(key: &str, value: &str) -> Message {
+/// A message as a short string: `PUBLISH k=v`, `PUBLISH k=v ttl=100`, `PUBLISH k withdrawn`,
+/// `HELLO`, `PING bye`...
+fn summary(message: &Message) -> String {
+    let control = |name: &str, hail: &Option<Hail>| match hail {
+        Some(Hail { goodbye: true, .. }) => format!("{name} bye"),
+        _ => name.to_owned(),
+    };
+    match message {
+        Message::Hello(hail) => control("HELLO", hail),
+        Message::Ping(hail) => control("PING", hail),
+        Message::Pong(hail) => control("PONG", hail),
+        Message::Invalid => "INVALID".into(),
+        Message::Publish(p) => {
+            let stamp = p.stamp().unwrap().unwrap_or_default();
+            let mut text = if stamp.withdrawn {
+                format!("PUBLISH {} withdrawn", p.key)
+            } else {
+                format!("PUBLISH {}={}", p.key, p.value)
+            };
+            if p.ttl_ms > 0 && !stamp.withdrawn {
+                text.push_str(&format!(" ttl={}", p.ttl_ms));
+            }
+            text
+        }
+    }
+}
+
+fn to_client(outputs: &[Output], who: &ClientId) -> Vec<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToClient(c, m) if c == who => Some(summary(m)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn to_remote(outputs: &[Output], who: RemoteId) -> Vec<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToRemote(r, m) if *r == who => Some(summary(m)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The application events, as pipe-like lines (peer events left out).
+fn told(outputs: &[Output]) -> Vec<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::Deliver { key, value }) => Some(format!("DELIVER {key} {value}")),
+            Output::Event(Event::Change { key, value }) => Some(format!("CHANGE {key} {value}")),
+            Output::Event(Event::Remove { key }) => Some(format!("REMOVE {key}")),
+            Output::Event(Event::Expire { key }) => Some(format!("EXPIRE {key}")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn peer_events(outputs: &[Output]) -> Vec<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::Peer { peer, state, .. }) => Some(format!("{peer} {state}")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn plain(key: &str, value: &str) -> Message {
     Message::Publish(Publish::new(key, value))
 }
 
-fn to_client(outputs: &[Output], who: &ClientId) -> Vec<Message> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::ToClient(c, m) if c == who => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
+fn stamped(
+    key: &str,
+    value: &str,
+    ttl_ms: u32,
+    version: u64,
+    origin: u64,
+    lease_seq: u32,
+) -> Message {
+    let stamp = Stamp {
+        version,
+        origin,
+        lease_seq,
+        withdrawn: false,
+    };
+    Message::Publish(Publish::stamped(key, value, ttl_ms, &stamp))
 }
 
-fn to_remote(outputs: &[Output], who: RemoteId) -> Vec<Message> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::ToRemote(r, m) if *r == who => Some(m.clone()),
-            _ => None,
-        })
-        .collect()
+fn hello() -> Message {
+    Message::Hello(None)
 }
 
-fn delivered(outputs: &[Output]) -> Vec<(String, String)> {
-    outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Event(Event::Deliver { key, value }) => {
-                Some((key.to_string(), value.to_string()))
-            }
-            _ => None,
-        })
-        .collect()
-}
+// ---- ZGP v1 sessions, as CZMQ does them ----
 
 #[test]
 fn hello_gets_every_tuple_held() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    e.publish("a", "1").unwrap();
-    e.publish("b", "2").unwrap();
+    e.publish(now, "a", "1", None).unwrap();
+    e.publish(now, "b", "2", None).unwrap();
     drain(&mut e);
-    e.handle_client_message(now, client(1), Message::Hello);
-    let out = drain(&mut e);
+    e.handle_client_message(now, client(1), hello());
     assert_eq!(
-        to_client(&out, &client(1)),
-        vec![publish("a", "1"), publish("b", "2")]
+        to_client(&drain(&mut e), &client(1)),
+        ["PUBLISH a=1", "PUBLISH b=2"]
     );
 }
 
@@ -81,22 +148,39 @@ fn hello_gets_every_tuple_held() {
 fn ping_gets_pong_before_and_after_hello() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    e.handle_client_message(now, client(1), Message::Ping);
-    assert_eq!(to_client(&drain(&mut e), &client(1)), vec![Message::Pong]);
-    e.handle_client_message(now, client(1), Message::Hello);
-    e.handle_client_message(now, client(1), Message::Ping);
-    assert_eq!(to_client(&drain(&mut e), &client(1)), vec![Message::Pong]);
+    e.handle_client_message(now, client(1), Message::Ping(None));
+    assert_eq!(to_client(&drain(&mut e), &client(1)), ["PONG"]);
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(1), Message::Ping(None));
+    assert_eq!(to_client(&drain(&mut e), &client(1)), ["PONG"]);
+}
+
+#[test]
+fn a_hailing_client_gets_a_hailing_pong_and_a_plain_one_a_plain_pong() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    let hail = Some(Hail {
+        node: 77,
+        goodbye: false,
+    });
+    e.handle_client_message(now, client(1), Message::Ping(hail));
+    e.handle_client_message(now, client(2), Message::Ping(None));
+    let out = drain(&mut e);
+    assert!(matches!(
+        &out[..],
+        [
+            Output::ToClient(_, Message::Pong(Some(Hail { node: 1, .. }))),
+            Output::ToClient(_, Message::Pong(None))
+        ]
+    ));
 }
 
 #[test]
 fn publish_before_hello_is_invalid_and_stores_nothing() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    e.handle_client_message(now, client(1), publish("k", "v"));
-    assert_eq!(
-        to_client(&drain(&mut e), &client(1)),
-        vec![Message::Invalid]
-    );
+    e.handle_client_message(now, client(1), plain("k", "v"));
+    assert_eq!(to_client(&drain(&mut e), &client(1)), ["INVALID"]);
     assert_eq!(e.store().len(), 0);
 }
 
@@ -104,12 +188,9 @@ fn publish_before_hello_is_invalid_and_stores_nothing() {
 fn second_hello_is_invalid_and_ends_the_session() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    e.handle_client_message(now, client(1), Message::Hello);
-    e.handle_client_message(now, client(1), Message::Hello);
-    assert_eq!(
-        to_client(&drain(&mut e), &client(1)),
-        vec![Message::Invalid]
-    );
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(1), hello());
+    assert_eq!(to_client(&drain(&mut e), &client(1)), ["INVALID"]);
     assert_eq!(e.connected_sessions(), 0);
 }
 
@@ -119,15 +200,15 @@ fn new_tuple_is_delivered_and_forwarded_to_everyone_but_its_sender() {
     let mut e = engine_with_timeout(1000);
     let r = e.add_remote(now, "inproc://up");
     e.handle_remote_connected(now, r);
-    e.handle_client_message(now, client(1), Message::Hello);
-    e.handle_client_message(now, client(2), Message::Hello);
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(2), hello());
     drain(&mut e);
 
-    e.handle_client_message(now, client(1), publish("k", "v"));
+    e.handle_client_message(now, client(1), plain("k", "v"));
     let out = drain(&mut e);
-    assert_eq!(delivered(&out), vec![("k".into(), "v".into())]);
-    assert_eq!(to_remote(&out, r), vec![publish("k", "v")]);
-    assert_eq!(to_client(&out, &client(2)), vec![publish("k", "v")]);
+    assert_eq!(told(&out), ["DELIVER k v"]);
+    assert_eq!(to_remote(&out, r), ["PUBLISH k=v"]);
+    assert_eq!(to_client(&out, &client(2)), ["PUBLISH k=v"]);
     assert!(to_client(&out, &client(1)).is_empty());
 }
 
@@ -135,22 +216,21 @@ fn new_tuple_is_delivered_and_forwarded_to_everyone_but_its_sender() {
 fn duplicate_tuple_is_neither_delivered_nor_forwarded() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    e.handle_client_message(now, client(1), Message::Hello);
-    e.handle_client_message(now, client(2), Message::Hello);
-    e.handle_client_message(now, client(1), publish("k", "v"));
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(2), hello());
+    e.handle_client_message(now, client(1), stamped("k", "v", 0, 1, 9, 0));
     drain(&mut e);
-    e.handle_client_message(now, client(1), publish("k", "v"));
+    e.handle_client_message(now, client(1), stamped("k", "v", 0, 1, 9, 0));
     assert!(drain(&mut e).is_empty());
-    e.handle_client_message(now, client(1), publish("k", "w"));
-    assert_eq!(delivered(&drain(&mut e)), vec![("k".into(), "w".into())]);
+    e.handle_client_message(now, client(1), stamped("k", "w", 0, 2, 9, 0));
+    assert_eq!(told(&drain(&mut e)), ["CHANGE k w"]);
 }
 
 #[test]
 fn silent_client_session_expires_after_timeout() {
     let now = t0();
     let mut e = engine_with_timeout(100);
-    e.handle_client_message(now, client(1), Message::Hello);
-    assert_eq!(e.poll_timeout(), Some(now + ms(100)));
+    e.handle_client_message(now, client(1), hello());
     e.handle_timeout(now + ms(99));
     assert_eq!(e.connected_sessions(), 1);
     e.handle_timeout(now + ms(100));
@@ -158,7 +238,7 @@ fn silent_client_session_expires_after_timeout() {
     assert_eq!(e.stats().sessions_expired, 1);
 
     // No longer forwarded to.
-    e.publish("k", "v").unwrap();
+    e.publish(now, "k", "v", None).unwrap();
     assert!(to_client(&drain(&mut e), &client(1)).is_empty());
 }
 
@@ -166,11 +246,11 @@ fn silent_client_session_expires_after_timeout() {
 fn pinging_client_session_never_expires() {
     let now = t0();
     let mut e = engine_with_timeout(100);
-    e.handle_client_message(now, client(1), Message::Hello);
+    e.handle_client_message(now, client(1), hello());
     for step in 1..=50 {
         let at = now + ms(30 * step);
         e.handle_timeout(at);
-        e.handle_client_message(at, client(1), Message::Ping);
+        e.handle_client_message(at, client(1), Message::Ping(None));
     }
     assert_eq!(e.connected_sessions(), 1);
 }
@@ -179,37 +259,41 @@ fn pinging_client_session_never_expires() {
 fn expired_client_that_pings_is_told_invalid_and_resyncs_with_hello() {
     let now = t0();
     let mut e = engine_with_timeout(100);
-    e.handle_client_message(now, client(1), Message::Hello);
+    e.handle_client_message(now, client(1), hello());
     e.handle_timeout(now + ms(150));
-    e.publish("missed", "v").unwrap();
+    e.publish(now + ms(150), "missed", "v", None).unwrap();
     drain(&mut e);
 
-    e.handle_client_message(now + ms(160), client(1), Message::Ping);
-    assert_eq!(
-        to_client(&drain(&mut e), &client(1)),
-        vec![Message::Invalid]
-    );
-    e.handle_client_message(now + ms(170), client(1), Message::Hello);
-    assert_eq!(
-        to_client(&drain(&mut e), &client(1)),
-        vec![publish("missed", "v")]
-    );
+    e.handle_client_message(now + ms(160), client(1), Message::Ping(None));
+    assert_eq!(to_client(&drain(&mut e), &client(1)), ["INVALID"]);
+    e.handle_client_message(now + ms(170), client(1), hello());
+    assert_eq!(to_client(&drain(&mut e), &client(1)), ["PUBLISH missed=v"]);
+}
+
+#[test]
+fn publish_from_an_expired_session_is_kept_and_the_client_told_to_resync() {
+    let now = t0();
+    let mut e = engine_with_timeout(100);
+    e.handle_client_message(now, client(1), hello());
+    e.handle_timeout(now + ms(150));
+    drain(&mut e);
+    e.handle_client_message(now + ms(200), client(1), plain("late", "v"));
+    let out = drain(&mut e);
+    assert_eq!(told(&out), ["DELIVER late v"]);
+    assert_eq!(to_client(&out, &client(1)), ["INVALID"]);
 }
 
 #[test]
 fn malformed_message_ends_only_its_own_session() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    e.handle_client_message(now, client(1), Message::Hello);
-    e.handle_client_message(now, client(2), Message::Hello);
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(2), hello());
     drain(&mut e);
     e.handle_client_malformed(client(1), &DecodeError::TooShort { len: 1 });
-    assert_eq!(
-        to_client(&drain(&mut e), &client(1)),
-        vec![Message::Invalid]
-    );
+    assert_eq!(to_client(&drain(&mut e), &client(1)), ["INVALID"]);
     assert_eq!(e.connected_sessions(), 1);
-    e.handle_client_message(now, client(2), publish("k", "v"));
+    e.handle_client_message(now, client(2), plain("k", "v"));
     assert_eq!(e.store().len(), 1);
 }
 
@@ -217,9 +301,10 @@ fn malformed_message_ends_only_its_own_session() {
 fn refused_tuple_from_a_peer_changes_nothing_and_keeps_the_session() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    e.handle_client_message(now, client(1), Message::Hello);
-    e.handle_client_message(now, client(1), publish("two words", "v"));
-    e.handle_client_message(now, client(1), publish("k", "line\nbreak"));
+    e.handle_client_message(now, client(1), hello());
+    drain(&mut e);
+    e.handle_client_message(now, client(1), plain("two words", "v"));
+    e.handle_client_message(now, client(1), plain("k", "line\nbreak"));
     assert!(drain(&mut e).is_empty());
     assert_eq!(e.store().len(), 0);
     assert_eq!(e.stats().tuples_refused, 2);
@@ -227,19 +312,30 @@ fn refused_tuple_from_a_peer_changes_nothing_and_keeps_the_session() {
 }
 
 #[test]
+fn a_bad_stamp_costs_the_session() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    e.handle_client_message(now, client(1), hello());
+    drain(&mut e);
+    let mut publish = Publish::new("k", "v");
+    publish.extension = Bytes::from_static(&[1, 0, 0]);
+    e.handle_client_message(now, client(1), Message::Publish(publish));
+    assert_eq!(to_client(&drain(&mut e), &client(1)), ["INVALID"]);
+    assert_eq!(e.store().len(), 0);
+    assert_eq!(e.stats().malformed, 1);
+}
+
+#[test]
 fn remote_says_hello_and_republishes_on_every_connect() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    e.publish("a", "1").unwrap();
+    e.publish(now, "a", "1", None).unwrap();
     let r = e.add_remote(now, "tcp://127.0.0.1:1");
     drain(&mut e);
     e.handle_remote_connected(now, r);
-    assert_eq!(
-        to_remote(&drain(&mut e), r),
-        vec![Message::Hello, publish("a", "1")]
-    );
+    assert_eq!(to_remote(&drain(&mut e), r), ["HELLO", "PUBLISH a=1"]);
     e.handle_remote_disconnected(r);
-    e.publish("b", "2").unwrap();
+    e.publish(now, "b", "2", None).unwrap();
     assert!(
         to_remote(&drain(&mut e), r).is_empty(),
         "nothing is sent to a disconnected remote"
@@ -247,7 +343,7 @@ fn remote_says_hello_and_republishes_on_every_connect() {
     e.handle_remote_connected(now + ms(500), r);
     assert_eq!(
         to_remote(&drain(&mut e), r),
-        vec![Message::Hello, publish("a", "1"), publish("b", "2")]
+        ["HELLO", "PUBLISH a=1", "PUBLISH b=2"]
     );
 }
 
@@ -260,15 +356,18 @@ fn remote_pings_at_a_third_of_the_timeout_and_redials_after_silence() {
     drain(&mut e);
     assert_eq!(e.poll_timeout(), Some(now + ms(100)));
     e.handle_timeout(now + ms(100));
-    assert_eq!(to_remote(&drain(&mut e), r), vec![Message::Ping]);
-    e.handle_remote_message(now + ms(110), r, Message::Pong);
+    assert_eq!(to_remote(&drain(&mut e), r), ["PING"]);
+    e.handle_remote_message(now + ms(110), r, Message::Pong(None));
     e.handle_timeout(now + ms(200));
-    assert_eq!(to_remote(&drain(&mut e), r), vec![Message::Ping]);
+    assert_eq!(to_remote(&drain(&mut e), r), ["PING"]);
     // No PONG this time: silence since 110 ms reaches the timeout at 410 ms.
     e.handle_timeout(now + ms(300));
-    drain(&mut e);
+    let out = drain(&mut e);
+    assert_eq!(peer_events(&out), ["inproc://up suspect"]);
     e.handle_timeout(now + ms(410));
-    assert_eq!(drain(&mut e), vec![Output::Redial(r)]);
+    let out = drain(&mut e);
+    assert!(out.contains(&Output::Redial(r)));
+    assert_eq!(peer_events(&out), ["inproc://up dead"]);
     assert_eq!(e.stats().redials, 1);
 }
 
@@ -276,15 +375,12 @@ fn remote_pings_at_a_third_of_the_timeout_and_redials_after_silence() {
 fn invalid_from_a_server_makes_the_remote_say_hello_and_republish() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    e.publish("a", "1").unwrap();
+    e.publish(now, "a", "1", None).unwrap();
     let r = e.add_remote(now, "inproc://up");
     e.handle_remote_connected(now, r);
     drain(&mut e);
     e.handle_remote_message(now, r, Message::Invalid);
-    assert_eq!(
-        to_remote(&drain(&mut e), r),
-        vec![Message::Hello, publish("a", "1")]
-    );
+    assert_eq!(to_remote(&drain(&mut e), r), ["HELLO", "PUBLISH a=1"]);
 }
 
 #[test]
@@ -295,13 +391,13 @@ fn tuple_from_a_server_is_forwarded_to_clients_and_other_remotes() {
     let r2 = e.add_remote(now, "inproc://two");
     e.handle_remote_connected(now, r1);
     e.handle_remote_connected(now, r2);
-    e.handle_client_message(now, client(1), Message::Hello);
+    e.handle_client_message(now, client(1), hello());
     drain(&mut e);
-    e.handle_remote_message(now, r1, publish("k", "v"));
+    e.handle_remote_message(now, r1, plain("k", "v"));
     let out = drain(&mut e);
     assert!(to_remote(&out, r1).is_empty());
-    assert_eq!(to_remote(&out, r2), vec![publish("k", "v")]);
-    assert_eq!(to_client(&out, &client(1)), vec![publish("k", "v")]);
+    assert_eq!(to_remote(&out, r2), ["PUBLISH k=v"]);
+    assert_eq!(to_client(&out, &client(1)), ["PUBLISH k=v"]);
 }
 
 #[test]
@@ -312,38 +408,24 @@ fn session_limit_refuses_new_clients_but_makes_room_from_expired_ones() {
         max_sessions: 1,
         ..EngineConfig::default()
     });
-    e.handle_client_message(now, client(1), Message::Hello);
-    e.handle_client_message(now, client(2), Message::Ping);
+    e.handle_client_message(now, client(1), hello());
+    drain(&mut e);
+    e.handle_client_message(now, client(2), Message::Ping(None));
     assert!(drain(&mut e).is_empty());
     assert_eq!(e.stats().sessions_refused, 1);
     e.handle_timeout(now + ms(100));
-    e.handle_client_message(now + ms(100), client(2), Message::Ping);
-    assert_eq!(to_client(&drain(&mut e), &client(2)), vec![Message::Pong]);
+    e.handle_client_message(now + ms(100), client(2), Message::Ping(None));
+    assert_eq!(to_client(&drain(&mut e), &client(2)), ["PONG"]);
 }
 
 #[test]
 fn local_publish_is_delivered_to_the_application() {
-    let mut e = engine_with_timeout(1000);
-    e.publish("inproc://alpha-1", "service1").unwrap();
-    assert_eq!(
-        delivered(&drain(&mut e)),
-        vec![("inproc://alpha-1".into(), "service1".into())]
-    );
-    assert!(e.publish("bad key", "v").is_err());
-}
-
-#[test]
-fn publish_from_an_expired_session_is_kept_and_the_client_told_to_resync() {
     let now = t0();
-    let mut e = engine_with_timeout(100);
-    e.handle_client_message(now, client(1), Message::Hello);
-    e.handle_timeout(now + ms(150));
-    drain(&mut e);
-    e.handle_client_message(now + ms(200), client(1), publish("late", "v"));
-    let out = drain(&mut e);
-    assert_eq!(delivered(&out), vec![("late".into(), "v".into())]);
-    assert_eq!(to_client(&out, &client(1)), vec![Message::Invalid]);
-    assert_eq!(e.store().get("late").map(|v| &**v), Some("v"));
+    let mut e = engine_with_timeout(1000);
+    e.publish(now, "inproc://alpha-1", "service1", None)
+        .unwrap();
+    assert_eq!(told(&drain(&mut e)), ["DELIVER inproc://alpha-1 service1"]);
+    assert!(e.publish(now, "bad key", "v", None).is_err());
 }
 
 #[test]
@@ -358,4 +440,320 @@ fn default_ping_interval_stays_within_czmq_timeout_whatever_our_own() {
         ..EngineConfig::default()
     };
     assert_eq!(short.ping_interval(), ms(30));
+}
+
+// ---- Versions and conflicts ----
+
+#[test]
+fn a_greater_copy_wins_and_a_smaller_one_is_dropped_unforwarded() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    let r = e.add_remote(now, "inproc://up");
+    e.handle_remote_connected(now, r);
+    e.handle_client_message(now, client(1), hello());
+    drain(&mut e);
+    e.handle_client_message(now, client(1), stamped("k", "a", 0, 3, 7, 0));
+    drain(&mut e);
+    // Older version, or same version from a smaller origin: dropped, nothing forwarded.
+    e.handle_remote_message(now, r, stamped("k", "b", 0, 2, 9, 0));
+    e.handle_remote_message(now, r, stamped("k", "b", 0, 3, 6, 0));
+    assert!(drain(&mut e).is_empty());
+    // Same version, greater origin: wins.
+    e.handle_remote_message(now, r, stamped("k", "b", 0, 3, 8, 0));
+    let out = drain(&mut e);
+    assert_eq!(told(&out), ["CHANGE k b"]);
+    assert_eq!(to_client(&out, &client(1)), ["PUBLISH k=b"]);
+}
+
+#[test]
+fn a_copy_without_a_stamp_loses_to_any_stamped_copy() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(1), stamped("k", "new", 0, 1, 7, 0));
+    drain(&mut e);
+    // A CZMQ node republishing an old value.
+    e.handle_client_message(now, client(1), plain("k", "old"));
+    assert!(drain(&mut e).is_empty());
+    assert_eq!(e.store().get("k").map(|v| &**v), Some("new"));
+}
+
+#[test]
+fn unstamped_copies_of_one_key_settle_on_the_greater_value() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(1), plain("k", "b"));
+    e.handle_client_message(now, client(1), plain("k", "a"));
+    e.handle_client_message(now, client(1), plain("k", "c"));
+    assert_eq!(told(&drain(&mut e)), ["DELIVER k b", "CHANGE k c"]);
+}
+
+#[test]
+fn publishing_a_held_key_takes_the_next_version_with_our_id() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(1), stamped("k", "theirs", 0, 4, 9, 0));
+    drain(&mut e);
+    e.publish(now, "k", "ours", None).unwrap();
+    let entry = e.store().entry("k").unwrap();
+    assert_eq!(
+        (entry.stamp.version, entry.stamp.origin, entry.owned),
+        (5, 5, true)
+    );
+}
+
+#[test]
+fn an_owner_whose_copy_lost_stops_refreshing_it() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    let r = e.add_remote(now, "inproc://up");
+    e.handle_remote_connected(now, r);
+    e.publish(now, "k", "ours", Some(ms(300))).unwrap();
+    drain(&mut e);
+    e.handle_remote_message(now, r, stamped("k", "theirs", 300, 1, 9, 0));
+    drain(&mut e);
+    assert!(!e.store().entry("k").unwrap().owned);
+    e.handle_timeout(now + ms(100));
+    e.handle_remote_message(now + ms(100), r, Message::Pong(None));
+    let refreshes: Vec<_> = to_remote(&drain(&mut e), r)
+        .into_iter()
+        .filter(|m| m.starts_with("PUBLISH"))
+        .collect();
+    assert!(refreshes.is_empty(), "{refreshes:?}");
+}
+
+// ---- Leases ----
+
+#[test]
+fn the_owner_refreshes_every_third_of_the_lease_without_telling_the_application() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    let r = e.add_remote(now, "inproc://up");
+    e.handle_remote_connected(now, r);
+    e.publish(now, "k", "v", Some(ms(300))).unwrap();
+    assert_eq!(
+        to_remote(&drain(&mut e), r),
+        ["HELLO", "PUBLISH k=v ttl=300"]
+    );
+    for step in 1..=6u32 {
+        let at = now + ms(100) * step;
+        e.handle_remote_message(at, r, Message::Pong(None));
+        e.handle_timeout(at);
+        let out = drain(&mut e);
+        let refresh: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::ToRemote(_, Message::Publish(p)) => {
+                    Some(p.stamp().unwrap().unwrap().lease_seq)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refresh, [step], "refresh {step}");
+        assert!(told(&out).is_empty());
+    }
+    assert_eq!(e.stats().refreshes, 6);
+    assert_eq!(e.store().len(), 1, "an owner never expires its own tuple");
+}
+
+#[test]
+fn a_leased_tuple_expires_when_refreshes_stop_and_comes_back_with_the_next() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(1), stamped("k", "v", 300, 1, 9, 0));
+    e.handle_client_message(now + ms(100), client(1), stamped("k", "v", 300, 1, 9, 1));
+    drain(&mut e);
+    e.handle_timeout(now + ms(399));
+    assert_eq!(
+        e.store().len(),
+        1,
+        "the refresh at 100 ms holds it to 400 ms"
+    );
+    e.handle_timeout(now + ms(400));
+    assert_eq!(told(&drain(&mut e)), ["EXPIRE k"]);
+    assert_eq!(e.store().len(), 0);
+    assert_eq!(e.stats().expired, 1);
+
+    // A stale copy cannot bring it back; the owner's next refresh can.
+    e.handle_client_message(now + ms(450), client(1), stamped("k", "v", 300, 1, 9, 1));
+    e.handle_client_message(now + ms(450), client(1), plain("k", "v"));
+    assert!(told(&drain(&mut e)).is_empty());
+    e.handle_client_message(now + ms(500), client(1), stamped("k", "v", 300, 1, 9, 2));
+    assert_eq!(told(&drain(&mut e)), ["DELIVER k v"]);
+}
+
+#[test]
+fn resync_sends_what_is_left_of_a_lease_not_the_whole_lease() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(1), stamped("k", "v", 1000, 1, 9, 0));
+    drain(&mut e);
+    e.handle_client_message(now + ms(400), client(2), hello());
+    assert_eq!(
+        to_client(&drain(&mut e), &client(2)),
+        ["PUBLISH k=v ttl=600"]
+    );
+}
+
+// ---- Withdrawals ----
+
+#[test]
+fn unpublish_makes_a_tombstone_that_travels_and_removes_the_key() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    let r = e.add_remote(now, "inproc://up");
+    e.handle_remote_connected(now, r);
+    e.publish(now, "k", "v", None).unwrap();
+    drain(&mut e);
+    e.unpublish(now, "k").unwrap();
+    let out = drain(&mut e);
+    assert_eq!(told(&out), ["REMOVE k"]);
+    assert_eq!(to_remote(&out, r), ["PUBLISH k withdrawn"]);
+    assert_eq!(e.store().len(), 0);
+    assert!(matches!(
+        e.unpublish(now, "k"),
+        Err(TupleError::NotHeld { .. })
+    ));
+}
+
+#[test]
+fn a_tombstone_stops_an_old_copy_coming_back_until_it_is_forgotten() {
+    let now = t0();
+    let mut e = Engine::new(EngineConfig {
+        node_id: 5,
+        tombstone_ttl: ms(1000),
+        ..EngineConfig::default()
+    });
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(1), stamped("k", "v", 0, 1, 9, 0));
+    let tombstone = Stamp {
+        version: 2,
+        origin: 9,
+        lease_seq: 0,
+        withdrawn: true,
+    };
+    e.handle_client_message(
+        now,
+        client(1),
+        Message::Publish(Publish::stamped("k", "", 1000, &tombstone)),
+    );
+    assert_eq!(told(&drain(&mut e)), ["DELIVER k v", "REMOVE k"]);
+    // A node that was away resyncs with the old copy: dropped.
+    e.handle_client_message(now + ms(500), client(2), hello());
+    e.handle_client_message(now + ms(500), client(2), stamped("k", "v", 0, 1, 9, 0));
+    let out = drain(&mut e);
+    assert!(told(&out).is_empty());
+    assert_eq!(
+        to_client(&out, &client(2)),
+        ["PUBLISH k withdrawn"],
+        "the resync carries the tombstone"
+    );
+    // After the tombstone lifetime it is gone, and the old copy is news again.
+    e.handle_timeout(now + ms(1000));
+    assert_eq!(e.store().held(), 0);
+    e.handle_client_message(now + ms(1000), client(2), stamped("k", "v", 0, 1, 9, 0));
+    assert_eq!(told(&drain(&mut e)), ["DELIVER k v"]);
+}
+
+#[test]
+fn goodbye_withdraws_our_own_tuples_and_tells_peers_we_are_leaving() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    let r = e.add_remote(now, "inproc://up");
+    e.handle_remote_connected(now, r);
+    e.handle_client_message(
+        now,
+        client(1),
+        Message::Hello(Some(Hail {
+            node: 8,
+            goodbye: false,
+        })),
+    );
+    e.handle_client_message(now, client(2), hello());
+    e.handle_client_message(now, client(2), plain("theirs", "v"));
+    e.publish(now, "mine", "v", None).unwrap();
+    drain(&mut e);
+    e.goodbye(now);
+    let out = drain(&mut e);
+    assert_eq!(to_remote(&out, r), ["PUBLISH mine withdrawn", "PING bye"]);
+    assert_eq!(
+        to_client(&out, &client(1)),
+        ["PUBLISH mine withdrawn", "PONG bye"]
+    );
+    assert_eq!(
+        to_client(&out, &client(2)),
+        ["PUBLISH mine withdrawn"],
+        "a client that never hailed gets no goodbye"
+    );
+    assert_eq!(e.store().len(), 1, "only our own tuples are withdrawn");
+}
+
+#[test]
+fn goodbye_can_leave_our_tuples_in_place() {
+    let now = t0();
+    let mut e = Engine::new(EngineConfig {
+        withdraw_on_stop: false,
+        ..EngineConfig::default()
+    });
+    e.publish(now, "mine", "v", None).unwrap();
+    drain(&mut e);
+    e.goodbye(now);
+    assert!(told(&drain(&mut e)).is_empty());
+}
+
+// ---- Peer states ----
+
+#[test]
+fn sessions_go_alive_suspect_dead_and_left_with_events() {
+    let now = t0();
+    let mut e = engine(5, 100);
+    let hail = |goodbye| {
+        Some(Hail {
+            node: 0xabc,
+            goodbye,
+        })
+    };
+    e.handle_client_message(now, client(1), Message::Hello(hail(false)));
+    e.handle_client_message(now, client(2), Message::Hello(hail(false)));
+    assert_eq!(
+        peer_events(&drain(&mut e)),
+        ["node:0000000000000abc alive", "node:0000000000000abc alive"]
+    );
+    e.handle_client_message(now + ms(40), client(2), Message::Ping(hail(false)));
+    e.handle_timeout(now + ms(50));
+    assert_eq!(
+        peer_events(&drain(&mut e)),
+        ["node:0000000000000abc suspect"]
+    );
+    e.handle_client_message(now + ms(60), client(2), Message::Ping(hail(true)));
+    assert_eq!(peer_events(&drain(&mut e)), ["node:0000000000000abc left"]);
+    e.handle_timeout(now + ms(100));
+    assert_eq!(peer_events(&drain(&mut e)), ["node:0000000000000abc dead"]);
+}
+
+#[test]
+fn a_remote_that_says_goodbye_is_left_not_dead_when_its_connection_drops() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    let r = e.add_remote(now, "inproc://up");
+    e.handle_remote_connected(now, r);
+    assert_eq!(peer_events(&drain(&mut e)), ["inproc://up alive"]);
+    e.handle_remote_message(
+        now,
+        r,
+        Message::Pong(Some(Hail {
+            node: 3,
+            goodbye: true,
+        })),
+    );
+    e.handle_remote_disconnected(r);
+    assert_eq!(peer_events(&drain(&mut e)), ["inproc://up left"]);
+    e.handle_remote_connected(now, r);
+    assert_eq!(peer_events(&drain(&mut e)), ["inproc://up alive"]);
+    e.handle_remote_disconnected(r);
+    assert_eq!(peer_events(&drain(&mut e)), ["inproc://up dead"]);
 }

@@ -46,7 +46,9 @@ fn now() -> Instant {
 impl Actor {
     pub(super) fn new(config: Config, commands: mpsc::Receiver<Command>) -> Self {
         Self {
-            engine: Engine::new(config.engine()),
+            engine: Engine::new(
+                config.engine(config.node_id.unwrap_or_else(super::random_node_id)),
+            ),
             inproc: Inproc::new(config.limits()),
             config,
             commands,
@@ -74,7 +76,13 @@ impl Actor {
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
-                    Some(Command::Terminate { reply }) => break Some(reply),
+                    Some(Command::Terminate { graceful, reply }) => {
+                        if graceful {
+                            self.engine.goodbye(now());
+                            self.flush();
+                        }
+                        break Some(reply);
+                    }
                     Some(command) => self.on_command(command).await,
                     None => break None,
                 },
@@ -123,9 +131,27 @@ impl Actor {
                 let result = self.connect(&endpoint).await;
                 let _ = reply.send(result);
             }
-            Command::Publish { key, value, reply } => {
-                let result = self.engine.publish(&key, &value).map_err(Error::from);
+            Command::Publish {
+                key,
+                value,
+                lease,
+                reply,
+            } => {
+                let result = self
+                    .engine
+                    .publish(now(), &key, &value, lease)
+                    .map_err(Error::from);
                 let _ = reply.send(result);
+            }
+            Command::Unpublish { key, reply } => {
+                let _ = reply.send(self.engine.unpublish(now(), &key).map_err(Error::from));
+            }
+            Command::Lookup { service, reply } => {
+                let found = self.engine.store().lookup(&service);
+                let _ = reply.send(found.iter().map(|k| k.to_string()).collect());
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.engine.peers());
             }
             Command::Status { reply } => {
                 let (remotes, remotes_connected) = self.engine.remotes();
@@ -134,6 +160,7 @@ impl Actor {
                     sessions: self.engine.connected_sessions(),
                     remotes,
                     remotes_connected,
+                    node_id: self.engine.config().node_id,
                     stats: self.engine.stats().clone(),
                 });
             }
@@ -162,7 +189,7 @@ impl Actor {
                     .get_or_insert_with(|| broadcast::channel(capacity).0);
                 let _ = reply.send(sender.subscribe());
             }
-            Command::Terminate { reply } => {
+            Command::Terminate { reply, .. } => {
                 // Handled by the loop; kept here so the match is complete.
                 let _ = reply.send(());
             }
@@ -240,12 +267,24 @@ impl Actor {
                 self.config = candidate;
                 self.engine.set_ping_interval(now(), Some(interval));
             }
-            "server/animate" | "server/verbose" => {
-                self.verbose = match value {
-                    "1" | "true" | "on" => true,
-                    "0" | "false" | "off" => false,
-                    _ => return Err(bad(format!("{value:?} is not 0 or 1"))),
+            "node/tombstone-ttl" => {
+                let ttl = parse_duration(value).map_err(bad)?;
+                let candidate = Config {
+                    tombstone_ttl: ttl,
+                    ..self.config.clone()
                 };
+                candidate.validate()?;
+                self.config = candidate;
+                self.engine.set_tombstone_ttl(ttl);
+            }
+            "node/withdraw-on-stop" => {
+                let on =
+                    parse_flag(value).ok_or_else(|| bad(format!("{value:?} is not 0 or 1")))?;
+                self.engine.set_withdraw_on_stop(on);
+            }
+            "server/animate" | "server/verbose" => {
+                self.verbose =
+                    parse_flag(value).ok_or_else(|| bad(format!("{value:?} is not 0 or 1")))?;
             }
             _ => return Err(bad("unknown SET path".into())),
         }
@@ -423,6 +462,15 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// A SET flag: 1/0, true/false, on/off.
+fn parse_flag(value: &str) -> Option<bool> {
+    match value {
+        "1" | "true" | "on" => Some(true),
+        "0" | "false" | "off" => Some(false),
+        _ => None,
     }
 }
 

@@ -10,6 +10,9 @@ use crate::transport::Limits;
 pub struct Config {
     /// A name for logs and the I/O thread; defaults to none.
     pub name: Option<String>,
+    /// This node's id in hails and stamps; `None` picks a random one at spawn (set it for
+    /// reproducible simulations). Never 0.
+    pub node_id: Option<u64>,
     /// Client sessions silent this long expire; remotes silent this long are redialled.
     /// 1 s is CZMQ's value, so mixed networks agree on it.
     pub server_timeout: Duration,
@@ -35,12 +38,20 @@ pub struct Config {
     pub max_queued_bytes: usize,
     /// Events kept for a slow subscriber before it starts missing them.
     pub event_capacity: usize,
+    /// How long tombstones (withdrawals) and lease-expiry records are kept: a node away for
+    /// less than this cannot bring a withdrawn tuple back. Ten minutes covers restarts and
+    /// short partitions while bounding memory.
+    pub tombstone_ttl: Duration,
+    /// Withdraw our own tuples when stopping gracefully (`SET node/withdraw-on-stop 0` turns it
+    /// off for configuration-style tuples that should outlive their publisher).
+    pub withdraw_on_stop: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             name: None,
+            node_id: None,
             server_timeout: Duration::from_millis(1000),
             ping_interval: None,
             max_tuples: 1_000_000,
@@ -51,6 +62,8 @@ impl Default for Config {
             socket_hwm: 100_000,
             max_queued_bytes: 64 * 1024 * 1024,
             event_capacity: 4096,
+            tombstone_ttl: Duration::from_secs(600),
+            withdraw_on_stop: true,
         }
     }
 }
@@ -104,14 +117,23 @@ impl Config {
                 "socket_hwm, event_capacity, max_sessions and max_tuples must be positive",
             );
         }
+        if self.node_id == Some(0) {
+            return bad("node_id", "0 is reserved for copies without a stamp");
+        }
+        if self.tombstone_ttl.is_zero() || u32::try_from(self.tombstone_ttl.as_millis()).is_err() {
+            return bad("tombstone_ttl", "must be above zero and below 49 days");
+        }
         if i32::try_from(self.handshake_timeout.as_millis()).is_err() {
             return bad("handshake_timeout", "too long");
         }
         Ok(())
     }
 
-    pub(crate) fn engine(&self) -> EngineConfig {
+    pub(crate) fn engine(&self, node_id: u64) -> EngineConfig {
         EngineConfig {
+            node_id,
+            tombstone_ttl: self.tombstone_ttl,
+            withdraw_on_stop: self.withdraw_on_stop,
             server_timeout: self.server_timeout,
             ping_interval: self.ping_interval,
             max_tuples: self.max_tuples,
@@ -129,6 +151,19 @@ impl Config {
             max_queued_bytes: self.max_queued_bytes,
         }
     }
+}
+
+/// A random node id, never 0: process-random hasher keys mixed with the time and a counter.
+pub fn random_node_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(since.as_nanos());
+    }
+    hasher.finish().max(1)
 }
 
 /// Parses a duration as `SET` takes it: a bare number is milliseconds (as CZMQ takes

@@ -6,11 +6,13 @@ mod actor;
 mod config;
 mod pipe;
 
+use std::time::Duration;
+
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::engine::TupleError;
-pub use crate::engine::{Event, Stats};
-pub use config::{Config, ConfigError, parse_duration};
+pub use crate::engine::{Event, PeerState, Stats};
+pub use config::{Config, ConfigError, parse_duration, random_node_id};
 pub use pipe::{Pipe, PipeReader, PipeWriter};
 
 /// Commands queued from handles to the actor before senders wait.
@@ -34,6 +36,14 @@ pub enum Error {
     /// `Node::spawn` was called outside a tokio runtime.
     #[error("Node::spawn needs a tokio runtime")]
     NoRuntime,
+    /// A wait ran out.
+    #[error("no {service} service within {waited:?}")]
+    Timeout {
+        /// The service waited for.
+        service: String,
+        /// How long.
+        waited: Duration,
+    },
 }
 
 /// What a node holds and has seen, as `STATUS` reports it.
@@ -47,6 +57,8 @@ pub struct Status {
     pub remotes: usize,
     /// Remotes currently connected.
     pub remotes_connected: usize,
+    /// This node's id, as peers see it in hails and stamps.
+    pub node_id: u64,
     /// Counters of refused and malformed input, expiries and redials.
     pub stats: Stats,
 }
@@ -64,7 +76,19 @@ pub(crate) enum Command {
     Publish {
         key: String,
         value: String,
+        lease: Option<Duration>,
         reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Unpublish {
+        key: String,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Lookup {
+        service: String,
+        reply: oneshot::Sender<Vec<String>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<(String, PeerState)>>,
     },
     Status {
         reply: oneshot::Sender<Status>,
@@ -89,6 +113,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<broadcast::Receiver<Event>>,
     },
     Terminate {
+        /// Withdraw and say goodbye first (false: stop as if killed).
+        graceful: bool,
         reply: oneshot::Sender<()>,
     },
 }
@@ -133,11 +159,83 @@ impl Node {
             .await?
     }
 
-    /// Publishes a tuple to every node this one can reach.
+    /// Publishes a tuple to every node this one can reach, for as long as this node lives.
     pub async fn publish(&self, key: &str, value: &str) -> Result<(), Error> {
+        self.publish_for(key, value, None).await
+    }
+
+    /// Publishes a tuple with a lease: every other node drops it `lease` after it last heard a
+    /// refresh, and this node refreshes it every third of the lease while it runs. `None` or
+    /// zero: no lease.
+    pub async fn publish_for(
+        &self,
+        key: &str,
+        value: &str,
+        lease: Option<Duration>,
+    ) -> Result<(), Error> {
         let (key, value) = (key.to_owned(), value.to_owned());
-        self.ask(|reply| Command::Publish { key, value, reply })
-            .await?
+        self.ask(|reply| Command::Publish {
+            key,
+            value,
+            lease,
+            reply,
+        })
+        .await?
+    }
+
+    /// Withdraws a key at every node.
+    pub async fn unpublish(&self, key: &str) -> Result<(), Error> {
+        let key = key.to_owned();
+        self.ask(|reply| Command::Unpublish { key, reply }).await?
+    }
+
+    /// The keys (endpoints) whose value is `service`, sorted.
+    pub async fn lookup(&self, service: &str) -> Result<Vec<String>, Error> {
+        let service = service.to_owned();
+        self.ask(|reply| Command::Lookup { service, reply }).await
+    }
+
+    /// Waits until at least one endpoint offers `service`, for at most `timeout`.
+    pub async fn wait_for_service(
+        &self,
+        service: &str,
+        timeout: Duration,
+    ) -> Result<Vec<String>, Error> {
+        let mut events = self.events().await?;
+        let wait = async {
+            loop {
+                let found = self.lookup(service).await?;
+                if !found.is_empty() {
+                    return Ok(found);
+                }
+                // Wait for anything that may have added an endpoint; on lag just look again.
+                loop {
+                    match events.recv().await {
+                        Ok(Event::Deliver { value, .. } | Event::Change { value, .. })
+                            if &*value == service =>
+                        {
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(EventsError::Lagged(_)) => break,
+                        Err(EventsError::Closed) => return Err(Error::Stopped),
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    service: service.to_owned(),
+                    waited: timeout,
+                })
+            })
+    }
+
+    /// Every peer and its state: remotes by endpoint, clients by node id.
+    pub async fn peers(&self) -> Result<Vec<(String, PeerState)>, Error> {
+        self.ask(|reply| Command::Peers { reply }).await
     }
 
     /// What the node holds and has seen.
@@ -188,9 +286,24 @@ impl Node {
         Pipe::open(self.clone()).await
     }
 
-    /// Stops the node and waits until its sockets are closed and its peers told.
+    /// Stops the node gracefully: withdraws its own tuples (unless `withdraw_on_stop` is off),
+    /// says goodbye to its peers, and waits until its sockets are closed.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        self.ask(|reply| Command::Terminate { reply }).await
+        self.ask(|reply| Command::Terminate {
+            graceful: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Stops the node as if its process were killed: no withdrawal, no goodbye; its peers see
+    /// the connections drop and its leases run out.
+    pub async fn kill(&self) -> Result<(), Error> {
+        self.ask(|reply| Command::Terminate {
+            graceful: false,
+            reply,
+        })
+        .await
     }
 }
 

@@ -3,6 +3,8 @@
 //! whitespace; each reply or event is one line whose first word names it. A bad command gets an
 //! `ERROR <why>` line and changes nothing.
 
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 
 use super::{Error, Event, Events, EventsError, Node};
@@ -148,11 +150,31 @@ impl Worker {
     }
 }
 
-/// An event as one pipe line.
+/// An event as one pipe line, its first word naming it.
 pub fn format_event(event: &Event) -> String {
     match event {
         Event::Deliver { key, value } => format!("DELIVER {key} {value}"),
+        Event::Change { key, value } => format!("CHANGE {key} {value}"),
+        Event::Remove { key } => format!("REMOVE {key}"),
+        Event::Expire { key } => format!("EXPIRE {key}"),
+        Event::Peer {
+            peer,
+            state,
+            reason,
+        } => format!("PEER {peer} {state} {reason}"),
     }
+}
+
+/// Splits `value [lease]`: a last word that reads as a duration with a unit (`2s`, `500ms`) is
+/// the lease, the rest is the value.
+fn value_and_lease(text: &str) -> (&str, Option<Duration>) {
+    let text = text.trim_end();
+    if let Some((value, last)) = text.rsplit_once(char::is_whitespace)
+        && let Ok(lease) = humantime::parse_duration(last)
+    {
+        return (value.trim_end(), Some(lease));
+    }
+    (text, None)
 }
 
 enum Reply {
@@ -198,14 +220,32 @@ async fn run(node: &Node, line: &str) -> Result<Reply, CommandError> {
         ("CONNECT", [endpoint]) => node.connect(endpoint).await.map(done).map_err(Into::into),
         ("CONNECT", _) => Err(CommandError::Usage("CONNECT endpoint")),
         ("PUBLISH" | "ANNOUNCE", [_, _, ..]) => {
-            // The value is the rest of the line, so it may hold spaces.
-            let (key, value) = first_word(rest);
-            node.publish(key, value.trim_end())
+            // The value is the rest of the line, so it may hold spaces; a last word that is a
+            // duration is the lease.
+            let (key, rest) = first_word(rest);
+            let (value, lease) = value_and_lease(rest);
+            node.publish_for(key, value, lease)
                 .await
                 .map(done)
                 .map_err(Into::into)
         }
-        ("PUBLISH", _) => Err(CommandError::Usage("PUBLISH key value")),
+        ("PUBLISH", _) => Err(CommandError::Usage("PUBLISH key value [ttl]")),
+        ("UNPUBLISH", [key]) => node.unpublish(key).await.map(done).map_err(Into::into),
+        ("UNPUBLISH", _) => Err(CommandError::Usage("UNPUBLISH key")),
+        ("LOOKUP", [service]) => {
+            let mut line = format!("LOOKUP {service}");
+            for endpoint in node.lookup(service).await? {
+                line.push(' ');
+                line.push_str(&endpoint);
+            }
+            Ok(Reply::Line(line))
+        }
+        ("LOOKUP", _) => Err(CommandError::Usage("LOOKUP service")),
+        ("GET", [key]) => Ok(Reply::Line(match node.get(key).await? {
+            Some(value) => format!("VALUE {key} {value}"),
+            None => format!("NOVALUE {key}"),
+        })),
+        ("GET", _) => Err(CommandError::Usage("GET key")),
         ("ANNOUNCE", _) => Err(CommandError::Usage("ANNOUNCE endpoint service")),
         ("STATUS", []) => Ok(Reply::Line(format!(
             "STATUS {}",
@@ -239,6 +279,20 @@ fn usage(verb: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_last_word_with_a_unit_is_the_lease() {
+        assert_eq!(
+            value_and_lease("orders 2s"),
+            ("orders", Some(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            value_and_lease("orders service 500ms"),
+            ("orders service", Some(Duration::from_millis(500)))
+        );
+        assert_eq!(value_and_lease("orders 5"), ("orders 5", None));
+        assert_eq!(value_and_lease("orders"), ("orders", None));
+    }
 
     #[test]
     fn first_word_keeps_the_rest_of_the_line() {

@@ -10,7 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, mpsc as std_mpsc};
+use std::sync::{Arc, mpsc as std_mpsc};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -20,8 +20,12 @@ use tracing::{debug, warn};
 use super::{Error, FrameError, Incoming, Limits};
 use crate::engine::{ClientId, RemoteId};
 
-/// One libzmq context per process, as libzmq intends.
-static CONTEXT: LazyLock<zmq::Context> = LazyLock::new(zmq::Context::new);
+/// How long closing sockets may keep trying to send what is queued (goodbyes, withdrawals)
+/// when a node stops; the I/O thread waits at most this long.
+const LINGER_ON_STOP_MS: i32 = 500;
+/// libzmq redials a lost server after 100 ms, doubling up to this, so a dead server costs
+/// little and a restarted one is back within a second.
+const RECONNECT_IVL_MAX_MS: i32 = 1000;
 /// Names for monitor endpoints, unique in the process.
 static NEXT_MONITOR: AtomicU64 = AtomicU64::new(1);
 /// Frames handed to the actor in one go before the thread looks at its other sockets.
@@ -71,6 +75,9 @@ impl ZmqIo {
         let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);
         let wake_pending = Arc::new(AtomicBool::new(false));
         let io = Io {
+            // One context per node: stopping it waits for what this node still has to send,
+            // and no node's sockets can hold up another's.
+            context: zmq::Context::new(),
             router: None,
             remotes: BTreeMap::new(),
             events: events_tx,
@@ -188,6 +195,7 @@ impl Drop for Dealer {
 }
 
 struct Io {
+    context: zmq::Context,
     router: Option<zmq::Socket>,
     remotes: BTreeMap<RemoteId, Dealer>,
     events: mpsc::Sender<Incoming>,
@@ -204,6 +212,24 @@ struct Stop;
 impl Io {
     fn run(mut self) {
         while self.step().is_ok() {}
+        // Give what is queued (goodbyes, withdrawals) a moment to reach the wire; dropping the
+        // context below waits for it, bounded by the linger.
+        let sockets = self
+            .router
+            .iter()
+            .chain(self.remotes.values().map(|d| &d.socket));
+        for socket in sockets {
+            let _ = socket.set_linger(LINGER_ON_STOP_MS);
+        }
+        let Io {
+            context,
+            router,
+            remotes,
+            ..
+        } = self;
+        drop(router);
+        drop(remotes);
+        drop(context);
         debug!("zmq I/O thread stopped");
     }
 
@@ -322,7 +348,7 @@ impl Io {
     }
 
     fn socket(&self, kind: zmq::SocketType) -> Result<zmq::Socket, zmq::Error> {
-        let socket = CONTEXT.socket(kind)?;
+        let socket = self.context.socket(kind)?;
         socket.set_linger(0)?;
         socket.set_sndhwm(self.limits.socket_hwm)?;
         socket.set_rcvhwm(self.limits.socket_hwm)?;
@@ -362,6 +388,9 @@ impl Io {
         let socket = self.socket(zmq::DEALER).map_err(failed)?;
         // Queue nothing for a server we are not connected to; a (re)connect resyncs anyway.
         socket.set_immediate(true).map_err(failed)?;
+        socket
+            .set_reconnect_ivl_max(RECONNECT_IVL_MAX_MS)
+            .map_err(failed)?;
         let monitor_endpoint = format!(
             "inproc://zgossip-monitor-{}",
             NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
@@ -369,7 +398,7 @@ impl Io {
         let events =
             zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
         socket.monitor(&monitor_endpoint, events).map_err(failed)?;
-        let monitor = CONTEXT.socket(zmq::PAIR).map_err(failed)?;
+        let monitor = self.context.socket(zmq::PAIR).map_err(failed)?;
         monitor.set_linger(0).map_err(failed)?;
         monitor.connect(&monitor_endpoint).map_err(failed)?;
         socket.connect(endpoint).map_err(failed)?;

@@ -3,9 +3,13 @@
 //! untrusted bytes and never panics; see `proto/zgp.md` for the spec and `proto/vectors/` for the
 //! golden byte strings the tests check against.
 
+mod ext;
+
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+pub use ext::{HAIL_LEN, Hail, STAMP_LEN, Stamp, StampError};
 
 /// The two signature bytes every ZGP message starts with (`0xAA 0xA0`, network order).
 pub const SIGNATURE: u16 = 0xAAA0;
@@ -68,6 +72,7 @@ pub struct Publish {
     /// Lifetime in milliseconds; 0 means none. CZMQ always sends 0.
     pub ttl_ms: u32,
     /// Bytes after `ttl`, which CZMQ ignores: the room this project extends the protocol in.
+    /// Kept raw so every frame re-encodes byte for byte; [`Publish::stamp`] reads it.
     pub extension: Bytes,
 }
 
@@ -83,17 +88,17 @@ impl Publish {
     }
 }
 
-/// One ZGP message.
+/// One ZGP message. HELLO, PING and PONG may carry this project's [`Hail`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// Client → server: open the session; the server answers with every tuple it holds.
-    Hello,
+    Hello(Option<Hail>),
     /// Either way: one tuple.
     Publish(Publish),
     /// Client → server heartbeat.
-    Ping,
+    Ping(Option<Hail>),
     /// Server → client heartbeat answer.
-    Pong,
+    Pong(Option<Hail>),
     /// Server → client: that message did not fit the session; say HELLO again.
     Invalid,
 }
@@ -145,7 +150,15 @@ pub enum DecodeError {
         /// The field.
         field: &'static str,
     },
-    /// A message without a body carried extra bytes.
+    /// HELLO, PING or PONG carried bytes that are not a hail.
+    #[error("{message}: {len} bytes after the header are not a hail")]
+    BadExtension {
+        /// The message being decoded.
+        message: &'static str,
+        /// How many bytes followed the header.
+        len: usize,
+    },
+    /// INVALID carried extra bytes.
     #[error("{message}: {count} unexpected bytes after the header")]
     TrailingBytes {
         /// The message being decoded.
@@ -176,10 +189,10 @@ impl Message {
     /// This message's id.
     pub fn id(&self) -> MessageId {
         match self {
-            Self::Hello => MessageId::Hello,
+            Self::Hello(_) => MessageId::Hello,
             Self::Publish(_) => MessageId::Publish,
-            Self::Ping => MessageId::Ping,
-            Self::Pong => MessageId::Pong,
+            Self::Ping(_) => MessageId::Ping,
+            Self::Pong(_) => MessageId::Pong,
             Self::Invalid => MessageId::Invalid,
         }
     }
@@ -189,6 +202,9 @@ impl Message {
         match self {
             Self::Publish(p) => {
                 HEADER_LEN + 1 + p.key.len() + 4 + p.value.len() + 4 + p.extension.len()
+            }
+            Self::Hello(Some(_)) | Self::Ping(Some(_)) | Self::Pong(Some(_)) => {
+                HEADER_LEN + HAIL_LEN
             }
             _ => HEADER_LEN,
         }
@@ -219,6 +235,9 @@ impl Message {
             out.put_u32(p.ttl_ms);
             out.put_slice(&p.extension);
         }
+        if let Self::Hello(Some(hail)) | Self::Ping(Some(hail)) | Self::Pong(Some(hail)) = self {
+            hail.encode(out);
+        }
         Ok(())
     }
 
@@ -246,21 +265,26 @@ impl Message {
                 version: *version,
             });
         }
-        let empty = |m: Message| {
+        let hail = || {
             if body.is_empty() {
-                Ok(m)
-            } else {
-                Err(DecodeError::TrailingBytes {
-                    message,
-                    count: body.len(),
-                })
+                return Ok(None);
             }
+            Hail::decode(body)
+                .map(Some)
+                .ok_or(DecodeError::BadExtension {
+                    message,
+                    len: body.len(),
+                })
         };
         match id {
-            MessageId::Hello => empty(Message::Hello),
-            MessageId::Ping => empty(Message::Ping),
-            MessageId::Pong => empty(Message::Pong),
-            MessageId::Invalid => empty(Message::Invalid),
+            MessageId::Hello => hail().map(Message::Hello),
+            MessageId::Ping => hail().map(Message::Ping),
+            MessageId::Pong => hail().map(Message::Pong),
+            MessageId::Invalid if body.is_empty() => Ok(Message::Invalid),
+            MessageId::Invalid => Err(DecodeError::TrailingBytes {
+                message,
+                count: body.len(),
+            }),
             MessageId::Publish => decode_publish(body).map(Message::Publish),
         }
     }

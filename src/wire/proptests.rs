@@ -47,12 +47,19 @@ fn publish() -> impl Strategy<Value = Publish> {
     )
 }
 
+/// No hail, or one with any non-zero node id and either flag.
+fn hail() -> impl Strategy<Value = Option<Hail>> {
+    proptest::option::of(
+        (1..=u64::MAX, any::<bool>()).prop_map(|(node, goodbye)| Hail { node, goodbye }),
+    )
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        Just(Message::Hello),
+        hail().prop_map(Message::Hello),
         publish().prop_map(Message::Publish),
-        Just(Message::Ping),
-        Just(Message::Pong),
+        hail().prop_map(Message::Ping),
+        hail().prop_map(Message::Pong),
         Just(Message::Invalid),
     ]
 }
@@ -185,16 +192,25 @@ proptest! {
     }
 
     #[test]
-    fn bodyless_messages_with_any_trailing_bytes_are_refused(
+    fn control_messages_take_only_a_hail_after_the_header(
         id in prop_oneof![Just(1u8), Just(3), Just(4), Just(5)],
         tail in vec(any::<u8>(), 1..32),
     ) {
         let mut frame = vec![0xaa, 0xa0, id, VERSION];
         frame.extend(&tail);
-        let refused = matches!(
-            Message::decode(&frame),
-            Err(DecodeError::TrailingBytes { count, .. }) if count == tail.len()
-        );
-        prop_assert!(refused);
+        let is_hail = id != 5
+            && tail.len() == HAIL_LEN
+            && tail[0] == 1
+            && tail[1] <= 1
+            && tail[2..].iter().any(|b| *b != 0);
+        match Message::decode(&frame) {
+            Ok(message) => {
+                prop_assert!(is_hail, "accepted {:?}", tail);
+                prop_assert_eq!(message.to_bytes().unwrap().to_vec(), frame);
+            }
+            Err(DecodeError::TrailingBytes { count, .. }) => prop_assert!(id == 5 && count == tail.len()),
+            Err(DecodeError::BadExtension { len, .. }) => prop_assert!(!is_hail && len == tail.len()),
+            Err(other) => prop_assert!(false, "unexpected {:?}", other),
+        }
     }
 }

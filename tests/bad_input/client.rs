@@ -166,10 +166,10 @@ impl Client {
     /// Says HELLO then PING, as a well-behaved client opens a session, and returns the tuples
     /// that came as PUBLISH before the PONG. Fails on anything else.
     pub async fn hello(&self) -> BTreeMap<String, String> {
-        self.send_message(&Message::Hello).await;
-        self.send_message(&Message::Ping).await;
+        self.send_message(&Message::Hello(None)).await;
+        self.send_message(&Message::Ping(None)).await;
         let mut tuples = BTreeMap::new();
-        for message in self.expect(&Message::Pong).await {
+        for message in self.expect(&Message::Pong(None)).await {
             match message {
                 Message::Publish(p) => {
                     tuples.insert(p.key.to_string(), p.value.to_string());
@@ -182,8 +182,8 @@ impl Client {
 
     /// PING, and the PONG back, with no INVALID on the way.
     pub async fn ping(&self) {
-        self.send_message(&Message::Ping).await;
-        let before = self.expect(&Message::Pong).await;
+        self.send_message(&Message::Ping(None)).await;
+        let before = self.expect(&Message::Pong(None)).await;
         assert!(
             !before.contains(&Message::Invalid),
             "INVALID before PONG: {before:?}"

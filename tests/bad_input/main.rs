@@ -102,7 +102,7 @@ async fn bad_frames_cost_only_their_session(frames: Vec<Vec<u8>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signature_earns_invalid_and_costs_only_its_session() {
-    let mut ping_signed_wrong = frame(&Message::Ping);
+    let mut ping_signed_wrong = frame(&Message::Ping(None));
     ping_signed_wrong[0] = 0xAB;
     bad_frames_cost_only_their_session(vec![bad_vector("bad_signature.hex"), ping_signed_wrong])
         .await;
@@ -112,7 +112,7 @@ async fn bad_signature_earns_invalid_and_costs_only_its_session() {
 async fn bad_version_earns_invalid_and_costs_only_its_session() {
     let mut publish_v2 = publish(GHOST.0, GHOST.1);
     publish_v2[3] = 2;
-    let mut ping_v0 = frame(&Message::Ping);
+    let mut ping_v0 = frame(&Message::Ping(None));
     ping_v0[3] = 0;
     bad_frames_cost_only_their_session(vec![bad_vector("bad_version.hex"), publish_v2, ping_v0])
         .await;
@@ -186,7 +186,7 @@ async fn publish_with_non_utf8_key_earns_invalid_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_with_trailing_bytes_earns_invalid_and_costs_only_its_session() {
-    let mut hello_with_a_publish = frame(&Message::Hello);
+    let mut hello_with_a_publish = frame(&Message::Hello(None));
     hello_with_a_publish.extend_from_slice(&publish(GHOST.0, GHOST.1));
     bad_frames_cost_only_their_session(vec![
         bad_vector("hello_trailing.hex"),
@@ -247,12 +247,12 @@ async fn out_of_turn_message_ends_the_session(message: Message) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_hello_earns_invalid_and_ends_the_session() {
-    out_of_turn_message_ends_the_session(Message::Hello).await;
+    out_of_turn_message_ends_the_session(Message::Hello(None)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pong_from_a_client_earns_invalid_and_ends_the_session() {
-    out_of_turn_message_ends_the_session(Message::Pong).await;
+    out_of_turn_message_ends_the_session(Message::Pong(None)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,7 +322,7 @@ async fn tuple_whose_value_exceeds_max_value_bytes_is_refused_and_the_session_su
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_of_two_frames_is_malformed_and_costs_only_its_session() {
-    let attack = vec![frame(&Message::Ping), frame(&Message::Ping)];
+    let attack = vec![frame(&Message::Ping(None)), frame(&Message::Ping(None))];
     malformed_costs_only_its_session(Transport::Tcp, vec![attack]).await;
 }
 
@@ -392,7 +392,7 @@ async fn garbage_after_a_valid_zmtp_greeting_is_dropped_by_libzmq() {
         ),
         (
             "a ZGP PING before READY",
-            zmtp::short_frame(0, &frame(&Message::Ping)),
+            zmtp::short_frame(0, &frame(&Message::Ping(None))),
         ),
         (
             "an unknown command",
@@ -448,12 +448,15 @@ async fn terabyte_frame_headers_are_dropped(transport: Transport) {
             let mut conn = RawConn::open(&endpoint);
             if after_handshake {
                 zmtp::handshake(&mut conn);
-                std::io::Write::write_all(&mut conn, &zmtp::short_frame(0, &frame(&Message::Ping)))
-                    .unwrap();
+                std::io::Write::write_all(
+                    &mut conn,
+                    &zmtp::short_frame(0, &frame(&Message::Ping(None))),
+                )
+                .unwrap();
                 let (flags, body) = zmtp::read_frame(&mut conn).unwrap();
                 assert_eq!(
                     (flags, body),
-                    (0, frame(&Message::Pong)),
+                    (0, frame(&Message::Pong(None))),
                     "PONG over raw ZMTP"
                 );
             } else {
@@ -533,8 +536,8 @@ async fn clients_beyond_max_sessions_are_refused_while_admitted_ones_keep_workin
     let mut refused = Vec::new();
     for _ in 0..5 {
         let client = Client::connect(&h.endpoint).await;
-        client.send_message(&Message::Hello).await;
-        client.send_message(&Message::Ping).await;
+        client.send_message(&Message::Hello(None)).await;
+        client.send_message(&Message::Ping(None)).await;
         refused.push(client);
     }
     let after = h
@@ -567,7 +570,7 @@ async fn clients_beyond_max_sessions_are_refused_while_admitted_ones_keep_workin
     }
 
     // A session that ends makes room for a fresh client (the verdict's).
-    admitted[0].send_message(&Message::Pong).await;
+    admitted[0].send_message(&Message::Pong(None)).await;
     admitted[0].expect(&Message::Invalid).await;
     assert_eq!(h.sessions().await, 4);
     h.assert_unharmed().await;
@@ -596,7 +599,7 @@ async fn zgp_garbage_over_ipc_earns_invalid_and_costs_only_its_session() {
 async fn multipart_over_ipc_is_malformed_and_costs_only_its_session() {
     let ghost = publish(GHOST.0, GHOST.1);
     let attacks = vec![
-        vec![frame(&Message::Ping), frame(&Message::Ping)],
+        vec![frame(&Message::Ping(None)), frame(&Message::Ping(None))],
         vec![ghost.clone(), ghost.clone(), ghost],
     ];
     malformed_costs_only_its_session(Transport::Ipc, attacks).await;

@@ -1,0 +1,129 @@
+//! Client sessions and remotes, and the liveness state each reports to the application:
+//! alive, suspect (silent for half the timeout), dead (silent for the whole timeout, or its
+//! connection gone) or left (it said goodbye).
+
+use std::fmt;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+/// A client of one of our listeners, named by its transport.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientId {
+    /// A ZeroMQ ROUTER routing id (tcp and ipc).
+    Zmq(Bytes),
+    /// An in-process connection number.
+    Inproc(u64),
+}
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Zmq(routing_id) => {
+                f.write_str("zmq:")?;
+                routing_id.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+            Self::Inproc(n) => write!(f, "inproc:{n}"),
+        }
+    }
+}
+
+/// One of our outbound connections, numbered in CONNECT order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RemoteId(pub u32);
+
+/// How a peer is doing, as the application is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PeerState {
+    /// Heard from recently.
+    Alive,
+    /// Silent for half the timeout.
+    Suspect,
+    /// Silent for the whole timeout, or its connection is gone.
+    Dead,
+    /// Said goodbye.
+    Left,
+}
+
+impl PeerState {
+    /// The word used on the pipe.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Dead => "dead",
+            Self::Left => "left",
+        }
+    }
+}
+
+impl fmt::Display for PeerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A node id as shown in peer names.
+pub fn node_name(node: u64) -> String {
+    format!("node:{node:016x}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SessionState {
+    /// Has not said HELLO.
+    Start,
+    /// Said HELLO; gets every new copy.
+    Connected,
+    /// Went silent (or could not keep up) and is no longer forwarded to.
+    Expired { since: Instant },
+}
+
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) state: SessionState,
+    pub(super) last_heard: Instant,
+    /// The client's node id, once it hailed.
+    pub(super) node: Option<u64>,
+    /// Reported liveness while connected.
+    pub(super) liveness: PeerState,
+}
+
+impl Session {
+    pub(super) fn new(now: Instant) -> Self {
+        Self {
+            state: SessionState::Start,
+            last_heard: now,
+            node: None,
+            liveness: PeerState::Alive,
+        }
+    }
+
+    /// The name this session goes by in peer events.
+    pub(super) fn name(&self, client: &ClientId) -> String {
+        self.node.map_or_else(|| client.to_string(), node_name)
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Remote {
+    pub(super) endpoint: String,
+    pub(super) connected: bool,
+    pub(super) last_heard: Instant,
+    pub(super) last_sent: Instant,
+    /// The server's node id, once it hailed.
+    pub(super) node: Option<u64>,
+    pub(super) liveness: PeerState,
+}
+
+impl Remote {
+    pub(super) fn new(now: Instant, endpoint: &str) -> Self {
+        Self {
+            endpoint: endpoint.to_owned(),
+            connected: false,
+            last_heard: now,
+            last_sent: now,
+            node: None,
+            liveness: PeerState::Dead,
+        }
+    }
+}
