@@ -152,3 +152,58 @@ fn bad_flags_fail_before_the_node_starts() {
     let mut node = LinePeer::zgossip(&["--bind", "nonsense"]);
     assert!(!node.wait_exit(LINE_TIMEOUT).expect("exits").success());
 }
+
+#[test]
+fn lookup_get_unpublish_and_leases_on_the_pipe() {
+    let mut server = LinePeer::zgossip_named("server", &["--bind", TCP_ANY]);
+    let port = server.port();
+    let mut client = LinePeer::zgossip_named("client", &["--connect", &tcp_endpoint(port)]);
+    client.send("PUBLISH tcp://10.0.0.2:9000 orders");
+    client.send("PUBLISH tcp://10.0.0.1:9000 orders 2s");
+    client.send("PUBLISH tcp://10.0.0.3:9000 billing");
+    server.wait_status(3, LINE_TIMEOUT);
+
+    server.send("LOOKUP orders");
+    server.expect_line(
+        "LOOKUP orders tcp://10.0.0.1:9000 tcp://10.0.0.2:9000",
+        LINE_TIMEOUT,
+    );
+    server.send("LOOKUP nothing");
+    server.expect_line("LOOKUP nothing", LINE_TIMEOUT);
+    server.send("GET tcp://10.0.0.3:9000");
+    server.expect_line("VALUE tcp://10.0.0.3:9000 billing", LINE_TIMEOUT);
+    server.send("GET tcp://10.9.9.9:1");
+    server.expect_line("NOVALUE tcp://10.9.9.9:1", LINE_TIMEOUT);
+
+    client.send("UNPUBLISH tcp://10.0.0.3:9000");
+    server.expect_line("REMOVE tcp://10.0.0.3:9000", LINE_TIMEOUT);
+    client.send("PUBLISH tcp://10.0.0.2:9000 payments");
+    server.expect_line("CHANGE tcp://10.0.0.2:9000 payments", LINE_TIMEOUT);
+    client.send("UNPUBLISH tcp://10.9.9.9:1");
+    client.expect(|l| l.starts_with("ERROR key"), LINE_TIMEOUT);
+
+    // kill -9: the leased tuple expires at the server, the plain one stays.
+    client.signal("KILL");
+    server.expect_line("EXPIRE tcp://10.0.0.1:9000", LINE_TIMEOUT);
+    server.send("GET tcp://10.0.0.2:9000");
+    server.expect_line("VALUE tcp://10.0.0.2:9000 payments", LINE_TIMEOUT);
+    assert_only_protocol_lines(&server);
+}
+
+#[test]
+fn sigterm_withdraws_what_the_node_published() {
+    let mut server = LinePeer::zgossip_named("server", &["--bind", TCP_ANY]);
+    let port = server.port();
+    let mut client = LinePeer::zgossip_named(
+        "client",
+        &["--connect", &tcp_endpoint(port), "--publish", "svc=orders"],
+    );
+    server.wait_for_delivers(&[("svc", "orders")], LINE_TIMEOUT);
+    client.signal("TERM");
+    assert!(client.wait_exit(LINE_TIMEOUT).expect("stops").success());
+    server.expect_line("REMOVE svc", LINE_TIMEOUT);
+    server.expect(
+        |l| l.starts_with("PEER ") && l.contains(" left "),
+        LINE_TIMEOUT,
+    );
+}

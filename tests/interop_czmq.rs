@@ -58,6 +58,7 @@ over_both_transports!(
     tuple_crosses_our_node_between_two_czmq_nodes,
     czmq_server_restart_gets_our_tuples_back,
     czmq_node_survives_our_pings_and_stays_consistent,
+    leased_tuples_cross_a_czmq_node_which_stays_healthy,
 );
 
 #[derive(Debug, Clone, Copy)]
@@ -320,4 +321,38 @@ fn czmq_node_survives_our_pings_and_stays_consistent(transport: Transport) {
             .count();
         assert_eq!(delivers, all.len(), "{}: {:?}", peer.name(), peer.history());
     }
+}
+
+/// Ours (a) → CZMQ (b) ← ours (c), a publishing with a lease. The tuple reaches c through b
+/// (without its lease: CZMQ forwards `ttl` 0 and no stamp, `proto/zgp.md` §11). a's refreshes
+/// are duplicates to b, which keeps answering and holds one tuple; a withdrawal reaches b as an
+/// empty value, CZMQ's nearest thing to forgetting a key.
+fn leased_tuples_cross_a_czmq_node_which_stays_healthy(transport: Transport) {
+    let mut b = LinePeer::czmq("czmq-b");
+    let bound = bind(&mut b, transport, "lease-b");
+    let mut a = LinePeer::zgossip_named("ours-a", &["--connect", &bound.endpoint]);
+    let mut c = LinePeer::zgossip_named("ours-c", &["--connect", &bound.endpoint]);
+    a.send("PUBLISH tcp://10.0.0.1:9000 orders 1s");
+    c.wait_for_delivers(&[("tcp://10.0.0.1:9000", "orders")], LINE_TIMEOUT);
+    b.wait_for_delivers(&[("tcp://10.0.0.1:9000", "orders")], LINE_TIMEOUT);
+
+    // Several refreshes go through b (one every 333 ms).
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(b.status(LINE_TIMEOUT), 1);
+    c.send("GET tcp://10.0.0.1:9000");
+    c.expect_line("VALUE tcp://10.0.0.1:9000 orders", LINE_TIMEOUT);
+    let expired = c.history().iter().any(|l| l.starts_with("EXPIRE"));
+    assert!(
+        !expired,
+        "c holds the tuple as a plain one while a refreshes it: {:?}",
+        c.history()
+    );
+
+    a.send("UNPUBLISH tcp://10.0.0.1:9000");
+    b.expect_line("DELIVER tcp://10.0.0.1:9000 ", LINE_TIMEOUT);
+    assert_eq!(
+        b.status(LINE_TIMEOUT),
+        1,
+        "CZMQ keeps the key, with an empty value"
+    );
 }

@@ -234,14 +234,25 @@ impl Io {
     }
 
     fn step(&mut self) -> Running {
-        self.drain_wake()?;
+        let mut actor_gone = self.drain_wake().is_err();
         self.wake_pending.store(false, Ordering::SeqCst);
         loop {
             match self.commands.try_recv() {
+                // Once the actor is gone, still send what it queued last (goodbyes,
+                // withdrawals); nobody is left to hear of failures.
+                Ok(command) if actor_gone => {
+                    let _ = self.on_command(command);
+                }
                 Ok(command) => self.on_command(command)?,
                 Err(std_mpsc::TryRecvError::Empty) => break,
-                Err(std_mpsc::TryRecvError::Disconnected) => return Err(Stop),
+                Err(std_mpsc::TryRecvError::Disconnected) => {
+                    actor_gone = true;
+                    break;
+                }
             }
+        }
+        if actor_gone {
+            return Err(Stop);
         }
 
         let ids: Vec<RemoteId> = self.remotes.keys().copied().collect();
