@@ -324,9 +324,9 @@ fn czmq_node_survives_our_pings_and_stays_consistent(transport: Transport) {
 }
 
 /// Ours (a) → CZMQ (b) ← ours (c), a publishing with a lease. The tuple reaches c through b
-/// (without its lease: CZMQ forwards `ttl` 0 and no stamp, `proto/zgp.md` §11). a's refreshes
-/// are duplicates to b, which keeps answering and holds one tuple; a withdrawal reaches b as an
-/// empty value, CZMQ's nearest thing to forgetting a key.
+/// without its stamp; b swallows a's refreshes as duplicates, so c must keep the tuple as a plain
+/// one rather than let the `ttl` b forwarded run out (`proto/zgp.md` §11). b keeps answering and
+/// holds one tuple; a withdrawal reaches b as an empty value, CZMQ's nearest thing to forgetting.
 fn leased_tuples_cross_a_czmq_node_which_stays_healthy(transport: Transport) {
     let mut b = LinePeer::czmq("czmq-b");
     let bound = bind(&mut b, transport, "lease-b");

@@ -54,6 +54,14 @@ async fn converge(count: usize, seed: u64) -> Duration {
         }
     }
     let took = started.elapsed();
+    let (mut expired, mut redials, mut sent) = (0, 0, 0);
+    for node in &nodes {
+        let stats = node.status().await.unwrap().stats;
+        expired += stats.sessions_expired;
+        redials += stats.redials;
+        sent += stats.publish_sent;
+    }
+    eprintln!("sessions expired {expired}, redials {redials}, PUBLISH sent {sent}");
     for node in &nodes {
         node.shutdown().await.unwrap();
     }
@@ -62,6 +70,10 @@ async fn converge(count: usize, seed: u64) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_inproc_nodes_in_a_random_tree_all_learn_every_service() {
-    let took = converge(1000, 0x5eed).await;
+    let count = std::env::var("MANY_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let took = converge(count, 0x5eed).await;
     eprintln!("1000 nodes converged in {took:?}");
 }

@@ -735,8 +735,11 @@ impl Engine {
 
     fn on_publish(&mut self, now: Instant, origin: Origin, publish: Publish) {
         self.stats.publish_received += 1;
-        let stamp = match publish.stamp() {
-            Ok(stamp) => stamp.unwrap_or_default(),
+        let (stamp, ttl_ms) = match publish.stamp() {
+            Ok(Some(stamp)) => (stamp, publish.ttl_ms),
+            // CZMQ forwards our PUBLISH with its ttl but without the stamp, and swallows the
+            // refreshes as duplicates: a lease cannot be kept through it, so it ends there.
+            Ok(None) => (Stamp::default(), 0),
             Err(error) => {
                 self.stats.malformed += 1;
                 warn!(?origin, %error, "bad stamp");
@@ -752,14 +755,7 @@ impl Engine {
             warn!(?origin, %error, "refused a tuple that breaks the rules");
             return;
         }
-        if let Err(error) = self.apply(
-            now,
-            publish.key,
-            publish.value,
-            publish.ttl_ms,
-            stamp,
-            origin,
-        ) {
+        if let Err(error) = self.apply(now, publish.key, publish.value, ttl_ms, stamp, origin) {
             warn!(%error, "refused a tuple");
         }
     }

@@ -757,3 +757,17 @@ fn a_remote_that_says_goodbye_is_left_not_dead_when_its_connection_drops() {
     e.handle_remote_disconnected(r);
     assert_eq!(peer_events(&drain(&mut e)), ["inproc://up dead"]);
 }
+
+#[test]
+fn an_unstamped_copy_never_expires_whatever_its_ttl() {
+    // CZMQ forwards our leased PUBLISH with its ttl but without the stamp, and drops the
+    // refreshes: honouring that ttl would expire a tuple whose owner is alive.
+    let now = t0();
+    let mut e = engine(5, 1000);
+    e.handle_client_message(now, client(1), hello());
+    let mut publish = Publish::new("k", "v");
+    publish.ttl_ms = 300;
+    e.handle_client_message(now, client(1), Message::Publish(publish));
+    e.handle_timeout(now + ms(10_000));
+    assert_eq!(e.store().get("k").map(|v| &**v), Some("v"));
+}

@@ -73,6 +73,13 @@ impl Actor {
                 .engine
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
+            // The select below prefers traffic, so under a steady stream its timer branch would
+            // never win: PINGs and refreshes would stop and our peers would expire us. Timers
+            // that are due run first.
+            if deadline.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                self.engine.handle_timeout(now());
+                continue;
+            }
             tokio::select! {
                 biased;
                 command = self.commands.recv() => match command {
