@@ -19,4 +19,4 @@ pub mod node;
 pub mod transport;
 pub mod wire;
 
-pub use node::{Config, Error, Event, Events, Node, Pipe, Status};
+pub use node::{Config, Error, Event, Events, Node, Pipe, Status, TupleInfo};

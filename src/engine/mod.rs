@@ -236,6 +236,15 @@ impl Engine {
         )
     }
 
+    /// How many remotes are connected and have the server's resync in (a PONG came after our
+    /// last HELLO).
+    pub fn remotes_synced(&self) -> usize {
+        self.remotes
+            .iter()
+            .filter(|r| r.connected && r.synced)
+            .count()
+    }
+
     /// The endpoint a remote was created for.
     pub fn remote_endpoint(&self, id: RemoteId) -> Option<&str> {
         self.remotes.get(id.0 as usize).map(|r| r.endpoint.as_str())
@@ -485,6 +494,9 @@ impl Engine {
         };
         remote.last_heard = now;
         let endpoint = remote.endpoint.clone();
+        if let Message::Pong(_) = &message {
+            remote.synced = true;
+        }
         if let Message::Pong(Some(hail)) = &message {
             remote.node = Some(hail.node);
             if hail.goodbye {
@@ -855,13 +867,18 @@ impl Engine {
     fn send_hello(&mut self, now: Instant, id: RemoteId) {
         if let Some(remote) = self.remotes.get_mut(id.0 as usize) {
             remote.last_sent = now;
+            remote.synced = false;
         }
+        let hail = Some(self.hail());
         self.outputs
-            .push_back(Output::ToRemote(id, Message::Hello(Some(self.hail()))));
+            .push_back(Output::ToRemote(id, Message::Hello(hail)));
         for message in self.resync_messages(now) {
             self.stats.publish_sent += 1;
             self.outputs.push_back(Output::ToRemote(id, message));
         }
+        // The server answers in order: the PONG to this PING comes after its resync.
+        self.outputs
+            .push_back(Output::ToRemote(id, Message::Ping(hail)));
         let ping_interval = self.config.ping_interval();
         self.schedule_at(now + ping_interval);
     }

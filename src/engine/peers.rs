@@ -113,6 +113,8 @@ pub(super) struct Remote {
     /// The server's node id, once it hailed.
     pub(super) node: Option<u64>,
     pub(super) liveness: PeerState,
+    /// A PONG came after our last HELLO: the server answers in order, so its resync is in.
+    pub(super) synced: bool,
 }
 
 impl Remote {
@@ -124,6 +126,7 @@ impl Remote {
             last_sent: now,
             node: None,
             liveness: PeerState::Dead,
+            synced: false,
         }
     }
 }

@@ -187,6 +187,11 @@ impl Store {
             .map(|(k, e)| (k, &e.value))
     }
 
+    /// Every tuple in force with its entry, by key.
+    pub fn details(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
+        self.entries.iter().filter(|(_, e)| e.kind == Kind::Live)
+    }
+
     /// Every copy that travels on a resync (tuples in force and tombstones), by key.
     pub fn shared(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
         self.entries.iter().filter(|(_, e)| e.kind != Kind::Expired)

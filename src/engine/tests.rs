@@ -333,7 +333,10 @@ fn remote_says_hello_and_republishes_on_every_connect() {
     let r = e.add_remote(now, "tcp://127.0.0.1:1");
     drain(&mut e);
     e.handle_remote_connected(now, r);
-    assert_eq!(to_remote(&drain(&mut e), r), ["HELLO", "PUBLISH a=1"]);
+    assert_eq!(
+        to_remote(&drain(&mut e), r),
+        ["HELLO", "PUBLISH a=1", "PING"]
+    );
     e.handle_remote_disconnected(r);
     e.publish(now, "b", "2", None).unwrap();
     assert!(
@@ -343,7 +346,7 @@ fn remote_says_hello_and_republishes_on_every_connect() {
     e.handle_remote_connected(now + ms(500), r);
     assert_eq!(
         to_remote(&drain(&mut e), r),
-        ["HELLO", "PUBLISH a=1", "PUBLISH b=2"]
+        ["HELLO", "PUBLISH a=1", "PUBLISH b=2", "PING"]
     );
 }
 
@@ -380,7 +383,10 @@ fn invalid_from_a_server_makes_the_remote_say_hello_and_republish() {
     e.handle_remote_connected(now, r);
     drain(&mut e);
     e.handle_remote_message(now, r, Message::Invalid);
-    assert_eq!(to_remote(&drain(&mut e), r), ["HELLO", "PUBLISH a=1"]);
+    assert_eq!(
+        to_remote(&drain(&mut e), r),
+        ["HELLO", "PUBLISH a=1", "PING"]
+    );
 }
 
 #[test]
@@ -535,7 +541,7 @@ fn the_owner_refreshes_every_third_of_the_lease_without_telling_the_application(
     e.publish(now, "k", "v", Some(ms(300))).unwrap();
     assert_eq!(
         to_remote(&drain(&mut e), r),
-        ["HELLO", "PUBLISH k=v ttl=300"]
+        ["HELLO", "PING", "PUBLISH k=v ttl=300"]
     );
     for step in 1..=6u32 {
         let at = now + ms(100) * step;
@@ -770,4 +776,20 @@ fn an_unstamped_copy_never_expires_whatever_its_ttl() {
     e.handle_client_message(now, client(1), Message::Publish(publish));
     e.handle_timeout(now + ms(10_000));
     assert_eq!(e.store().get("k").map(|v| &**v), Some("v"));
+}
+
+#[test]
+fn a_remote_is_synced_once_a_pong_follows_its_hello() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    let r = e.add_remote(now, "inproc://up");
+    e.handle_remote_connected(now, r);
+    drain(&mut e);
+    assert_eq!(e.remotes_synced(), 0);
+    e.handle_remote_message(now, r, plain("k", "v"));
+    assert_eq!(e.remotes_synced(), 0, "the resync may still be coming");
+    e.handle_remote_message(now, r, Message::Pong(None));
+    assert_eq!(e.remotes_synced(), 1);
+    e.handle_remote_message(now, r, Message::Invalid);
+    assert_eq!(e.remotes_synced(), 0, "a new HELLO means a new resync");
 }

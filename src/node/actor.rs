@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Command, Config, ConfigError, Error, Event, Status, parse_duration};
+use super::{Command, Config, ConfigError, Error, Event, Status, TupleInfo, parse_duration};
 use crate::engine::{ClientId, Engine, Output, RemoteId};
 use crate::transport::inproc::{Inproc, Sent};
 use crate::transport::zmq::{Answer, ZmqIo};
@@ -167,6 +167,7 @@ impl Actor {
                     sessions: self.engine.connected_sessions(),
                     remotes,
                     remotes_connected,
+                    remotes_synced: self.engine.remotes_synced(),
                     node_id: self.engine.config().node_id,
                     stats: self.engine.stats().clone(),
                 });
@@ -178,12 +179,16 @@ impl Actor {
                 let _ = reply.send(self.engine.store().get(&key).map(|v| v.to_string()));
             }
             Command::Tuples { reply } => {
-                let tuples = self
-                    .engine
-                    .store()
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()));
-                let _ = reply.send(tuples.collect());
+                let now = now();
+                let details = self.engine.store().details().map(|(key, entry)| TupleInfo {
+                    key: key.to_string(),
+                    value: entry.value.to_string(),
+                    lease_remaining: entry.ends.map(|ends| ends.saturating_duration_since(now)),
+                    owned: entry.owned,
+                    origin: entry.stamp.origin,
+                    version: entry.stamp.version,
+                });
+                let _ = reply.send(details.collect());
             }
             Command::Set { path, value, reply } => {
                 let _ = reply.send(self.set(&path, &value));

@@ -6,7 +6,7 @@ use crate::engine::EngineConfig;
 use crate::transport::Limits;
 
 /// Everything a node can be told before it starts. `SET` changes some of it at run time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// A name for logs and the I/O thread; defaults to none.
     pub name: Option<String>,

@@ -4,6 +4,7 @@
 
 mod actor;
 mod config;
+mod file;
 mod pipe;
 
 use std::time::Duration;
@@ -13,7 +14,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::engine::TupleError;
 pub use crate::engine::{Event, PeerState, Stats};
 pub use config::{Config, ConfigError, parse_duration, random_node_id};
-pub use pipe::{Pipe, PipeReader, PipeWriter};
+pub use file::{Announcement, FileError, Setup};
+pub use pipe::{LineFormat, Pipe, PipeReader, PipeWriter, event_json, format_event};
 
 /// Commands queued from handles to the actor before senders wait.
 const COMMAND_CAPACITY: usize = 64;
@@ -57,6 +59,8 @@ pub struct Status {
     pub remotes: usize,
     /// Remotes currently connected.
     pub remotes_connected: usize,
+    /// Connected remotes whose server's resync has arrived.
+    pub remotes_synced: usize,
     /// This node's id, as peers see it in hails and stamps.
     pub node_id: u64,
     /// Counters of refused and malformed input, expiries and redials.
@@ -101,7 +105,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Option<String>>,
     },
     Tuples {
-        reply: oneshot::Sender<Vec<(String, String)>>,
+        reply: oneshot::Sender<Vec<TupleInfo>>,
     },
     Set {
         path: String,
@@ -256,7 +260,29 @@ impl Node {
 
     /// Every tuple held, by key.
     pub async fn tuples(&self) -> Result<Vec<(String, String)>, Error> {
+        let details = self.ask(|reply| Command::Tuples { reply }).await?;
+        Ok(details.into_iter().map(|t| (t.key, t.value)).collect())
+    }
+
+    /// Every tuple held, by key, with its lease and origin.
+    pub async fn tuple_details(&self) -> Result<Vec<TupleInfo>, Error> {
         self.ask(|reply| Command::Tuples { reply }).await
+    }
+
+    /// Waits until every remote is connected and has sent its resync (or `timeout` passes);
+    /// returns whether it got there. True at once for a node with no remotes.
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<bool, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.status().await?;
+            if status.remotes_synced == status.remotes {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Changes a setting by its CZMQ-style path (`server/timeout`, `remote/ping-interval`,
@@ -283,7 +309,12 @@ impl Node {
 
     /// A CZMQ-style string pipe on this node.
     pub async fn pipe(&self) -> Result<Pipe, Error> {
-        Pipe::open(self.clone()).await
+        Pipe::open(self.clone(), LineFormat::Words).await
+    }
+
+    /// A pipe that writes its replies and events in `format`.
+    pub async fn pipe_with(&self, format: LineFormat) -> Result<Pipe, Error> {
+        Pipe::open(self.clone(), format).await
     }
 
     /// Stops the node gracefully: withdraws its own tuples (unless `withdraw_on_stop` is off),
@@ -305,6 +336,23 @@ impl Node {
         })
         .await
     }
+}
+
+/// One tuple as this node holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TupleInfo {
+    /// The key (in service discovery, an endpoint).
+    pub key: String,
+    /// The value (a service name).
+    pub value: String,
+    /// What is left of its lease here; `None` when it has none, or is ours (we refresh it).
+    pub lease_remaining: Option<Duration>,
+    /// This node published it and refreshes it.
+    pub owned: bool,
+    /// The node that made this version (0 when it came without a stamp, from CZMQ).
+    pub origin: u64,
+    /// Its version.
+    pub version: u64,
 }
 
 /// Why [`Events::recv`] returned no event.

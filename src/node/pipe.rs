@@ -32,7 +32,7 @@ pub struct PipeReader {
 }
 
 impl Pipe {
-    pub(super) async fn open(node: Node) -> Result<Pipe, Error> {
+    pub(super) async fn open(node: Node, format: LineFormat) -> Result<Pipe, Error> {
         let events = node.events().await?;
         let (commands, command_rx) = mpsc::channel(LINE_CAPACITY);
         let (output, lines) = mpsc::channel(LINE_CAPACITY);
@@ -40,6 +40,7 @@ impl Pipe {
             node,
             events,
             output,
+            format,
         };
         tokio::spawn(worker.run(command_rx));
         Ok(Pipe {
@@ -81,11 +82,23 @@ impl PipeReader {
     }
 }
 
+/// How a pipe writes its replies and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LineFormat {
+    /// Words separated by single spaces, first word the name: `DELIVER key value`.
+    #[default]
+    Words,
+    /// One JSON object per line: `{"event":"deliver","key":"...","value":"..."}`, replies as
+    /// `{"reply":"PORT","args":["5670"]}`, errors as `{"error":"..."}`.
+    Json,
+}
+
 /// The task behind a pipe: runs commands and turns events into lines.
 struct Worker {
     node: Node,
     events: Events,
     output: mpsc::Sender<String>,
+    format: LineFormat,
 }
 
 /// Whether the pipe goes on.
@@ -110,11 +123,7 @@ impl Worker {
                     None => writer_open = false,
                 },
                 event = self.events.recv() => {
-                    let line = match event {
-                        Ok(event) => format_event(&event),
-                        Err(EventsError::Lagged(missed)) => format!("LAGGED {missed}"),
-                        Err(EventsError::Closed) => return,
-                    };
+                    let Some(line) = self.event_line(event) else { return };
                     if self.output.send(line).await.is_err() {
                         return;
                     }
@@ -126,16 +135,17 @@ impl Worker {
     /// Runs one command line and writes its reply, after any events that came before it.
     async fn execute(&mut self, line: &str) -> Flow {
         let reply = match run(&self.node, line).await {
-            Ok(Reply::Line(reply)) => Some(reply),
+            Ok(Reply::Line(reply)) => Some(self.reply_line(&reply)),
             Ok(Reply::None) => None,
             Ok(Reply::Stopped) => return Flow::Stop,
-            Err(error) => Some(format!("ERROR {error}")),
+            Err(error) => Some(match self.format {
+                LineFormat::Words => format!("ERROR {error}"),
+                LineFormat::Json => serde_json::json!({ "error": error.to_string() }).to_string(),
+            }),
         };
         while let Some(event) = self.events.try_recv() {
-            let line = match event {
-                Ok(event) => format_event(&event),
-                Err(EventsError::Lagged(missed)) => format!("LAGGED {missed}"),
-                Err(EventsError::Closed) => break,
+            let Some(line) = self.event_line(event) else {
+                break;
             };
             if self.output.send(line).await.is_err() {
                 return Flow::Stop;
@@ -147,6 +157,56 @@ impl Worker {
             return Flow::Stop;
         }
         Flow::Continue
+    }
+}
+
+impl Worker {
+    /// An event (or a lag) as a line; `None` once the node is gone.
+    fn event_line(&self, event: Result<Event, EventsError>) -> Option<String> {
+        let json = self.format == LineFormat::Json;
+        match event {
+            Ok(event) if json => Some(event_json(&event).to_string()),
+            Ok(event) => Some(format_event(&event)),
+            Err(EventsError::Lagged(missed)) if json => {
+                Some(serde_json::json!({ "event": "lagged", "missed": missed }).to_string())
+            }
+            Err(EventsError::Lagged(missed)) => Some(format!("LAGGED {missed}")),
+            Err(EventsError::Closed) => None,
+        }
+    }
+
+    /// A reply line in this pipe's format.
+    fn reply_line(&self, reply: &str) -> String {
+        match self.format {
+            LineFormat::Words => reply.to_owned(),
+            LineFormat::Json => {
+                let mut words = reply.split(' ');
+                let verb = words.next().unwrap_or_default();
+                let args: Vec<&str> = words.collect();
+                serde_json::json!({ "reply": verb, "args": args }).to_string()
+            }
+        }
+    }
+}
+
+/// An event as a JSON object: `event` names it, the other fields are its parts.
+pub fn event_json(event: &Event) -> serde_json::Value {
+    match event {
+        Event::Deliver { key, value } => {
+            serde_json::json!({ "event": "deliver", "key": &**key, "value": &**value })
+        }
+        Event::Change { key, value } => {
+            serde_json::json!({ "event": "change", "key": &**key, "value": &**value })
+        }
+        Event::Remove { key } => serde_json::json!({ "event": "remove", "key": &**key }),
+        Event::Expire { key } => serde_json::json!({ "event": "expire", "key": &**key }),
+        Event::Peer {
+            peer,
+            state,
+            reason,
+        } => {
+            serde_json::json!({ "event": "peer", "peer": peer, "state": state.name(), "reason": reason })
+        }
     }
 }
 

@@ -1,0 +1,279 @@
+//! The TOML configuration file: everything `SET` can change (keys follow the SET paths, so
+//! `[server] timeout` is `SET server/timeout`), the endpoints to bind, the seed list of remotes,
+//! and the services to announce. Durations are humantime (`250ms`, `30s`, `10m`). Unknown keys and
+//! bad values are errors naming the file and the key, found before anything starts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Config;
+use crate::engine::validate;
+use crate::transport::Endpoint;
+
+/// A configuration file, read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Setup {
+    /// The node's settings.
+    pub config: Config,
+    /// Endpoints to bind.
+    pub bind: Vec<String>,
+    /// Remotes to dial (the seed list).
+    pub connect: Vec<String>,
+    /// Services to announce.
+    pub announce: Vec<Announcement>,
+    /// Log every message in and out.
+    pub verbose: bool,
+    /// The lease for announcements that do not name their own.
+    pub default_ttl: Option<Duration>,
+}
+
+/// One `[[announce]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Announcement {
+    /// The key: in service discovery, the endpoint the service listens on.
+    pub key: String,
+    /// The value: the service's name.
+    pub value: String,
+    /// Its lease; the file's `[node] ttl` when absent; none when both are absent.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<Duration>,
+}
+
+/// Why a configuration file cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config file {file}: {message}")]
+pub struct FileError {
+    /// The file.
+    pub file: String,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct File {
+    name: Option<String>,
+    node_id: Option<u64>,
+    #[serde(default)]
+    bind: Vec<String>,
+    #[serde(default)]
+    connect: Vec<String>,
+    #[serde(default)]
+    verbose: bool,
+    #[serde(default)]
+    server: Server,
+    #[serde(default)]
+    remote: Remote,
+    #[serde(default)]
+    node: NodeSection,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    announce: Vec<Announcement>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Server {
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Remote {
+    #[serde(default, with = "humantime_serde")]
+    ping_interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct NodeSection {
+    withdraw_on_stop: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    tombstone_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    ttl: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Limits {
+    max_tuples: Option<usize>,
+    max_value_bytes: Option<usize>,
+    max_sessions: Option<usize>,
+    max_message_bytes: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    handshake_timeout: Option<Duration>,
+    socket_hwm: Option<i32>,
+    max_queued_bytes: Option<usize>,
+    event_capacity: Option<usize>,
+}
+
+/// The file key for a [`Config`] field, for error messages.
+fn key_of(field: &str) -> &str {
+    match field {
+        "server_timeout" => "server.timeout",
+        "ping_interval" => "remote.ping-interval",
+        "tombstone_ttl" => "node.tombstone-ttl",
+        "node_id" => "node-id",
+        "max_message_bytes" => "limits.max-message-bytes",
+        "max_value_bytes" => "limits.max-value-bytes",
+        "handshake_timeout" => "limits.handshake-timeout",
+        "limits" => "limits",
+        other => other,
+    }
+}
+
+impl Setup {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Setup, FileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| FileError {
+            file: path.display().to_string(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        Setup::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks configuration text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Setup, FileError> {
+        let fail = |message: String| FileError {
+            file: file.to_owned(),
+            message,
+        };
+        let parsed: File =
+            toml::from_str(text).map_err(|e| fail(e.to_string().trim_end().to_owned()))?;
+        let defaults = Config::default();
+        let limits = parsed.limits;
+        let config = Config {
+            name: parsed.name,
+            node_id: parsed.node_id,
+            server_timeout: parsed.server.timeout.unwrap_or(defaults.server_timeout),
+            ping_interval: parsed.remote.ping_interval,
+            withdraw_on_stop: parsed
+                .node
+                .withdraw_on_stop
+                .unwrap_or(defaults.withdraw_on_stop),
+            tombstone_ttl: parsed.node.tombstone_ttl.unwrap_or(defaults.tombstone_ttl),
+            max_tuples: limits.max_tuples.unwrap_or(defaults.max_tuples),
+            max_value_bytes: limits.max_value_bytes.unwrap_or(defaults.max_value_bytes),
+            max_sessions: limits.max_sessions.unwrap_or(defaults.max_sessions),
+            max_message_bytes: limits
+                .max_message_bytes
+                .unwrap_or(defaults.max_message_bytes),
+            handshake_timeout: limits
+                .handshake_timeout
+                .unwrap_or(defaults.handshake_timeout),
+            socket_hwm: limits.socket_hwm.unwrap_or(defaults.socket_hwm),
+            max_queued_bytes: limits.max_queued_bytes.unwrap_or(defaults.max_queued_bytes),
+            event_capacity: limits.event_capacity.unwrap_or(defaults.event_capacity),
+        };
+        config
+            .validate()
+            .map_err(|e| fail(format!("{}: {}", key_of(&e.field), e.why)))?;
+        for (key, endpoints) in [("bind", &parsed.bind), ("connect", &parsed.connect)] {
+            for endpoint in endpoints {
+                Endpoint::parse(endpoint).map_err(|e| fail(format!("{key}: {e}")))?;
+            }
+        }
+        for (index, announce) in parsed.announce.iter().enumerate() {
+            validate(&announce.key, &announce.value, config.max_value_bytes)
+                .map_err(|e| fail(format!("announce[{index}]: {e}")))?;
+        }
+        Ok(Setup {
+            config,
+            bind: parsed.bind,
+            connect: parsed.connect,
+            announce: parsed.announce,
+            verbose: parsed.verbose,
+            default_ttl: parsed.node.ttl,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+        name = "registry-1"
+        bind = ["tcp://*:5670", "inproc://registry"]
+        connect = ["tcp://10.0.0.2:5670"]
+
+        [server]
+        timeout = "2s"
+
+        [remote]
+        ping-interval = "250ms"
+
+        [node]
+        withdraw-on-stop = false
+        tombstone-ttl = "5m"
+        ttl = "30s"
+
+        [limits]
+        max-sessions = 500
+        handshake-timeout = "3s"
+
+        [[announce]]
+        key = "tcp://10.0.0.1:9000"
+        value = "orders"
+
+        [[announce]]
+        key = "tcp://10.0.0.1:9001"
+        value = "billing"
+        ttl = "1m"
+    "#;
+
+    #[test]
+    fn a_full_file_sets_everything_it_names_and_defaults_the_rest() {
+        let setup = Setup::parse(FULL, "test.toml").unwrap();
+        assert_eq!(setup.config.name.as_deref(), Some("registry-1"));
+        assert_eq!(setup.config.server_timeout, Duration::from_secs(2));
+        assert_eq!(setup.config.ping_interval, Some(Duration::from_millis(250)));
+        assert!(!setup.config.withdraw_on_stop);
+        assert_eq!(setup.config.tombstone_ttl, Duration::from_secs(300));
+        assert_eq!(setup.config.max_sessions, 500);
+        assert_eq!(setup.config.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(setup.config.max_tuples, Config::default().max_tuples);
+        assert_eq!(setup.bind.len(), 2);
+        assert_eq!(setup.default_ttl, Some(Duration::from_secs(30)));
+        assert_eq!(setup.announce[1].ttl, Some(Duration::from_secs(60)));
+        assert_eq!(setup.announce[0].ttl, None);
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        assert_eq!(
+            Setup::parse("", "empty.toml").unwrap().config,
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let cases = [
+            ("[server]\ntimout = \"1s\"\n", "timout"),
+            ("[server]\ntimeout = \"soon\"\n", "timeout"),
+            ("[server]\ntimeout = \"1ms\"\n", "server.timeout"),
+            ("bind = [\"udp://x:1\"]\n", "bind"),
+            (
+                "[[announce]]\nkey = \"two words\"\nvalue = \"v\"\n",
+                "announce[0]",
+            ),
+            (
+                "[limits]\nmax-value-bytes = 100000000\n",
+                "limits.max-value-bytes",
+            ),
+            ("colour = \"blue\"\n", "colour"),
+        ];
+        for (text, key) in cases {
+            let error = Setup::parse(text, "bad.toml").unwrap_err().to_string();
+            assert!(error.starts_with("config file bad.toml: "), "{error}");
+            assert!(error.contains(key), "{text:?} gave {error}");
+        }
+    }
+}
