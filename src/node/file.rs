@@ -246,6 +246,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/zgossip.toml");
+        let setup = Setup::load(&path).unwrap();
+        assert_eq!(setup.config.name.as_deref(), Some("registry-1"));
+        assert_eq!(setup.announce.len(), 2);
+        assert_eq!(setup.default_ttl, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
     fn an_empty_file_is_the_defaults() {
         assert_eq!(
             Setup::parse("", "empty.toml").unwrap().config,
