@@ -273,9 +273,43 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] next has work. It may be called earlier or later.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.next_deadline, self.store.next_due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [
+            self.next_deadline,
+            self.store.next_end(),
+            self.store.next_refresh(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// When something we send on a clock (a PING, a lease refresh) is next due: the part of
+    /// [`Engine::poll_timeout`] that must not wait behind a backlog of input.
+    pub fn poll_outbound_timeout(&self) -> Option<Instant> {
+        let ping_interval = self.config.ping_interval();
+        let pings = self
+            .remotes
+            .iter()
+            .filter(|r| r.connected)
+            .map(|r| r.last_sent + ping_interval);
+        pings.chain(self.store.next_refresh()).min()
+    }
+
+    /// Sends the PINGs and lease refreshes that are due, and judges nothing: the actor calls
+    /// this while input is still queued, since a peer whose messages we have not read yet is
+    /// not silent. [`Engine::handle_timeout`] does this and the rest once the input is read.
+    pub fn handle_outbound_timeout(&mut self, now: Instant) {
+        let ping_interval = self.config.ping_interval();
+        let ping = Message::Ping(Some(self.hail()));
+        for (index, remote) in self.remotes.iter_mut().enumerate() {
+            if remote.connected && now.duration_since(remote.last_sent) >= ping_interval {
+                remote.last_sent = now;
+                self.outputs
+                    .push_back(Output::ToRemote(RemoteId(index as u32), ping.clone()));
+            }
+        }
+        while let Some(key) = self.store.pop_refresh(now) {
+            self.refresh(now, key);
         }
     }
 
@@ -527,10 +561,11 @@ impl Engine {
     /// Expires silent sessions and leases, forgets old tombstones, refreshes our leases,
     /// redials silent remotes and sends due PINGs.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.handle_outbound_timeout(now);
         self.check_sessions(now);
         self.check_remotes(now);
-        while let Some(key) = self.store.pop_due(now) {
-            self.on_due(now, key);
+        while let Some(key) = self.store.pop_ended(now) {
+            self.on_end(now, key);
         }
         self.schedule(now);
     }
@@ -574,8 +609,6 @@ impl Engine {
 
     fn check_remotes(&mut self, now: Instant) {
         let timeout = self.config.server_timeout;
-        let ping_interval = self.config.ping_interval();
-        let ping = Message::Ping(Some(self.hail()));
         for index in 0..self.remotes.len() {
             let id = RemoteId(index as u32);
             let Some(remote) = self.remotes.get_mut(index) else {
@@ -595,10 +628,6 @@ impl Engine {
                 self.set_remote_state(id, PeerState::Dead, &endpoint, &reason);
                 continue;
             }
-            if now.duration_since(remote.last_sent) >= ping_interval {
-                remote.last_sent = now;
-                self.outputs.push_back(Output::ToRemote(id, ping.clone()));
-            }
             if silent >= timeout / 2 && remote.liveness == PeerState::Alive {
                 let reason = format!("silent for {}ms", silent.as_millis());
                 self.set_remote_state(id, PeerState::Suspect, &endpoint, &reason);
@@ -606,29 +635,33 @@ impl Engine {
         }
     }
 
-    /// Something is due for `key`: a lease refresh, a lease running out, or a record ending.
-    fn on_due(&mut self, now: Instant, key: Arc<str>) {
+    /// Refreshes our lease on `key`: same version, next lease sequence, full lease.
+    fn refresh(&mut self, now: Instant, key: Arc<str>) {
         let Some(entry) = self.store.entry(&key) else {
             return;
         };
-        if entry.owned
-            && let (Some(lease), Some(at)) = (entry.lease, entry.refresh_at)
-            && at <= now
-        {
-            let mut refreshed = entry.clone();
-            refreshed.stamp.lease_seq += 1;
-            refreshed.refresh_at = Some(now + lease / 3);
-            let message = Publish::stamped(
-                Arc::clone(&key),
-                Arc::clone(&refreshed.value),
-                millis(lease),
-                &refreshed.stamp,
-            );
-            self.store.put(Arc::clone(&key), refreshed);
-            self.stats.refreshes += 1;
-            self.forward(&Message::Publish(message), &Origin::App);
+        let Some(lease) = entry.lease else {
             return;
-        }
+        };
+        let mut refreshed = entry.clone();
+        refreshed.stamp.lease_seq += 1;
+        refreshed.refresh_at = Some(now + lease / 3);
+        let message = Publish::stamped(
+            Arc::clone(&key),
+            Arc::clone(&refreshed.value),
+            millis(lease),
+            &refreshed.stamp,
+        );
+        self.store.put(Arc::clone(&key), refreshed);
+        self.stats.refreshes += 1;
+        self.forward(&Message::Publish(message), &Origin::App);
+    }
+
+    /// The copy of `key` reached its end here: a lease ran out, or a record is forgotten.
+    fn on_end(&mut self, now: Instant, key: Arc<str>) {
+        let Some(entry) = self.store.entry(&key) else {
+            return;
+        };
         match entry.kind {
             Kind::Live => {
                 let mut record = entry.clone();

@@ -146,8 +146,10 @@ pub fn millis(duration: Duration) -> u32 {
 pub struct Store {
     entries: BTreeMap<Arc<str>, Entry>,
     live: usize,
-    /// (when, key): something may be due for that key then. Stale items are skipped when popped.
-    timers: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+    /// (when, key): the copy of that key may end then. Stale items are skipped when popped.
+    ends: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+    /// (when, key): our own lease on that key may be due for a refresh then.
+    refreshes: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
 }
 
 impl Store {
@@ -216,8 +218,11 @@ impl Store {
 
     /// Holds `entry` for `key`, replacing any copy; returns the copy it replaced.
     pub fn put(&mut self, key: Arc<str>, entry: Entry) -> Option<Entry> {
-        for at in [entry.ends, entry.refresh_at].into_iter().flatten() {
-            self.timers.push(Reverse((at, Arc::clone(&key))));
+        if let Some(at) = entry.ends {
+            self.ends.push(Reverse((at, Arc::clone(&key))));
+        }
+        if let Some(at) = entry.refresh_at {
+            self.refreshes.push(Reverse((at, Arc::clone(&key))));
         }
         if entry.kind == Kind::Live {
             self.live += 1;
@@ -238,26 +243,49 @@ impl Store {
         old
     }
 
-    /// The earliest time something may be due.
-    pub fn next_due(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+    /// The earliest time a copy may end.
+    pub fn next_end(&self) -> Option<Instant> {
+        self.ends.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// The next key with something due by `now`, if any. The caller looks at the entry.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Arc<str>> {
-        loop {
-            let Reverse((at, _)) = self.timers.peek()?;
-            if *at > now {
-                return None;
-            }
-            let Reverse((at, key)) = self.timers.pop()?;
-            let due = self.entries.get(&key).is_some_and(|e| {
-                e.ends.is_some_and(|ends| ends <= now && ends == at)
-                    || e.refresh_at.is_some_and(|r| r <= now && r == at)
-            });
-            if due {
-                return Some(key);
-            }
+    /// The earliest time one of our leases may need a refresh.
+    pub fn next_refresh(&self) -> Option<Instant> {
+        self.refreshes.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next key whose copy ends by `now`, if any.
+    pub fn pop_ended(&mut self, now: Instant) -> Option<Arc<str>> {
+        let entries = &self.entries;
+        pop_due(&mut self.ends, now, |key, at| {
+            entries.get(key).and_then(|e| e.ends) == Some(at)
+        })
+    }
+
+    /// The next key whose lease we must refresh by `now`, if any.
+    pub fn pop_refresh(&mut self, now: Instant) -> Option<Arc<str>> {
+        let entries = &self.entries;
+        pop_due(&mut self.refreshes, now, |key, at| {
+            entries
+                .get(key)
+                .is_some_and(|e| e.owned && e.refresh_at == Some(at))
+        })
+    }
+}
+
+/// Pops items due by `now` until one is still `current` (the entry has not moved on since).
+fn pop_due(
+    heap: &mut BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+    now: Instant,
+    current: impl Fn(&str, Instant) -> bool,
+) -> Option<Arc<str>> {
+    loop {
+        let Reverse((at, _)) = heap.peek()?;
+        if *at > now {
+            return None;
+        }
+        let Reverse((at, key)) = heap.pop()?;
+        if current(&key, at) {
+            return Some(key);
         }
     }
 }
@@ -324,12 +352,12 @@ mod tests {
         leased.ends = Some(t0 + Duration::from_secs(2));
         store.put(Arc::from("k"), leased);
         assert_eq!(
-            store.pop_due(t0 + Duration::from_millis(1500)),
+            store.pop_ended(t0 + Duration::from_millis(1500)),
             None,
             "the first deadline is stale"
         );
         assert_eq!(
-            store.pop_due(t0 + Duration::from_secs(2)).as_deref(),
+            store.pop_ended(t0 + Duration::from_secs(2)).as_deref(),
             Some("k")
         );
     }

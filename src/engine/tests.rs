@@ -793,3 +793,35 @@ fn a_remote_is_synced_once_a_pong_follows_its_hello() {
     e.handle_remote_message(now, r, Message::Invalid);
     assert_eq!(e.remotes_synced(), 0, "a new HELLO means a new resync");
 }
+
+#[test]
+fn outbound_timers_send_pings_and_refreshes_but_judge_no_one() {
+    let now = t0();
+    let mut e = engine(5, 300);
+    let r = e.add_remote(now, "inproc://up");
+    e.handle_remote_connected(now, r);
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(1), stamped("theirs", "v", 300, 1, 9, 0));
+    e.publish(now, "mine", "v", Some(ms(300))).unwrap();
+    drain(&mut e);
+    // Far past every deadline, as if the actor had been busy reading a backlog.
+    let late = now + ms(1000);
+    assert!(e.poll_outbound_timeout().is_some_and(|at| at <= late));
+    e.handle_outbound_timeout(late);
+    let out = drain(&mut e);
+    assert_eq!(to_remote(&out, r), ["PING", "PUBLISH mine=v ttl=300"]);
+    assert!(
+        told(&out).is_empty() && peer_events(&out).is_empty(),
+        "nobody expired: {out:?}"
+    );
+    assert_eq!(e.connected_sessions(), 1);
+    assert!(!out.contains(&Output::Redial(r)));
+    assert!(
+        e.poll_outbound_timeout().is_some_and(|at| at > late),
+        "nothing left to send"
+    );
+    // Once the input is read, the full timeout judges.
+    e.handle_timeout(late);
+    assert_eq!(told(&drain(&mut e)), ["EXPIRE theirs"]);
+    assert_eq!(e.connected_sessions(), 0);
+}

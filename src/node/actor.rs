@@ -74,10 +74,14 @@ impl Actor {
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
             // The select below prefers traffic, so under a steady stream its timer branch would
-            // never win: PINGs and refreshes would stop and our peers would expire us. Timers
-            // that are due run first.
-            if deadline.is_some_and(|at| at <= tokio::time::Instant::now()) {
-                self.engine.handle_timeout(now());
+            // not win: what we send on a clock (PINGs, refreshes) goes out here regardless. What
+            // judges silence waits for the timer branch, reached only once input is read.
+            if self
+                .engine
+                .poll_outbound_timeout()
+                .is_some_and(|at| tokio::time::Instant::from_std(at) <= tokio::time::Instant::now())
+            {
+                self.engine.handle_outbound_timeout(now());
                 continue;
             }
             tokio::select! {
