@@ -23,6 +23,9 @@ pub use store::{Entry, Kind, Store, TupleError, millis, validate};
 /// would hide the tuples it missed.
 const EXPIRED_MEMORY_TIMEOUTS: u32 = 30;
 
+/// The longest a remote holds back its HELLO after repeated INVALIDs.
+const MAX_HELLO_BACKOFF: Duration = Duration::from_secs(30);
+
 /// The longest default ping interval: a third of CZMQ's 1 s server timeout.
 pub const MAX_DEFAULT_PING: Duration = Duration::from_millis(333);
 
@@ -42,6 +45,8 @@ pub struct EngineConfig {
     pub max_value_bytes: usize,
     /// At most this many client sessions (expired ones included) are held.
     pub max_sessions: usize,
+    /// At most this many remotes (CONNECTs).
+    pub max_remotes: usize,
     /// How long tombstones and expiry records are kept.
     pub tombstone_ttl: Duration,
     /// Withdraw our own tuples when stopping gracefully.
@@ -57,6 +62,7 @@ impl Default for EngineConfig {
             max_tuples: 1_000_000,
             max_value_bytes: 16 * 1024,
             max_sessions: 10_000,
+            max_remotes: 1024,
             tombstone_ttl: Duration::from_secs(600),
             withdraw_on_stop: true,
         }
@@ -70,6 +76,14 @@ impl EngineConfig {
         self.ping_interval
             .unwrap_or_else(|| (self.server_timeout / 3).min(MAX_DEFAULT_PING))
     }
+}
+
+/// A CONNECT past `max_remotes`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("too many remotes (at most {max})")]
+pub struct TooManyRemotes {
+    /// The limit.
+    pub max: usize,
 }
 
 /// Where a copy came from, so it is not echoed back there.
@@ -143,8 +157,17 @@ pub struct Stats {
     pub sessions_expired: u64,
     /// New clients refused because `max_sessions` were held.
     pub sessions_refused: u64,
-    /// Tuples refused by the rules or limits.
+    /// Tuples from peers refused by the rules (key and value checks, `max_value_bytes`).
     pub tuples_refused: u64,
+    /// New keys refused because `max_tuples` copies were held.
+    pub store_full: u64,
+    /// CONNECTs refused because `max_remotes` remotes existed.
+    pub remotes_refused: u64,
+    /// Peers dropped because they let more than `max_queued_bytes` pile up (not reading).
+    pub overflows: u64,
+    /// In-process frames refused for exceeding `max_message_bytes` (libzmq drops tcp/ipc
+    /// connections that send one before we see it).
+    pub frames_too_large: u64,
     /// Remotes redialled after a silence.
     pub redials: u64,
     /// PUBLISH messages sent.
@@ -155,6 +178,28 @@ pub struct Stats {
     pub refreshes: u64,
     /// Tuples dropped because their lease ran out.
     pub expired: u64,
+}
+
+impl Stats {
+    /// Every counter by name, for `STATUS detail` and logs.
+    pub fn pairs(&self) -> [(&'static str, u64); 14] {
+        [
+            ("malformed", self.malformed),
+            ("invalid_sent", self.invalid_sent),
+            ("sessions_expired", self.sessions_expired),
+            ("sessions_refused", self.sessions_refused),
+            ("tuples_refused", self.tuples_refused),
+            ("store_full", self.store_full),
+            ("remotes_refused", self.remotes_refused),
+            ("overflows", self.overflows),
+            ("redials", self.redials),
+            ("publish_sent", self.publish_sent),
+            ("publish_received", self.publish_received),
+            ("refreshes", self.refreshes),
+            ("expired", self.expired),
+            ("frames_too_large", self.frames_too_large),
+        ]
+    }
 }
 
 /// The node's state machine.
@@ -283,7 +328,7 @@ impl Engine {
         .min()
     }
 
-    /// When something we send on a clock (a PING, a lease refresh) is next due: the part of
+    /// When something we send on a clock (a PING, a held-back HELLO, a lease refresh) is next due: the part of
     /// [`Engine::poll_timeout`] that must not wait behind a backlog of input.
     pub fn poll_outbound_timeout(&self) -> Option<Instant> {
         let ping_interval = self.config.ping_interval();
@@ -292,7 +337,8 @@ impl Engine {
             .iter()
             .filter(|r| r.connected)
             .map(|r| r.last_sent + ping_interval);
-        pings.chain(self.store.next_refresh()).min()
+        let hellos = self.remotes.iter().filter_map(|r| r.hello_due);
+        pings.chain(hellos).chain(self.store.next_refresh()).min()
     }
 
     /// Sends the PINGs and lease refreshes that are due, and judges nothing: the actor calls
@@ -310,6 +356,17 @@ impl Engine {
         }
         while let Some(key) = self.store.pop_refresh(now) {
             self.refresh(now, key);
+        }
+        for index in 0..self.remotes.len() {
+            let Some(remote) = self.remotes.get_mut(index) else {
+                continue;
+            };
+            if remote.hello_due.is_some_and(|at| at <= now) {
+                remote.hello_due = None;
+                if remote.connected {
+                    self.send_hello(now, RemoteId(index as u32));
+                }
+            }
         }
     }
 
@@ -403,10 +460,31 @@ impl Engine {
     }
 
     /// A new outbound connection; the transport dials it and reports when it is connected.
-    pub fn add_remote(&mut self, now: Instant, endpoint: &str) -> RemoteId {
+    /// Refused past `max_remotes`.
+    pub fn add_remote(&mut self, now: Instant, endpoint: &str) -> Result<RemoteId, TooManyRemotes> {
+        if self.remotes.len() >= self.config.max_remotes {
+            self.stats.remotes_refused += 1;
+            warn!(
+                max = self.config.max_remotes,
+                endpoint, "too many remotes; refusing a CONNECT"
+            );
+            return Err(TooManyRemotes {
+                max: self.config.max_remotes,
+            });
+        }
         let id = RemoteId(self.remotes.len() as u32);
         self.remotes.push(Remote::new(now, endpoint));
-        id
+        Ok(id)
+    }
+
+    /// A transport dropped a peer that was not reading: counted and logged.
+    pub fn count_overflow(&mut self) {
+        self.stats.overflows += 1;
+    }
+
+    /// An in-process frame over `max_message_bytes` arrived: counted.
+    pub fn count_frame_too_large(&mut self) {
+        self.stats.frames_too_large += 1;
     }
 
     /// A message arrived from a client of our listener.
@@ -488,6 +566,7 @@ impl Engine {
             && session.state == SessionState::Connected
         {
             warn!(%client, "client is not reading; dropping its session until it resyncs");
+            self.stats.overflows += 1;
             session.state = SessionState::Expired { since: now };
             let name = session.name(client);
             self.peer_event(name, PeerState::Dead, "not reading");
@@ -503,6 +582,7 @@ impl Engine {
         debug!(endpoint = %remote.endpoint, "remote connected");
         remote.connected = true;
         remote.last_heard = now;
+        remote.hello_due = None;
         let endpoint = remote.endpoint.clone();
         self.set_remote_state(id, PeerState::Alive, &endpoint, "connected");
         self.send_hello(now, id);
@@ -543,10 +623,7 @@ impl Engine {
         }
         match message {
             Message::Publish(publish) => self.on_publish(now, Origin::Remote(id), publish),
-            Message::Invalid => {
-                debug!(%endpoint, "server said INVALID; saying HELLO again");
-                self.send_hello(now, id);
-            }
+            Message::Invalid => self.on_invalid(now, id),
             Message::Pong(_) => {}
             other => debug!(%endpoint, message = other.id().name(), "ignored from a server"),
         }
@@ -823,7 +900,8 @@ impl Engine {
             return Ok(false);
         }
         if held.is_none() && self.store.held() >= self.config.max_tuples {
-            self.stats.tuples_refused += 1;
+            self.stats.store_full += 1;
+            warn!(max = self.config.max_tuples, %key, "store full; refusing a new key");
             return Err(TupleError::StoreFull {
                 max: self.config.max_tuples,
             });
@@ -895,6 +973,38 @@ impl Engine {
                     .push_back(Output::ToClient(client.clone(), message.clone()));
             }
         }
+    }
+
+    /// The server forgot our session (or refused what we sent): say HELLO again. If INVALIDs
+    /// keep coming — a server that refuses something in every resync, say a value over its
+    /// frame limit — hold the HELLO back, doubling the wait each time, instead of looping.
+    fn on_invalid(&mut self, now: Instant, id: RemoteId) {
+        let timeout = self.config.server_timeout;
+        let base = self.config.ping_interval();
+        let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
+            return;
+        };
+        let recent = remote
+            .last_invalid
+            .is_some_and(|at| now.duration_since(at) < timeout);
+        remote.invalid_streak = if recent {
+            remote.invalid_streak.saturating_add(1)
+        } else {
+            0
+        };
+        remote.last_invalid = Some(now);
+        if remote.hello_due.is_some() {
+            return;
+        }
+        if remote.invalid_streak == 0 {
+            debug!(endpoint = %remote.endpoint, "server said INVALID; saying HELLO again");
+            self.send_hello(now, id);
+            return;
+        }
+        let shift = remote.invalid_streak.min(16);
+        let wait = base.saturating_mul(1 << shift).min(MAX_HELLO_BACKOFF);
+        warn!(endpoint = %remote.endpoint, ?wait, "server keeps saying INVALID; holding back the next HELLO");
+        remote.hello_due = Some(now + wait);
     }
 
     fn send_hello(&mut self, now: Instant, id: RemoteId) {

@@ -115,6 +115,12 @@ pub(super) struct Remote {
     pub(super) liveness: PeerState,
     /// A PONG came after our last HELLO: the server answers in order, so its resync is in.
     pub(super) synced: bool,
+    /// INVALIDs that came within a timeout of the one before (reset after a quiet timeout).
+    pub(super) invalid_streak: u32,
+    /// When the last INVALID came.
+    pub(super) last_invalid: Option<Instant>,
+    /// A HELLO held back by the backoff, and when to send it.
+    pub(super) hello_due: Option<Instant>,
 }
 
 impl Remote {
@@ -127,6 +133,9 @@ impl Remote {
             node: None,
             liveness: PeerState::Dead,
             synced: false,
+            invalid_streak: 0,
+            last_invalid: None,
+            hello_due: None,
         }
     }
 }

@@ -198,7 +198,7 @@ fn second_hello_is_invalid_and_ends_the_session() {
 fn new_tuple_is_delivered_and_forwarded_to_everyone_but_its_sender() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    let r = e.add_remote(now, "inproc://up");
+    let r = e.add_remote(now, "inproc://up").unwrap();
     e.handle_remote_connected(now, r);
     e.handle_client_message(now, client(1), hello());
     e.handle_client_message(now, client(2), hello());
@@ -330,7 +330,7 @@ fn remote_says_hello_and_republishes_on_every_connect() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
     e.publish(now, "a", "1", None).unwrap();
-    let r = e.add_remote(now, "tcp://127.0.0.1:1");
+    let r = e.add_remote(now, "tcp://127.0.0.1:1").unwrap();
     drain(&mut e);
     e.handle_remote_connected(now, r);
     assert_eq!(
@@ -354,7 +354,7 @@ fn remote_says_hello_and_republishes_on_every_connect() {
 fn remote_pings_at_a_third_of_the_timeout_and_redials_after_silence() {
     let now = t0();
     let mut e = engine_with_timeout(300);
-    let r = e.add_remote(now, "inproc://up");
+    let r = e.add_remote(now, "inproc://up").unwrap();
     e.handle_remote_connected(now, r);
     drain(&mut e);
     assert_eq!(e.poll_timeout(), Some(now + ms(100)));
@@ -379,7 +379,7 @@ fn invalid_from_a_server_makes_the_remote_say_hello_and_republish() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
     e.publish(now, "a", "1", None).unwrap();
-    let r = e.add_remote(now, "inproc://up");
+    let r = e.add_remote(now, "inproc://up").unwrap();
     e.handle_remote_connected(now, r);
     drain(&mut e);
     e.handle_remote_message(now, r, Message::Invalid);
@@ -393,8 +393,8 @@ fn invalid_from_a_server_makes_the_remote_say_hello_and_republish() {
 fn tuple_from_a_server_is_forwarded_to_clients_and_other_remotes() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    let r1 = e.add_remote(now, "inproc://one");
-    let r2 = e.add_remote(now, "inproc://two");
+    let r1 = e.add_remote(now, "inproc://one").unwrap();
+    let r2 = e.add_remote(now, "inproc://two").unwrap();
     e.handle_remote_connected(now, r1);
     e.handle_remote_connected(now, r2);
     e.handle_client_message(now, client(1), hello());
@@ -454,7 +454,7 @@ fn default_ping_interval_stays_within_czmq_timeout_whatever_our_own() {
 fn a_greater_copy_wins_and_a_smaller_one_is_dropped_unforwarded() {
     let now = t0();
     let mut e = engine(5, 1000);
-    let r = e.add_remote(now, "inproc://up");
+    let r = e.add_remote(now, "inproc://up").unwrap();
     e.handle_remote_connected(now, r);
     e.handle_client_message(now, client(1), hello());
     drain(&mut e);
@@ -514,7 +514,7 @@ fn publishing_a_held_key_takes_the_next_version_with_our_id() {
 fn an_owner_whose_copy_lost_stops_refreshing_it() {
     let now = t0();
     let mut e = engine(5, 1000);
-    let r = e.add_remote(now, "inproc://up");
+    let r = e.add_remote(now, "inproc://up").unwrap();
     e.handle_remote_connected(now, r);
     e.publish(now, "k", "ours", Some(ms(300))).unwrap();
     drain(&mut e);
@@ -536,7 +536,7 @@ fn an_owner_whose_copy_lost_stops_refreshing_it() {
 fn the_owner_refreshes_every_third_of_the_lease_without_telling_the_application() {
     let now = t0();
     let mut e = engine(5, 1000);
-    let r = e.add_remote(now, "inproc://up");
+    let r = e.add_remote(now, "inproc://up").unwrap();
     e.handle_remote_connected(now, r);
     e.publish(now, "k", "v", Some(ms(300))).unwrap();
     assert_eq!(
@@ -611,7 +611,7 @@ fn resync_sends_what_is_left_of_a_lease_not_the_whole_lease() {
 fn unpublish_makes_a_tombstone_that_travels_and_removes_the_key() {
     let now = t0();
     let mut e = engine(5, 1000);
-    let r = e.add_remote(now, "inproc://up");
+    let r = e.add_remote(now, "inproc://up").unwrap();
     e.handle_remote_connected(now, r);
     e.publish(now, "k", "v", None).unwrap();
     drain(&mut e);
@@ -669,7 +669,7 @@ fn a_tombstone_stops_an_old_copy_coming_back_until_it_is_forgotten() {
 fn goodbye_withdraws_our_own_tuples_and_tells_peers_we_are_leaving() {
     let now = t0();
     let mut e = engine(5, 1000);
-    let r = e.add_remote(now, "inproc://up");
+    let r = e.add_remote(now, "inproc://up").unwrap();
     e.handle_remote_connected(now, r);
     e.handle_client_message(
         now,
@@ -745,7 +745,7 @@ fn sessions_go_alive_suspect_dead_and_left_with_events() {
 fn a_remote_that_says_goodbye_is_left_not_dead_when_its_connection_drops() {
     let now = t0();
     let mut e = engine(5, 1000);
-    let r = e.add_remote(now, "inproc://up");
+    let r = e.add_remote(now, "inproc://up").unwrap();
     e.handle_remote_connected(now, r);
     assert_eq!(peer_events(&drain(&mut e)), ["inproc://up alive"]);
     e.handle_remote_message(
@@ -782,7 +782,7 @@ fn an_unstamped_copy_never_expires_whatever_its_ttl() {
 fn a_remote_is_synced_once_a_pong_follows_its_hello() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    let r = e.add_remote(now, "inproc://up");
+    let r = e.add_remote(now, "inproc://up").unwrap();
     e.handle_remote_connected(now, r);
     drain(&mut e);
     assert_eq!(e.remotes_synced(), 0);
@@ -798,7 +798,7 @@ fn a_remote_is_synced_once_a_pong_follows_its_hello() {
 fn outbound_timers_send_pings_and_refreshes_but_judge_no_one() {
     let now = t0();
     let mut e = engine(5, 300);
-    let r = e.add_remote(now, "inproc://up");
+    let r = e.add_remote(now, "inproc://up").unwrap();
     e.handle_remote_connected(now, r);
     e.handle_client_message(now, client(1), hello());
     e.handle_client_message(now, client(1), stamped("theirs", "v", 300, 1, 9, 0));
@@ -824,4 +824,70 @@ fn outbound_timers_send_pings_and_refreshes_but_judge_no_one() {
     e.handle_timeout(late);
     assert_eq!(told(&drain(&mut e)), ["EXPIRE theirs"]);
     assert_eq!(e.connected_sessions(), 0);
+}
+
+#[test]
+fn connects_past_max_remotes_are_refused_and_counted() {
+    let now = t0();
+    let mut e = Engine::new(EngineConfig {
+        max_remotes: 2,
+        ..EngineConfig::default()
+    });
+    assert!(e.add_remote(now, "inproc://a").is_ok());
+    assert!(e.add_remote(now, "inproc://b").is_ok());
+    assert_eq!(
+        e.add_remote(now, "inproc://c"),
+        Err(TooManyRemotes { max: 2 })
+    );
+    assert_eq!(e.stats().remotes_refused, 1);
+}
+
+#[test]
+fn a_full_store_refuses_new_keys_counts_them_and_still_takes_new_values() {
+    let now = t0();
+    let mut e = Engine::new(EngineConfig {
+        max_tuples: 1,
+        ..EngineConfig::default()
+    });
+    e.handle_client_message(now, client(1), hello());
+    e.handle_client_message(now, client(1), plain("a", "1"));
+    e.handle_client_message(now, client(1), plain("b", "1"));
+    e.handle_client_message(now, client(1), stamped("a", "2", 0, 1, 9, 0));
+    assert_eq!(told(&drain(&mut e)), ["DELIVER a 1", "CHANGE a 2"]);
+    assert_eq!(e.stats().store_full, 1);
+    assert!(matches!(
+        e.publish(now, "c", "v", None),
+        Err(TupleError::StoreFull { max: 1 })
+    ));
+}
+
+#[test]
+fn repeated_invalids_hold_back_the_next_hello_instead_of_looping() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    e.publish(now, "a", "1", None).unwrap();
+    let r = e.add_remote(now, "inproc://up").unwrap();
+    e.handle_remote_connected(now, r);
+    drain(&mut e);
+    // The first INVALID is answered at once, as CZMQ does.
+    e.handle_remote_message(now, r, Message::Invalid);
+    assert_eq!(
+        to_remote(&drain(&mut e), r),
+        ["HELLO", "PUBLISH a=1", "PING"]
+    );
+    // Another right after: held back (2 × 333 ms), not answered at once.
+    e.handle_remote_message(now + ms(10), r, Message::Invalid);
+    assert!(to_remote(&drain(&mut e), r).is_empty());
+    e.handle_remote_message(now + ms(20), r, Message::Invalid);
+    assert!(
+        to_remote(&drain(&mut e), r).is_empty(),
+        "one HELLO is pending, not more"
+    );
+    e.handle_outbound_timeout(now + ms(600));
+    assert!(!to_remote(&drain(&mut e), r).contains(&"HELLO".to_owned()));
+    e.handle_outbound_timeout(now + ms(676));
+    assert_eq!(to_remote(&drain(&mut e), r)[0], "HELLO");
+    // After a quiet timeout, an INVALID is answered at once again.
+    e.handle_remote_message(now + ms(3000), r, Message::Invalid);
+    assert_eq!(to_remote(&drain(&mut e), r)[0], "HELLO");
 }

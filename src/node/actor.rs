@@ -168,6 +168,7 @@ impl Actor {
                 let (remotes, remotes_connected) = self.engine.remotes();
                 let _ = reply.send(Status {
                     tuples: self.engine.store().len(),
+                    held: self.engine.store().held(),
                     sessions: self.engine.connected_sessions(),
                     remotes,
                     remotes_connected,
@@ -235,20 +236,19 @@ impl Actor {
 
     async fn connect(&mut self, endpoint: &str) -> Result<(), Error> {
         let parsed = Endpoint::parse(endpoint)?;
-        let id = RemoteId(self.routes.len() as u32);
+        let remote = self.engine.add_remote(now(), endpoint)?;
         match parsed {
             Endpoint::Inproc(name) => {
-                let remote = self.engine.add_remote(now(), endpoint);
                 self.routes.push(Route::Inproc);
                 if self.inproc.connect(remote, &name) {
                     self.engine.handle_remote_connected(now(), remote);
                 }
             }
             Endpoint::Zmq(endpoint) => {
-                let answer = self.zmq()?.connect(id, &endpoint)?;
-                wait_on_io(answer, &mut self.zmq_backlog, &mut self.zmq).await?;
-                self.engine.add_remote(now(), &endpoint);
+                // The route first, so remote ids and routes stay aligned even if libzmq refuses.
                 self.routes.push(Route::Zmq);
+                let answer = self.zmq()?.connect(remote, &endpoint)?;
+                wait_on_io(answer, &mut self.zmq_backlog, &mut self.zmq).await?;
             }
         }
         info!(endpoint, "connecting");
@@ -322,23 +322,29 @@ impl Actor {
         };
         let now = now();
         match incoming {
-            Incoming::ClientFrame { client, frame } => match decode(frame) {
-                Ok(message) => {
+            Incoming::ClientFrame { client, frame } => match decode(frame, &mut self.engine) {
+                None => {}
+                Some(Ok(message)) => {
                     self.trace_in(&client, &message);
                     self.engine.handle_client_message(now, client, message);
                 }
-                Err(error) => self.engine.handle_client_malformed(client, &error),
+                Some(Err(error)) => self.engine.handle_client_malformed(client, &error),
             },
             Incoming::ClientGone(client) => self.engine.handle_client_gone(&client),
             Incoming::ClientOverflow(client) => self.engine.handle_client_overflow(now, &client),
             Incoming::RemoteConnected(remote) => self.engine.handle_remote_connected(now, remote),
             Incoming::RemoteDisconnected(remote) => self.engine.handle_remote_disconnected(remote),
-            Incoming::RemoteFrame { remote, frame } => match decode(frame) {
-                Ok(message) => {
+            Incoming::RemoteOverflow(remote) => {
+                self.engine.count_overflow();
+                self.engine.handle_remote_disconnected(remote);
+            }
+            Incoming::RemoteFrame { remote, frame } => match decode(frame, &mut self.engine) {
+                None => {}
+                Some(Ok(message)) => {
                     self.trace_in(&remote, &message);
                     self.engine.handle_remote_message(now, remote, message);
                 }
-                Err(error) => self.engine.handle_remote_malformed(remote, &error),
+                Some(Err(error)) => self.engine.handle_remote_malformed(remote, &error),
             },
         }
     }
@@ -395,6 +401,7 @@ impl Actor {
             Some(Route::Inproc) => match self.inproc.send_to_server(remote, frame) {
                 Sent::Queued | Sent::NotConnected => {}
                 Sent::Overflow => {
+                    self.engine.count_overflow();
                     warn!(
                         endpoint = self.engine.remote_endpoint(remote),
                         "server is not reading; reconnecting"
@@ -438,10 +445,22 @@ impl Actor {
     }
 }
 
-/// A frame as a ZGP message, or what is wrong with it.
-fn decode(frame: Result<bytes::Bytes, FrameError>) -> Result<Message, String> {
-    let frame = frame.map_err(|e| e.to_string())?;
-    Message::decode(&frame).map_err(|e| e.to_string())
+/// A frame as a ZGP message, or what is wrong with it; `None` for a frame over our size limit,
+/// which is counted and dropped like a refused tuple, without costing the session.
+fn decode(
+    frame: Result<bytes::Bytes, FrameError>,
+    engine: &mut Engine,
+) -> Option<Result<Message, String>> {
+    let frame = match frame {
+        Ok(frame) => frame,
+        Err(FrameError::TooLarge { len, max }) => {
+            engine.count_frame_too_large();
+            warn!(len, max, "dropped an oversized frame");
+            return None;
+        }
+        Err(error) => return Some(Err(error.to_string())),
+    };
+    Some(Message::decode(&frame).map_err(|e| e.to_string()))
 }
 
 /// The next frame or event from the I/O thread, the backlog first; pends without one.

@@ -26,6 +26,8 @@ pub struct Config {
     /// Client sessions held at most (expired ones included); enough for a large cluster while
     /// bounding what a flood of new connections can cost.
     pub max_sessions: usize,
+    /// Remotes (CONNECTs) at most; a node dials a handful of seeds, 1024 bounds a mistake.
+    pub max_remotes: usize,
     /// Largest ZGP frame accepted (libzmq MAXMSGSIZE); a PUBLISH with the largest key and value
     /// fits with room for extensions.
     pub max_message_bytes: usize,
@@ -57,6 +59,7 @@ impl Default for Config {
             max_tuples: 1_000_000,
             max_value_bytes: 16 * 1024,
             max_sessions: 10_000,
+            max_remotes: 1024,
             max_message_bytes: 64 * 1024,
             handshake_timeout: Duration::from_secs(5),
             socket_hwm: 100_000,
@@ -111,10 +114,11 @@ impl Config {
             || self.event_capacity == 0
             || self.max_sessions == 0
             || self.max_tuples == 0
+            || self.max_remotes == 0
         {
             return bad(
                 "limits",
-                "socket_hwm, event_capacity, max_sessions and max_tuples must be positive",
+                "socket_hwm, event_capacity, max_sessions, max_remotes and max_tuples must be positive",
             );
         }
         if self.node_id == Some(0) {
@@ -139,6 +143,7 @@ impl Config {
             max_tuples: self.max_tuples,
             max_value_bytes: self.max_value_bytes,
             max_sessions: self.max_sessions,
+            max_remotes: self.max_remotes,
         }
     }
 

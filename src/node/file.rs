@@ -105,6 +105,7 @@ struct Limits {
     max_tuples: Option<usize>,
     max_value_bytes: Option<usize>,
     max_sessions: Option<usize>,
+    max_remotes: Option<usize>,
     max_message_bytes: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     handshake_timeout: Option<Duration>,
@@ -161,6 +162,7 @@ impl Setup {
             max_tuples: limits.max_tuples.unwrap_or(defaults.max_tuples),
             max_value_bytes: limits.max_value_bytes.unwrap_or(defaults.max_value_bytes),
             max_sessions: limits.max_sessions.unwrap_or(defaults.max_sessions),
+            max_remotes: limits.max_remotes.unwrap_or(defaults.max_remotes),
             max_message_bytes: limits
                 .max_message_bytes
                 .unwrap_or(defaults.max_message_bytes),

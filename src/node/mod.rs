@@ -32,6 +32,9 @@ pub enum Error {
     /// A setting was refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A CONNECT past `max_remotes`.
+    #[error(transparent)]
+    TooManyRemotes(#[from] crate::engine::TooManyRemotes),
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,
@@ -53,6 +56,8 @@ pub enum Error {
 pub struct Status {
     /// Tuples held.
     pub tuples: usize,
+    /// Copies held, tombstones and lease-expiry records included (what `max_tuples` bounds).
+    pub held: usize,
     /// Client sessions that said HELLO and have not expired.
     pub sessions: usize,
     /// Remotes (one per CONNECT).
@@ -335,6 +340,26 @@ impl Node {
             reply,
         })
         .await
+    }
+}
+
+impl Status {
+    /// Every figure as `name=value` pairs separated by spaces, for `STATUS detail`.
+    pub fn detail(&self) -> String {
+        let mut line = format!(
+            "tuples={} held={} sessions={} remotes={} remotes_connected={} remotes_synced={} node_id={:016x}",
+            self.tuples,
+            self.held,
+            self.sessions,
+            self.remotes,
+            self.remotes_connected,
+            self.remotes_synced,
+            self.node_id
+        );
+        for (name, value) in self.stats.pairs() {
+            line.push_str(&format!(" {name}={value}"));
+        }
+        line
     }
 }
 

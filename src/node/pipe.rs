@@ -311,6 +311,10 @@ async fn run(node: &Node, line: &str) -> Result<Reply, CommandError> {
             "STATUS {}",
             node.status().await?.tuples
         ))),
+        ("STATUS", ["detail"]) => Ok(Reply::Line(format!(
+            "STATUS {}",
+            node.status().await?.detail()
+        ))),
         ("SET", [path, value]) => node.set(path, value).await.map(done).map_err(Into::into),
         ("SET", _) => Err(CommandError::Usage("SET path value")),
         ("VERBOSE", []) => node.verbose(true).await.map(done).map_err(Into::into),

@@ -31,6 +31,8 @@ pub enum Incoming {
     RemoteConnected(RemoteId),
     /// A remote lost its connection and is reconnecting.
     RemoteDisconnected(RemoteId),
+    /// A remote's server was not reading; its connection was dropped and is being redialled.
+    RemoteOverflow(RemoteId),
     /// A frame from the server at the other end of a remote.
     RemoteFrame {
         /// Which remote.

@@ -458,7 +458,7 @@ impl Io {
         dealer.pending.push_back(frame);
         if dealer.pending_bytes > max {
             warn!(endpoint = %dealer.endpoint, "server is not reading; reconnecting");
-            self.emit(Incoming::RemoteDisconnected(remote))?;
+            self.emit(Incoming::RemoteOverflow(remote))?;
             return self.on_command(Command::Redial(remote));
         }
         self.flush(remote)
