@@ -455,11 +455,13 @@ impl Harness {
             max_tuples: MAX_TUPLES,
             max_value_bytes: MAX_VALUE_BYTES,
             max_sessions: MAX_SESSIONS,
+            max_remotes: usize::from(REMOTES),
             tombstone_ttl: TOMBSTONE_TTL,
             withdraw_on_stop: true,
         });
         for n in 0..REMOTES {
-            engine.add_remote(t0, &format!("tcp://remote-{n}:5670"));
+            // Within max_remotes by construction.
+            let _ = engine.add_remote(t0, &format!("tcp://remote-{n}:5670"));
         }
         Self {
             engine,
