@@ -1,9 +1,7 @@
 //! The fuzzers' saved inputs as ordinary tests: every file in `fuzz/regressions/<target>/` is
 //! run through the same checks the fuzz target runs (`fuzz/src/checks.rs`, included here), and
-//! must pass. Every file in `fuzz/known-bugs/<target>/` is an input that shows a bug not fixed
-//! yet (its name starts with the bug's, see `checks::KnownBug`), and must still fail with that
-//! one bug exposed; once the bug is fixed, move its inputs to `fuzz/regressions/` and drop it
-//! from `KnownBug`. Running the fuzzers themselves is `scripts/fuzz`.
+//! must pass. Inputs that showed a bug stay here once it is fixed (`fixed-*`). Running the
+//! fuzzers themselves is `scripts/fuzz`.
 //!
 //! A saved engine input means what `checks::Step` reads from it: changing those types changes
 //! what every saved input does. The known-bug test notices; refresh the regressions too.
@@ -78,18 +76,6 @@ fn check_for(target: &str) -> fn(&[u8]) {
     }
 }
 
-/// The known bug a file in `fuzz/known-bugs/` shows, by its name.
-fn known_bug(path: &Path) -> checks::KnownBug {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let bug = checks::KnownBug::ALL
-        .into_iter()
-        .find(|b| name.starts_with(b.name()));
-    bug.unwrap_or_else(|| panic!("{name} does not start with the name of a known bug"))
-}
-
 /// Every saved input of `target` passes its checks; there must be some.
 fn regressions_pass(target: &str) {
     let files = inputs("regressions", target)
@@ -103,25 +89,6 @@ fn regressions_pass(target: &str) {
     assert!(failed.is_empty(), "failing inputs:\n{}", failed.join("\n"));
 }
 
-/// Every input of `target` that shows a known bug still shows it.
-fn known_bugs_still_fail(target: &str) {
-    let files = inputs("known-bugs", target).unwrap_or_default();
-    if target == "engine" {
-        // Every name must say which bug it shows; checked before anything may panic.
-        for path in &files {
-            let _ = known_bug(path);
-        }
-    }
-    let (passed, _) = run(target, &files, |path, bytes| match target {
-        "engine" => checks::check_engine_exposing(bytes, &[known_bug(path)]),
-        _ => check_for(target)(bytes),
-    });
-    assert!(
-        passed.is_empty(),
-        "these inputs no longer fail; if their bug is fixed, move them to fuzz/regressions/{target}/: {passed:?}"
-    );
-}
-
 #[test]
 fn every_saved_decode_input_decodes_and_reencodes_byte_for_byte() {
     regressions_pass("decode");
@@ -130,10 +97,4 @@ fn every_saved_decode_input_decodes_and_reencodes_byte_for_byte() {
 #[test]
 fn every_saved_engine_input_keeps_the_engine_within_its_invariants() {
     regressions_pass("engine");
-}
-
-#[test]
-fn every_known_bug_input_still_fails_until_its_bug_is_fixed() {
-    known_bugs_still_fail("decode");
-    known_bugs_still_fail("engine");
 }

@@ -327,46 +327,10 @@ fn innocent_id() -> ClientId {
     ClientId::Inproc(u64::MAX)
 }
 
-/// A bug in `src/` the fuzzer found and that is not fixed yet. The engine target skips the
-/// steps that would only show it again, so fuzzing goes on past it; the inputs in
-/// `fuzz/known-bugs/engine/<name>*` show it, with the skipping turned off for that bug.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KnownBug {
-    /// The application publishing or withdrawing a key a peer stamped with version `u64::MAX`
-    /// overflows `version + 1` in `Engine::publish` / `Engine::unpublish`: a panic in debug
-    /// builds; in release the new copy wraps to version 0, loses to the held one, and
-    /// `publish` still returns Ok. Skipped: app steps on a key held at version `u64::MAX`.
-    VersionOverflow,
-    /// `Config::validate` puts no upper bound on the server timeout, and the engine multiplies
-    /// it by 30 and adds it to instants, which panics for timeouts of billions of years
-    /// (`SET server/timeout 77000000000years` stops the node). Skipped: timeouts within a
-    /// factor of 100 of overflowing.
-    TimeoutOverflow,
-}
-
-impl KnownBug {
-    /// Every known bug.
-    pub const ALL: [KnownBug; 2] = [Self::VersionOverflow, Self::TimeoutOverflow];
-
-    /// The name its inputs' file names start with.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::VersionOverflow => "version-overflow",
-            Self::TimeoutOverflow => "timeout-overflow",
-        }
-    }
-}
-
-/// Runs the engine on the steps read from `data`, checking it after every step. Steps that
-/// would only show a [`KnownBug`] again are skipped.
+/// Runs the engine on the steps read from `data`, checking it after every step.
 pub fn check_engine(data: &[u8]) {
-    check_engine_exposing(data, &[]);
-}
-
-/// [`check_engine`], without skipping the steps that show the `exposed` known bugs.
-pub fn check_engine_exposing(data: &[u8], exposed: &[KnownBug]) {
     let mut u = Unstructured::new(data);
-    let mut harness = Harness::new(exposed);
+    let mut harness = Harness::new();
     for _ in 0..MAX_STEPS {
         if u.is_empty() {
             break;
@@ -417,8 +381,6 @@ struct Harness {
     last_received: Option<(Stamp, Arc<str>)>,
     /// The settings in force, as the node would hold them, to validate a `SET` against.
     settings: Config,
-    /// Feed steps that trigger the known bugs, instead of skipping them.
-    exposed: Vec<KnownBug>,
 }
 
 /// A remote's server, as far as the engine should know it.
@@ -446,7 +408,7 @@ struct Innocent {
 }
 
 impl Harness {
-    fn new(exposed: &[KnownBug]) -> Self {
+    fn new() -> Self {
         let t0 = Instant::now();
         let mut engine = Engine::new(EngineConfig {
             node_id: NODE_ID,
@@ -485,7 +447,6 @@ impl Harness {
                 tombstone_ttl: TOMBSTONE_TTL,
                 ..Config::default()
             },
-            exposed: exposed.to_vec(),
         }
     }
 
@@ -541,9 +502,6 @@ impl Harness {
             Step::Publish(key, value, lease) => {
                 let (key, value) = (key.get(), value.get());
                 self.keys.insert(key.clone());
-                if self.avoids_version_overflow(&key) {
-                    return;
-                }
                 let lease = lease
                     .as_ref()
                     .map(|ms| Duration::from_millis(u64::from(ms.get())));
@@ -567,9 +525,6 @@ impl Harness {
             Step::Unpublish(key) => {
                 let key = key.get();
                 self.keys.insert(key.clone());
-                if self.avoids_version_overflow(&key) {
-                    return;
-                }
                 let was_live = self.engine.store().get(&key).is_some();
                 let result = self.engine.unpublish(now, &key);
                 assert_eq!(
@@ -605,7 +560,7 @@ impl Harness {
                     server_timeout: span.get(),
                     ..self.settings.clone()
                 };
-                if settings.validate().is_ok() && !self.avoids_timeout_overflow(span.get()) {
+                if settings.validate().is_ok() {
                     self.engine.set_server_timeout(now, settings.server_timeout);
                     self.settings = settings;
                 }
@@ -682,25 +637,6 @@ impl Harness {
         if self.last_received.as_ref() == Some(&copy) {
             self.remote_model(id).mirror.insert(key, copy);
         }
-    }
-
-    /// Whether to skip an app step on `key`: [`KnownBug::VersionOverflow`].
-    fn avoids_version_overflow(&self, key: &str) -> bool {
-        !self.exposed.contains(&KnownBug::VersionOverflow)
-            && self
-                .engine
-                .store()
-                .entry(key)
-                .is_some_and(|e| e.stamp.version == u64::MAX)
-    }
-
-    /// Whether to skip setting `timeout`: [`KnownBug::TimeoutOverflow`].
-    fn avoids_timeout_overflow(&self, timeout: Duration) -> bool {
-        !self.exposed.contains(&KnownBug::TimeoutOverflow)
-            && timeout
-                .checked_mul(100)
-                .and_then(|d| self.now.checked_add(d))
-                .is_none()
     }
 
     fn note_keys(&mut self, message: &Message) {

@@ -23,6 +23,13 @@ pub use store::{Entry, Kind, Store, TupleError, millis, validate};
 /// would hide the tuples it missed.
 const EXPIRED_MEMORY_TIMEOUTS: u32 = 30;
 
+/// The highest version a peer may stamp. Versions grow by one per publish, so no honest copy
+/// comes near it; refusing more keeps `version + 1` from overflowing.
+pub const MAX_VERSION: u64 = 1 << 62;
+
+/// The longest server timeout the engine takes (a day); longer ones are clamped.
+pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 /// The longest a remote holds back its HELLO after repeated INVALIDs.
 const MAX_HELLO_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -235,7 +242,7 @@ impl Engine {
 
     /// Changes the server timeout (and with it the default ping interval).
     pub fn set_server_timeout(&mut self, now: Instant, timeout: Duration) {
-        self.config.server_timeout = timeout;
+        self.config.server_timeout = timeout.min(MAX_SERVER_TIMEOUT);
         self.schedule(now);
     }
 
@@ -380,6 +387,11 @@ impl Engine {
     ) -> Result<(), TupleError> {
         validate(key, value, self.config.max_value_bytes)?;
         let lease = lease.filter(|l| !l.is_zero());
+        if let Some(lease) = lease
+            && u32::try_from(lease.as_millis()).is_err()
+        {
+            return Err(TupleError::LeaseTooLong { lease });
+        }
         let held = self.store.entry(key);
         if let Some(held) = held
             && held.owned
@@ -391,7 +403,7 @@ impl Engine {
             return Ok(());
         }
         let stamp = Stamp {
-            version: held.map_or(1, |h| h.stamp.version + 1),
+            version: held.map_or(1, |h| h.stamp.version.saturating_add(1)),
             origin: self.config.node_id,
             lease_seq: 0,
             withdrawn: false,
@@ -416,7 +428,7 @@ impl Engine {
             });
         };
         let stamp = Stamp {
-            version: held.stamp.version + 1,
+            version: held.stamp.version.saturating_add(1),
             origin: self.config.node_id,
             lease_seq: 0,
             withdrawn: true,
@@ -721,7 +733,15 @@ impl Engine {
             return;
         };
         let mut refreshed = entry.clone();
-        refreshed.stamp.lease_seq += 1;
+        // A refresh must be greater than the copy it refreshes; past the last lease sequence,
+        // the next version (same value, so no event anywhere) does it.
+        match refreshed.stamp.lease_seq.checked_add(1) {
+            Some(next) => refreshed.stamp.lease_seq = next,
+            None => {
+                refreshed.stamp.version = refreshed.stamp.version.saturating_add(1);
+                refreshed.stamp.lease_seq = 0;
+            }
+        }
         refreshed.refresh_at = Some(now + lease / 3);
         let message = Publish::stamped(
             Arc::clone(&key),
@@ -858,7 +878,15 @@ impl Engine {
     fn on_publish(&mut self, now: Instant, origin: Origin, publish: Publish) {
         self.stats.publish_received += 1;
         let (stamp, ttl_ms) = match publish.stamp() {
-            Ok(Some(stamp)) => (stamp, publish.ttl_ms),
+            Ok(Some(stamp)) if stamp.version <= MAX_VERSION => (stamp, publish.ttl_ms),
+            Ok(Some(_)) => {
+                self.stats.malformed += 1;
+                warn!(?origin, key = %publish.key, "stamp version past {MAX_VERSION}; refused");
+                if let Origin::Client(client) = origin {
+                    self.refuse(client, "stamp version out of range");
+                }
+                return;
+            }
             // CZMQ forwards our PUBLISH with its ttl but without the stamp, and swallows the
             // refreshes as duplicates: a lease cannot be kept through it, so it ends there.
             Ok(None) => (Stamp::default(), 0),

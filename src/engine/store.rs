@@ -49,6 +49,12 @@ pub enum TupleError {
         /// The key.
         key: String,
     },
+    /// A lease longer than the wire's 32-bit milliseconds (49 days).
+    #[error("lease {lease:?} is longer than 49 days")]
+    LeaseTooLong {
+        /// The lease asked for.
+        lease: Duration,
+    },
     /// The node's limit on how many tuples it holds.
     #[error("store is full ({max} tuples)")]
     StoreFull {

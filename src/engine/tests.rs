@@ -891,3 +891,41 @@ fn repeated_invalids_hold_back_the_next_hello_instead_of_looping() {
     e.handle_remote_message(now + ms(3000), r, Message::Invalid);
     assert_eq!(to_remote(&drain(&mut e), r)[0], "HELLO");
 }
+
+#[test]
+fn absurd_versions_from_peers_are_refused_so_publishing_cannot_overflow() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    e.handle_client_message(now, client(1), hello());
+    drain(&mut e);
+    e.handle_client_message(now, client(1), stamped("k", "v", 0, u64::MAX, 9, 0));
+    assert_eq!(to_client(&drain(&mut e), &client(1)), ["INVALID"]);
+    assert_eq!(e.store().len(), 0);
+    e.publish(now, "k", "mine", None).unwrap();
+    assert_eq!(e.store().entry("k").unwrap().stamp.version, 1);
+}
+
+#[test]
+fn leases_longer_than_the_wire_can_carry_are_refused() {
+    let mut e = engine(5, 1000);
+    let too_long = Duration::from_millis(u64::from(u32::MAX) + 1);
+    assert!(matches!(
+        e.publish(t0(), "k", "v", Some(too_long)),
+        Err(TupleError::LeaseTooLong { .. })
+    ));
+}
+
+#[test]
+fn a_refresh_past_the_last_lease_sequence_moves_to_the_next_version() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    e.publish(now, "k", "v", Some(ms(300))).unwrap();
+    drain(&mut e);
+    let mut entry = e.store().entry("k").unwrap().clone();
+    entry.stamp.lease_seq = u32::MAX;
+    e.store.put(Arc::from("k"), entry);
+    e.handle_outbound_timeout(now + ms(100));
+    let stamp = e.store().entry("k").unwrap().stamp;
+    assert_eq!((stamp.version, stamp.lease_seq), (2, 0));
+    assert!(told(&drain(&mut e)).is_empty());
+}

@@ -90,8 +90,10 @@ impl Config {
                 why: why.into(),
             })
         };
-        if self.server_timeout < Duration::from_millis(10) {
-            return bad("server_timeout", "must be at least 10ms");
+        if self.server_timeout < Duration::from_millis(10)
+            || self.server_timeout > crate::engine::MAX_SERVER_TIMEOUT
+        {
+            return bad("server_timeout", "must be between 10ms and a day");
         }
         if let Some(ping) = self.ping_interval
             && (ping.is_zero() || ping >= self.server_timeout)
