@@ -27,6 +27,9 @@ struct Cli {
 enum Command {
     /// Run one node; its pipe is stdin (commands) and stdout (replies and events).
     Node(NodeArgs),
+    /// Benchmarks: many nodes in this process; one result line on stdout.
+    #[command(subcommand)]
+    Bench(zgossip::bench::Bench),
 }
 
 #[derive(clap::Args)]
@@ -69,6 +72,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Node(args) => run_node(args).await,
+            Command::Bench(bench) => zgossip::bench::run(bench).await,
         }
     });
     // The node has stopped; the blocking stdin reader may still wait for a line that never
