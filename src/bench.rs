@@ -98,6 +98,10 @@ pub struct MeshArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_s: u64,
+    /// The nodes' `server_timeout` (e.g. `10s`); default: the node's own default (1 s). Under
+    /// a load that delays answers past it, remotes are redialled and resync.
+    #[arg(long, value_name = "DURATION", value_parser = crate::node::parse_duration)]
+    pub server_timeout: Option<Duration>,
 }
 
 /// One benchmark's result: `key=value` fields, the ones the issue asks for first.
@@ -207,11 +211,15 @@ impl Drop for Endpoints {
 }
 
 /// N nodes, each bound; returns them with the endpoints their peers dial.
-async fn spawn_bound(count: usize, endpoints: &Endpoints) -> Result<(Vec<Node>, Vec<String>)> {
+async fn spawn_bound(
+    count: usize,
+    endpoints: &Endpoints,
+    config: &Config,
+) -> Result<(Vec<Node>, Vec<String>)> {
     let mut nodes = Vec::with_capacity(count);
     let mut bound = Vec::with_capacity(count);
     for index in 0..count {
-        let node = Node::spawn(Config::default())?;
+        let node = Node::spawn(config.clone())?;
         let endpoint = node
             .bind(&endpoints.bind(index))
             .await
@@ -264,7 +272,7 @@ pub async fn chain(args: &ChainArgs) -> Result<Report> {
     }
     let timeout = Duration::from_secs(args.timeout_s);
     let endpoints = Endpoints::new(args.transport, "chain")?;
-    let (nodes, bound) = spawn_bound(count, &endpoints).await?;
+    let (nodes, bound) = spawn_bound(count, &endpoints, &Config::default()).await?;
     for index in 1..count {
         let (Some(node), Some(endpoint)) = (nodes.get(index - 1), bound.get(index)) else {
             continue;
@@ -280,6 +288,7 @@ pub async fn chain(args: &ChainArgs) -> Result<Report> {
     let (Some(first), Some(last)) = (nodes.first(), nodes.last()) else {
         bail!("no nodes");
     };
+    let cpu_before = cpu_seconds()?;
     let started = Instant::now();
     let mut publishers = JoinSet::new();
     for worker in 0..CHAIN_PUBLISHERS {
@@ -302,6 +311,7 @@ pub async fn chain(args: &ChainArgs) -> Result<Report> {
     );
     let held = wait_for_tuples(last, tuples, started + timeout).await?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds()? - cpu_before;
     if held < tuples {
         bail!("the last node holds {held} of {tuples} tuples after {timeout:?}");
     }
@@ -314,6 +324,7 @@ pub async fn chain(args: &ChainArgs) -> Result<Report> {
     report
         .add("seconds", format!("{seconds:.4}"))
         .add("tuples_per_s", format!("{:.0}", tuples as f64 / seconds))
+        .add("cpu_s", format!("{cpu:.2}"))
         .add("publish_s", format!("{:.4}", published.as_secs_f64()))
         .add("publish_sent", sent)
         .add(
@@ -339,7 +350,11 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
 
     let rss_before = rss_kb()?;
     let spawning = Instant::now();
-    let (nodes, bound) = spawn_bound(count, &endpoints).await?;
+    let mut config = Config::default();
+    if let Some(timeout) = args.server_timeout {
+        config.server_timeout = timeout;
+    }
+    let (nodes, bound) = spawn_bound(count, &endpoints, &config).await?;
     let mut links = 0;
     for (index, node) in nodes.iter().enumerate() {
         for peer in rng.distinct_below(index, args.degree) {
@@ -362,6 +377,7 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
     } else {
         rng.distinct_below(count, services)
     };
+    let cpu_before = cpu_seconds()?;
     let started = Instant::now();
     let mut publishers = JoinSet::new();
     for index in announcers {
@@ -400,10 +416,13 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
         tokio::time::sleep(POLL_INTERVAL).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds()? - cpu_before;
 
-    let mut sent = 0;
+    let (mut sent, mut redials) = (0, 0);
     for node in &nodes {
-        sent += node.status().await?.stats.publish_sent;
+        let stats = node.status().await?.stats;
+        sent += stats.publish_sent;
+        redials += stats.redials;
     }
     let mut report = Report::default();
     report
@@ -413,7 +432,9 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
             format!("{:.1}", sent as f64 / count as f64),
         )
         .add("idle_kb_per_node", format!("{idle_kb_per_node:.1}"))
+        .add("cpu_s", format!("{cpu:.2}"))
         .add("links", links)
+        .add("redials", redials)
         .add("publish_s", format!("{:.4}", published.as_secs_f64()))
         .add(
             "peak_rss_mb",
@@ -470,6 +491,21 @@ fn peak_rss_kb() -> Result<u64> {
     proc_status_kb("VmHWM:")
 }
 
+/// CPU time this process has used, user and system, in seconds (from `/proc/self/stat`, whose
+/// clock ticks are Linux's fixed USER_HZ of 100).
+fn cpu_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    // The command name may hold spaces; the fields after it are plain numbers.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; after the name, field 3 is index 0.
+    let ticks = |index: usize| -> Result<f64> {
+        let field = fields.get(index).context("short /proc/self/stat")?;
+        Ok(field.parse::<u64>().context("bad /proc/self/stat")? as f64)
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 fn proc_status_kb(field: &str) -> Result<u64> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
@@ -524,5 +560,6 @@ mod tests {
     fn memory_is_readable_here() {
         assert!(rss_kb().unwrap_or(0) > 0);
         assert!(peak_rss_kb().unwrap_or(0) >= rss_kb().unwrap_or(u64::MAX) / 2);
+        assert!(cpu_seconds().is_ok());
     }
 }
