@@ -207,7 +207,7 @@ impl Store {
     /// The copies that pass `keep`, sorted by key.
     fn sorted(&self, keep: impl Fn(&Entry) -> bool) -> Vec<(&Arc<str>, &Entry)> {
         let mut copies: Vec<_> = self.entries.iter().filter(|(_, e)| keep(e)).collect();
-        copies.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        copies.sort_unstable_by_key(|(a, _)| *a);
         copies
     }
 
