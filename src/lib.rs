@@ -14,6 +14,7 @@
 //! - [`node`]: the actor (one tokio task owns the engine and the transports), the typed handle,
 //!   and the CZMQ-style string pipe.
 
+pub mod bench;
 pub mod engine;
 pub mod node;
 pub mod transport;

@@ -42,6 +42,9 @@ enum Command {
     Watch(ClientArgs),
     /// Print every tuple known, with its remaining lease, and the count.
     Status(StatusArgs),
+    /// Benchmarks: many nodes in this process; one result line on stdout.
+    #[command(subcommand)]
+    Bench(zgossip::bench::Bench),
 }
 
 #[derive(Args)]
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
             Command::Lookup(args) => run_lookup(args).await,
             Command::Watch(args) => run_watch(args).await,
             Command::Status(args) => run_status(args).await,
+            Command::Bench(bench) => zgossip::bench::run(bench).await,
         }
     });
     // The blocking stdin reader may still wait for a line that never comes; do not wait for it.

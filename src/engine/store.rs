@@ -3,7 +3,7 @@
 //! be a tuple in force, a tombstone, or the record of a lease that ran out.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -146,11 +146,12 @@ pub fn millis(duration: Duration) -> u32 {
     u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
-/// Every copy a node holds, ordered by key so listings and resyncs are deterministic, with the
-/// times at which some of them end or are due for a refresh.
+/// Every copy a node holds, with the times at which some of them end or are due for a refresh.
+/// Copies are hashed by key, since every PUBLISH that arrives looks its key up (and most are
+/// duplicates that stop there); listings and resyncs sort by key, so they stay deterministic.
 #[derive(Debug, Default)]
 pub struct Store {
-    entries: BTreeMap<Arc<str>, Entry>,
+    entries: HashMap<Arc<str>, Entry>,
     live: usize,
     /// (when, key): the copy of that key may end then. Stale items are skipped when popped.
     ends: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
@@ -189,9 +190,8 @@ impl Store {
 
     /// Every tuple in force, by key.
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<str>)> {
-        self.entries
-            .iter()
-            .filter(|(_, e)| e.kind == Kind::Live)
+        self.sorted(|e| e.kind == Kind::Live)
+            .into_iter()
             .map(|(k, e)| (k, &e.value))
     }
 
@@ -202,24 +202,26 @@ impl Store {
 
     /// Every copy that travels on a resync (tuples in force and tombstones), by key.
     pub fn shared(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
-        self.entries.iter().filter(|(_, e)| e.kind != Kind::Expired)
+        self.sorted(|e| e.kind != Kind::Expired).into_iter()
     }
 
     /// The keys whose value is `service`, sorted.
     pub fn lookup(&self, service: &str) -> Vec<Arc<str>> {
-        self.iter()
-            .filter(|(_, v)| &***v == service)
-            .map(|(k, _)| Arc::clone(k))
-            .collect()
+        let found = self.sorted(|e| e.kind == Kind::Live && &*e.value == service);
+        found.into_iter().map(|(k, _)| Arc::clone(k)).collect()
     }
 
     /// The keys we own, sorted.
     pub fn owned(&self) -> Vec<Arc<str>> {
-        let mine = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.owned && e.kind == Kind::Live);
-        mine.map(|(k, _)| Arc::clone(k)).collect()
+        let mine = self.sorted(|e| e.owned && e.kind == Kind::Live);
+        mine.into_iter().map(|(k, _)| Arc::clone(k)).collect()
+    }
+
+    /// The copies that pass `keep`, sorted by key.
+    fn sorted(&self, keep: impl Fn(&Entry) -> bool) -> Vec<(&Arc<str>, &Entry)> {
+        let mut copies: Vec<_> = self.entries.iter().filter(|(_, e)| keep(e)).collect();
+        copies.sort_unstable_by_key(|(a, _)| *a);
+        copies
     }
 
     /// Holds `entry` for `key`, replacing any copy; returns the copy it replaced.

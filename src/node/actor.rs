@@ -3,7 +3,10 @@
 //! sleeps until the engine's next deadline. Nothing else touches the engine.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -13,7 +16,7 @@ use crate::engine::{ClientId, Engine, Output, RemoteId};
 use crate::transport::inproc::{Inproc, Sent};
 use crate::transport::zmq::{Answer, ZmqIo};
 use crate::transport::{Endpoint, FrameError, Incoming};
-use crate::wire::Message;
+use crate::wire::{EncodeError, Message};
 
 /// Transport events handled in one go before the engine's outputs are sent.
 const INCOMING_BATCH: usize = 256;
@@ -37,6 +40,9 @@ pub(super) struct Actor {
     events: Option<broadcast::Sender<Event>>,
     port: i32,
     verbose: bool,
+    /// The PUBLISH last encoded during this flush and its frame: the engine forwards one copy
+    /// to every peer as consecutive outputs, so it is encoded once and the frame shared.
+    last_publish: Option<(Message, Bytes)>,
 }
 
 fn now() -> Instant {
@@ -58,6 +64,7 @@ impl Actor {
             events: None,
             port: 0,
             verbose: false,
+            last_publish: None,
         }
     }
 
@@ -97,20 +104,23 @@ impl Actor {
                     Some(command) => self.on_command(command).await,
                     None => break None,
                 },
+                // One clock reading per batch: a batch takes well under a millisecond.
                 event = self.inproc.recv() => {
+                    let now = now();
                     let incoming = self.inproc.handle(event);
-                    self.on_incoming(incoming);
+                    self.on_incoming(now, incoming);
                     for _ in 0..INCOMING_BATCH {
                         let Some(event) = self.inproc.try_recv() else { break };
                         let incoming = self.inproc.handle(event);
-                        self.on_incoming(incoming);
+                        self.on_incoming(now, incoming);
                     }
                 }
                 incoming = next_zmq(&mut self.zmq, &mut self.zmq_backlog) => {
-                    self.on_incoming(Some(incoming));
+                    let now = now();
+                    self.on_incoming(now, Some(incoming));
                     for _ in 0..INCOMING_BATCH {
                         let Some(incoming) = self.zmq_backlog.pop_front().or_else(|| self.zmq.as_mut()?.try_recv()) else { break };
-                        self.on_incoming(Some(incoming));
+                        self.on_incoming(now, Some(incoming));
                     }
                 }
                 () = sleep_until(deadline) => self.engine.handle_timeout(now()),
@@ -316,11 +326,10 @@ impl Actor {
         self.zmq.as_ref().ok_or(Error::Stopped)
     }
 
-    fn on_incoming(&mut self, incoming: Option<Incoming>) {
+    fn on_incoming(&mut self, now: Instant, incoming: Option<Incoming>) {
         let Some(incoming) = incoming else {
             return;
         };
-        let now = now();
         match incoming {
             Incoming::ClientFrame { client, frame } => match decode(frame, &mut self.engine) {
                 None => {}
@@ -365,13 +374,32 @@ impl Actor {
                 Output::Event(event) => self.tell(event),
             }
         }
+        self.last_publish = None;
+    }
+
+    /// A message's frame; a PUBLISH that is the same copy as the last one reuses its frame.
+    fn encode(&mut self, message: &Message) -> Result<Bytes, EncodeError> {
+        let Message::Publish(publish) = message else {
+            return message.to_bytes();
+        };
+        if let Some((Message::Publish(last), frame)) = &self.last_publish
+            && Arc::ptr_eq(&last.key, &publish.key)
+            && Arc::ptr_eq(&last.value, &publish.value)
+            && last.ttl_ms == publish.ttl_ms
+            && last.extension == publish.extension
+        {
+            return Ok(frame.clone());
+        }
+        let frame = message.to_bytes()?;
+        self.last_publish = Some((message.clone(), frame.clone()));
+        Ok(frame)
     }
 
     fn send_to_client(&mut self, client: ClientId, message: &Message) {
         if self.verbose {
             info!(to = ?client, ?message, "send");
         }
-        let frame = match message.to_bytes() {
+        let frame = match self.encode(message) {
             Ok(frame) => frame,
             Err(error) => return warn!(%error, "cannot encode a message"),
         };
@@ -393,7 +421,7 @@ impl Actor {
         if self.verbose {
             info!(to = self.engine.remote_endpoint(remote), ?message, "send");
         }
-        let frame = match message.to_bytes() {
+        let frame = match self.encode(message) {
             Ok(frame) => frame,
             Err(error) => return warn!(%error, "cannot encode a message"),
         };
