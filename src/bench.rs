@@ -436,6 +436,8 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
         .add("links", links)
         .add("redials", redials)
         .add("publish_s", format!("{:.4}", published.as_secs_f64()))
+        .add("idle_rss_mb", format!("{:.1}", rss_idle as f64 / 1024.0))
+        .add("rss_mb", format!("{:.1}", rss_kb()? as f64 / 1024.0))
         .add(
             "peak_rss_mb",
             format!("{:.1}", peak_rss_kb()? as f64 / 1024.0),
