@@ -197,7 +197,7 @@ impl Store {
 
     /// Every tuple in force with its entry, by key.
     pub fn details(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
-        self.entries.iter().filter(|(_, e)| e.kind == Kind::Live)
+        self.sorted(|e| e.kind == Kind::Live).into_iter()
     }
 
     /// Every copy that travels on a resync (tuples in force and tombstones), by key.
