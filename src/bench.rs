@@ -418,11 +418,12 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds()? - cpu_before;
 
-    let (mut sent, mut redials) = (0, 0);
+    let (mut sent, mut redials, mut expired) = (0, 0, 0);
     for node in &nodes {
         let stats = node.status().await?.stats;
         sent += stats.publish_sent;
         redials += stats.redials;
+        expired += stats.sessions_expired;
     }
     let mut report = Report::default();
     report
@@ -435,6 +436,7 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
         .add("cpu_s", format!("{cpu:.2}"))
         .add("links", links)
         .add("redials", redials)
+        .add("sessions_expired", expired)
         .add("publish_s", format!("{:.4}", published.as_secs_f64()))
         .add("idle_rss_mb", format!("{:.1}", rss_idle as f64 / 1024.0))
         .add("rss_mb", format!("{:.1}", rss_kb()? as f64 / 1024.0))
