@@ -392,6 +392,10 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
 
     // The last node dialled only earlier ones and nobody dials it: it is among the last to
     // learn anything, so wait on it alone before asking everyone.
+    eprintln!(
+        "mesh: announced in {:.3}s; waiting for the last node, then for every node",
+        published.as_secs_f64()
+    );
     let deadline = started + timeout;
     let last = nodes.last().context("no nodes")?;
     wait_for_tuples(last, services, deadline).await?;

@@ -27,8 +27,9 @@
       every pipe while it waits. Counting the last actor's DELIVERs is how it knows.
     - The server forgets a client that has been silent for server/timeout (1 s by default), and
       CZMQ's client never pings; a PUBLISH from a forgotten client is answered INVALID and the
-      tuple is lost. In a chain, the far end hears nothing until the tuples get there, so runs
-      longer than a second would never finish. Every actor gets SET server/timeout 3600000
+      tuple is lost. Sessions are silent from their HELLO until the first tuple comes by, so a
+      run whose setup or spreading takes more than a second loses tuples and never finishes
+      (the N=300 mesh, measured: 6 runs in 7). Every actor gets SET server/timeout 3600000
       (one hour) before it binds or connects. This only removes a failure; it does not make
       CZMQ faster.
     - Each actor is a thread with its own sockets, plus a zmonitor actor (another thread) per
