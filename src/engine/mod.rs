@@ -641,6 +641,26 @@ impl Engine {
         }
     }
 
+    /// The transport vouches that the server is there (in-process: it says when a peer goes
+    /// away), so its silence so far is a backlog, not a lost link.
+    pub fn handle_remote_reachable(&mut self, now: Instant, id: RemoteId) {
+        if let Some(remote) = self.remotes.get_mut(id.0 as usize)
+            && remote.connected
+        {
+            remote.last_heard = remote.last_heard.max(now);
+        }
+    }
+
+    /// The transport vouches that the client is there; see
+    /// [`Engine::handle_remote_reachable`].
+    pub fn handle_client_reachable(&mut self, now: Instant, client: &ClientId) {
+        if let Some(session) = self.sessions.get_mut(client)
+            && session.state == SessionState::Connected
+        {
+            session.last_heard = session.last_heard.max(now);
+        }
+    }
+
     /// A server sent bytes that are not a ZGP message. Counted; the connection stays.
     pub fn handle_remote_malformed(&mut self, id: RemoteId, error: &dyn std::fmt::Display) {
         self.stats.malformed += 1;

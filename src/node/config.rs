@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::engine::EngineConfig;
 use crate::transport::Limits;
+use crate::transport::inproc::Faults;
 
 /// Everything a node can be told before it starts. `SET` changes some of it at run time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,10 @@ pub struct Config {
     /// Withdraw our own tuples when stopping gracefully (`SET node/withdraw-on-stop 0` turns it
     /// off for configuration-style tuples that should outlive their publisher).
     pub withdraw_on_stop: bool,
+    /// For simulations: faults the in-process transport injects into this node's frames
+    /// (shared by all nodes of a simulation; each node needs a distinct `name`). `None`, the
+    /// default, is a perfect in-process network.
+    pub faults: Option<Faults>,
 }
 
 impl Default for Config {
@@ -67,6 +72,7 @@ impl Default for Config {
             event_capacity: 4096,
             tombstone_ttl: Duration::from_secs(600),
             withdraw_on_stop: true,
+            faults: None,
         }
     }
 }

@@ -172,6 +172,7 @@ impl Setup {
             socket_hwm: limits.socket_hwm.unwrap_or(defaults.socket_hwm),
             max_queued_bytes: limits.max_queued_bytes.unwrap_or(defaults.max_queued_bytes),
             event_capacity: limits.event_capacity.unwrap_or(defaults.event_capacity),
+            faults: None,
         };
         config
             .validate()

@@ -4,6 +4,7 @@
 //! thousands of nodes can share one process. Both hand the actor whole frames; decoding them is
 //! the actor's job, so every message crosses the codec whatever the transport.
 
+mod faults;
 pub mod inproc;
 pub mod zmq;
 
