@@ -34,11 +34,20 @@ async fn a_full_store_refuses_new_keys_and_counts_them() {
     for i in 0..5 {
         client.publish(&format!("k{i}"), "v").await.unwrap();
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let status = server.status().await.unwrap();
     assert_eq!(status.tuples, 3);
     assert_eq!(status.stats.store_full, 2);
     assert!(detail(&server).await.contains("store_full=2"));
+    // The stores now differ for good; the client's digest resyncs offer the two keys again,
+    // further and further apart (1 s, 2 s, 4 s...), not in a loop.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let resyncs = client.status().await.unwrap().stats.digest_resyncs;
+    assert!((1..=7).contains(&resyncs), "{resyncs} resyncs in a minute");
+    assert_eq!(
+        server.status().await.unwrap().stats.store_full,
+        2 + 2 * resyncs
+    );
     let error = server.publish("mine", "v").await.unwrap_err();
     assert!(error.to_string().contains("store is full"), "{error}");
     // Existing keys still take new values.
@@ -118,16 +127,23 @@ async fn an_oversized_inproc_frame_is_refused_and_counted() {
     sender.connect("inproc://limits-frames").await.unwrap();
     sender.publish("big", &"x".repeat(2000)).await.unwrap();
     sender.publish("small", "v").await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let status = server.status().await.unwrap();
     assert_eq!(
         status.stats.frames_too_large, 1,
-        "dropped like a refused tuple, no resync loop"
+        "dropped like a refused tuple, the session kept"
     );
     assert_eq!(server.get("big").await.unwrap(), None);
     assert_eq!(
         server.get("small").await.unwrap().as_deref(),
         Some("v"),
-        "the sender resynced"
+    );
+    // The difference stays; digest resyncs retry it with a growing wait, not in a loop.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let resyncs = sender.status().await.unwrap().stats.digest_resyncs;
+    assert!((1..=7).contains(&resyncs), "{resyncs} resyncs in a minute");
+    assert_eq!(
+        server.status().await.unwrap().stats.frames_too_large,
+        1 + resyncs
     );
 }

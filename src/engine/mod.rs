@@ -608,9 +608,28 @@ impl Engine {
         remote.connected = true;
         remote.last_heard = now;
         remote.hello_due = None;
+        // A server that went silent again right after a redial (one that accepts connections
+        // but never answers, or one across a partition): each HELLO with our whole store goes
+        // nowhere, so they come further apart.
+        let held_back = match remote.silent_redials {
+            0 | 1 => None,
+            n => Some(
+                self.config
+                    .ping_interval()
+                    .saturating_mul(1 << (n - 2).min(16)),
+            ),
+        };
+        let held_back = held_back.map(|wait| wait.min(MAX_HELLO_BACKOFF));
+        remote.hello_due = held_back.map(|wait| now + wait);
+        // After a silence, a connection is not an answer: the server stays dead until it talks.
+        let answer_pending = remote.silent_redials > 0;
         let endpoint = remote.endpoint.clone();
-        self.set_remote_state(id, PeerState::Alive, &endpoint, "connected");
-        self.send_hello(now, id);
+        if !answer_pending {
+            self.set_remote_state(id, PeerState::Alive, &endpoint, "connected");
+        }
+        if held_back.is_none() {
+            self.send_hello(now, id);
+        }
     }
 
     /// A remote lost its connection; the transport is reconnecting it.
@@ -632,6 +651,13 @@ impl Engine {
             return;
         };
         remote.last_heard = now;
+        if remote.silent_redials > 0 {
+            // The server answers after all: no reason to hold back our HELLO any longer.
+            remote.silent_redials = 0;
+            if remote.hello_due.is_some() && remote.invalid_streak == 0 {
+                remote.hello_due = Some(now);
+            }
+        }
         let endpoint = remote.endpoint.clone();
         if let Message::Pong(_) = &message {
             remote.synced = true;
@@ -646,7 +672,8 @@ impl Engine {
                 self.compare_digests(now, id, theirs);
             }
         }
-        if matches!(self.remotes.get(id.0 as usize), Some(r) if r.liveness == PeerState::Suspect) {
+        if matches!(self.remotes.get(id.0 as usize), Some(r) if r.liveness == PeerState::Suspect || (r.liveness == PeerState::Dead && r.connected))
+        {
             self.set_remote_state(id, PeerState::Alive, &endpoint, "heard again");
         }
         match message {
@@ -777,7 +804,8 @@ impl Engine {
             let Some(remote) = self.remotes.get_mut(index) else {
                 continue;
             };
-            if !remote.connected {
+            // Nothing is judged while our HELLO is held back: we have not asked for anything.
+            if !remote.connected || remote.hello_due.is_some() {
                 continue;
             }
             let silent = now.duration_since(remote.last_heard);
@@ -785,6 +813,7 @@ impl Engine {
             if silent >= timeout {
                 warn!(%endpoint, "remote silent for {timeout:?}; redialling");
                 remote.connected = false;
+                remote.silent_redials = remote.silent_redials.saturating_add(1);
                 self.stats.redials += 1;
                 self.outputs.push_back(Output::Redial(id));
                 let reason = format!("silent for {}ms", silent.as_millis());

@@ -121,6 +121,8 @@ pub(super) struct Remote {
     pub(super) last_invalid: Option<Instant>,
     /// A HELLO held back by the backoff, and when to send it.
     pub(super) hello_due: Option<Instant>,
+    /// Redials for silence since we last heard from the server.
+    pub(super) silent_redials: u32,
     /// Our digest and the server's when they last differed, and for how many PONGs in a row
     /// they have differed that way.
     pub(super) digest_mismatch: Option<(u64, u64, u32)>,
@@ -143,6 +145,7 @@ impl Remote {
             invalid_streak: 0,
             last_invalid: None,
             hello_due: None,
+            silent_redials: 0,
             digest_mismatch: None,
             digest_quiet_until: None,
             digest_backoff: Duration::ZERO,

@@ -234,16 +234,43 @@ impl Store {
         if let Some(at) = entry.refresh_at {
             self.refreshes.push(Reverse((at, Arc::clone(&key))));
         }
-        if entry.kind == Kind::Live {
-            self.live += 1;
-            self.digest ^= fingerprint(&key, &entry);
-        }
+        let new = (entry.kind == Kind::Live).then(|| Tuple::of(&entry));
         let old = self.entries.insert(Arc::clone(&key), entry);
-        if let Some(old) = old.as_ref().filter(|e| e.kind == Kind::Live) {
-            self.live -= 1;
-            self.digest ^= fingerprint(&key, old);
+        let old_tuple = old.as_ref().filter(|e| e.kind == Kind::Live).map(Tuple::of);
+        if new.is_some() {
+            self.live += 1;
         }
+        if old_tuple.is_some() {
+            self.live -= 1;
+        }
+        // Most puts are lease refreshes of the same tuple: its share of the digest stays.
+        if new != old_tuple {
+            for tuple in [new, old_tuple].into_iter().flatten() {
+                self.digest ^= tuple.fingerprint(&key);
+            }
+        }
+        self.prune();
         old
+    }
+
+    /// Drops heap items at the top that no longer match their entry (a refresh moved the end
+    /// on), so the next deadline the actor sleeps to is a real one: with thousands of leased
+    /// tuples refreshed every few seconds, stale tops would wake the node for nothing each time.
+    fn prune(&mut self) {
+        let entries = &self.entries;
+        let stale = |key: &str, at: Instant, field: fn(&Entry) -> Option<Instant>| {
+            entries.get(key).and_then(field) != Some(at)
+        };
+        while let Some(Reverse((at, key))) = self.ends.peek()
+            && stale(key, *at, |e| e.ends)
+        {
+            self.ends.pop();
+        }
+        while let Some(Reverse((at, key))) = self.refreshes.peek()
+            && stale(key, *at, |e| e.refresh_at.filter(|_| e.owned))
+        {
+            self.refreshes.pop();
+        }
     }
 
     /// Forgets `key`.
@@ -251,8 +278,9 @@ impl Store {
         let old = self.entries.remove(key);
         if let Some(old) = old.as_ref().filter(|e| e.kind == Kind::Live) {
             self.live -= 1;
-            self.digest ^= fingerprint(key, old);
+            self.digest ^= Tuple::of(old).fingerprint(key);
         }
+        self.prune();
         old
     }
 
@@ -291,25 +319,43 @@ impl Store {
     }
 }
 
-/// A tuple's share of the store digest. FNV-1a with a final mix, written out so every build of
-/// every node computes the same number (std's hashers promise no stable output). 0xff never
-/// occurs in UTF-8, so it separates key and value unambiguously.
-fn fingerprint(key: &str, entry: &Entry) -> u64 {
-    let stamp = [entry.stamp.version, entry.stamp.origin];
-    let bytes = key
-        .bytes()
-        .chain([0xff])
-        .chain(entry.value.bytes())
-        .chain([0xff])
-        .chain(stamp.into_iter().flat_map(u64::to_be_bytes));
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+/// What of a copy in force counts in the store digest.
+#[derive(PartialEq, Eq)]
+struct Tuple {
+    value: Arc<str>,
+    version: u64,
+    origin: u64,
+}
+
+impl Tuple {
+    fn of(entry: &Entry) -> Self {
+        Self {
+            value: Arc::clone(&entry.value),
+            version: entry.stamp.version,
+            origin: entry.stamp.origin,
+        }
     }
-    // splitmix64's finaliser, so XOR-ing nearby fingerprints does not cancel structure.
-    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    hash ^ (hash >> 31)
+
+    /// This tuple's share of the store digest. FNV-1a with a final mix, written out so every
+    /// build of every node computes the same number (std's hashers promise no stable output).
+    /// 0xff never occurs in UTF-8, so it separates key and value unambiguously.
+    fn fingerprint(&self, key: &str) -> u64 {
+        let bytes = key
+            .bytes()
+            .chain([0xff])
+            .chain(self.value.bytes())
+            .chain([0xff])
+            .chain(self.version.to_be_bytes())
+            .chain(self.origin.to_be_bytes());
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        // splitmix64's finaliser, so XOR-ing nearby fingerprints does not cancel structure.
+        hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        hash ^ (hash >> 31)
+    }
 }
 
 /// Pops items due by `now` until one is still `current` (the entry has not moved on since).

@@ -1015,3 +1015,37 @@ fn a_refresh_past_the_last_lease_sequence_moves_to_the_next_version() {
     assert_eq!((stamp.version, stamp.lease_seq), (2, 0));
     assert!(told(&drain(&mut e)).is_empty());
 }
+
+#[test]
+fn a_server_that_stays_silent_is_redialled_with_ever_later_hellos_and_stays_dead() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    let r = e.add_remote(now, "inproc://up").unwrap();
+    e.handle_remote_connected(now, r);
+    e.publish(now, "mine", "v", None).unwrap();
+    drain(&mut e);
+    // Silent for the timeout: redialled, dead.
+    e.handle_timeout(now + ms(1000));
+    let out = drain(&mut e);
+    assert!(out.contains(&Output::Redial(r)), "{out:?}");
+    assert_eq!(peer_events(&out), ["inproc://up dead"]);
+    // The first redial says HELLO at once, but connecting is no answer: still dead.
+    e.handle_remote_connected(now + ms(1001), r);
+    let out = drain(&mut e);
+    assert_eq!(to_remote(&out, r), ["HELLO", "PUBLISH mine=v", "PING"]);
+    assert!(peer_events(&out).is_empty(), "{out:?}");
+    // Silent again: the next connection holds its HELLO back a ping interval...
+    e.handle_timeout(now + ms(2001));
+    assert!(drain(&mut e).contains(&Output::Redial(r)));
+    e.handle_remote_connected(now + ms(2002), r);
+    assert!(to_remote(&drain(&mut e), r).is_empty());
+    // (A PING probes meanwhile: a PONG would bring the HELLO forward.)
+    e.handle_outbound_timeout(now + ms(2002 + 333));
+    assert_eq!(
+        to_remote(&drain(&mut e), r),
+        ["PING", "HELLO", "PUBLISH mine=v", "PING"]
+    );
+    // ...and an answer brings it back to life.
+    e.handle_remote_message(now + ms(2400), r, Message::Pong(None));
+    assert_eq!(peer_events(&drain(&mut e)), ["inproc://up alive"]);
+}
