@@ -134,10 +134,7 @@ async fn an_oversized_inproc_frame_is_refused_and_counted() {
         "dropped like a refused tuple, the session kept"
     );
     assert_eq!(server.get("big").await.unwrap(), None);
-    assert_eq!(
-        server.get("small").await.unwrap().as_deref(),
-        Some("v"),
-    );
+    assert_eq!(server.get("small").await.unwrap().as_deref(), Some("v"),);
     // The difference stays; digest resyncs retry it with a growing wait, not in a loop.
     tokio::time::sleep(Duration::from_secs(60)).await;
     let resyncs = sender.status().await.unwrap().stats.digest_resyncs;
