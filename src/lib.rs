@@ -20,4 +20,4 @@ pub mod node;
 pub mod transport;
 pub mod wire;
 
-pub use node::{Config, Error, Event, Events, Node, Pipe, Status, TupleInfo};
+pub use node::{Config, CurveKey, CurveKeys, Error, Event, Events, Node, Pipe, Status, TupleInfo};

@@ -1,7 +1,10 @@
 //! The TOML configuration file: everything `SET` can change (keys follow the SET paths, so
 //! `[server] timeout` is `SET server/timeout`), the endpoints to bind, the seed list of remotes,
 //! and the services to announce. Durations are humantime (`250ms`, `30s`, `10m`). Unknown keys and
-//! bad values are errors naming the file and the key, found before anything starts.
+//! bad values are errors naming the file and the key, found before anything starts. `[curve]`
+//! holds the node's CURVE keypair (`public-key`, `secret-key`, as `SET PUBLICKEY`/`SECRETKEY`),
+//! the client keys it admits (`allow`), `zap-domain`, and `[[curve.connect]]` remotes dialled
+//! with a server key (`CONNECT endpoint server-key`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,8 +12,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Config;
+use super::config::curve_applies;
 use crate::engine::validate;
 use crate::transport::Endpoint;
+use crate::transport::curve::CurveKey;
 
 /// A configuration file, read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,6 +26,8 @@ pub struct Setup {
     pub bind: Vec<String>,
     /// Remotes to dial (the seed list).
     pub connect: Vec<String>,
+    /// Remotes to dial over CURVE.
+    pub curve_connect: Vec<SecureConnect>,
     /// Services to announce.
     pub announce: Vec<Announcement>,
     /// Log every message in and out.
@@ -40,6 +47,16 @@ pub struct Announcement {
     /// Its lease; the file's `[node] ttl` when absent; none when both are absent.
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<Duration>,
+}
+
+/// One `[[curve.connect]]` entry: a remote dialled over CURVE.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SecureConnect {
+    /// The remote's tcp or ipc endpoint.
+    pub endpoint: String,
+    /// The remote's CURVE public key, in Z85.
+    pub server_key: CurveKey,
 }
 
 /// Why a configuration file cannot be used.
@@ -73,6 +90,20 @@ struct File {
     limits: Limits,
     #[serde(default)]
     announce: Vec<Announcement>,
+    #[serde(default)]
+    curve: Curve,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Curve {
+    public_key: Option<CurveKey>,
+    secret_key: Option<CurveKey>,
+    #[serde(default)]
+    allow: Vec<CurveKey>,
+    zap_domain: Option<String>,
+    #[serde(default)]
+    connect: Vec<SecureConnect>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +155,10 @@ fn key_of(field: &str) -> &str {
         "max_message_bytes" => "limits.max-message-bytes",
         "max_value_bytes" => "limits.max-value-bytes",
         "handshake_timeout" => "limits.handshake-timeout",
+        "curve_public_key" => "curve.public-key",
+        "curve_secret_key" => "curve.secret-key",
+        "curve_allow" => "curve.allow",
+        "zap_domain" => "curve.zap-domain",
         "limits" => "limits",
         other => other,
     }
@@ -172,6 +207,10 @@ impl Setup {
             socket_hwm: limits.socket_hwm.unwrap_or(defaults.socket_hwm),
             max_queued_bytes: limits.max_queued_bytes.unwrap_or(defaults.max_queued_bytes),
             event_capacity: limits.event_capacity.unwrap_or(defaults.event_capacity),
+            curve_public_key: parsed.curve.public_key,
+            curve_secret_key: parsed.curve.secret_key,
+            curve_allow: parsed.curve.allow,
+            zap_domain: parsed.curve.zap_domain,
         };
         config
             .validate()
@@ -181,6 +220,11 @@ impl Setup {
                 Endpoint::parse(endpoint).map_err(|e| fail(format!("{key}: {e}")))?;
             }
         }
+        for (index, remote) in parsed.curve.connect.iter().enumerate() {
+            Endpoint::parse(&remote.endpoint)
+                .and_then(|endpoint| curve_applies(&endpoint))
+                .map_err(|e| fail(format!("curve.connect[{index}]: {e}")))?;
+        }
         for (index, announce) in parsed.announce.iter().enumerate() {
             validate(&announce.key, &announce.value, config.max_value_bytes)
                 .map_err(|e| fail(format!("announce[{index}]: {e}")))?;
@@ -189,6 +233,7 @@ impl Setup {
             config,
             bind: parsed.bind,
             connect: parsed.connect,
+            curve_connect: parsed.curve.connect,
             announce: parsed.announce,
             verbose: parsed.verbose,
             default_ttl: parsed.node.ttl,
