@@ -164,6 +164,23 @@ fn key_of(field: &str) -> &str {
     }
 }
 
+/// A TOML error as the toml crate shows it (with the offending line), except on a `secret-key`
+/// line, which is named but not shown: even a mistyped secret is nearly the secret.
+fn describe(error: &toml::de::Error, text: &str) -> String {
+    let line = error.span().and_then(|span| {
+        let before = text.get(..span.start)?;
+        let number = before.matches('\n').count() + 1;
+        let line = text.lines().nth(number - 1)?;
+        Some((number, line))
+    });
+    match line {
+        Some((number, line)) if line.trim_start().starts_with("secret-key") => {
+            format!("line {number}: secret-key: {}", error.message())
+        }
+        _ => error.to_string().trim_end().to_owned(),
+    }
+}
+
 impl Setup {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Setup, FileError> {
@@ -180,8 +197,7 @@ impl Setup {
             file: file.to_owned(),
             message,
         };
-        let parsed: File =
-            toml::from_str(text).map_err(|e| fail(e.to_string().trim_end().to_owned()))?;
+        let parsed: File = toml::from_str(text).map_err(|e| fail(describe(&e, text)))?;
         let defaults = Config::default();
         let limits = parsed.limits;
         let config = Config {
@@ -307,6 +323,67 @@ mod tests {
             Setup::parse("", "empty.toml").unwrap().config,
             Config::default()
         );
+    }
+
+    #[test]
+    fn the_curve_section_sets_keys_allow_list_and_secure_remotes() {
+        use crate::transport::curve::CurveKeys;
+        let (ours, client, server) = (
+            CurveKeys::generate().unwrap(),
+            CurveKeys::generate().unwrap(),
+            CurveKeys::generate().unwrap(),
+        );
+        let text = format!(
+            "[curve]\npublic-key = \"{}\"\nsecret-key = \"{}\"\nallow = [\"{}\"]\n\
+             zap-domain = \"global\"\n\n[[curve.connect]]\nendpoint = \"tcp://10.0.0.2:5670\"\n\
+             server-key = \"{}\"\n",
+            ours.public, ours.secret, client.public, server.public
+        );
+        let setup = Setup::parse(&text, "curve.toml").unwrap();
+        assert_eq!(setup.config.curve_keys(), Ok(Some(ours)));
+        assert_eq!(setup.config.curve_allow, vec![client.public]);
+        assert_eq!(setup.config.zap_domain.as_deref(), Some("global"));
+        assert_eq!(
+            setup.curve_connect,
+            vec![SecureConnect {
+                endpoint: "tcp://10.0.0.2:5670".into(),
+                server_key: server.public,
+            }]
+        );
+    }
+
+    #[test]
+    fn curve_errors_name_the_key_without_quoting_secrets() {
+        let key = crate::transport::curve::CurveKeys::generate()
+            .unwrap()
+            .public
+            .to_string();
+        let cases = [
+            (
+                format!("[curve]\npublic-key = \"{key}\"\n"),
+                "curve.secret-key",
+            ),
+            ("[curve]\nsecret-key = \"oops\"\n".to_owned(), "secret-key"),
+            (format!("[curve]\nallow = [\"{key}\"]\n"), "curve.allow"),
+            (
+                "[curve]\nzap-domain = \"\"\n".to_owned(),
+                "curve.zap-domain",
+            ),
+            (
+                format!("[[curve.connect]]\nendpoint = \"inproc://x\"\nserver-key = \"{key}\"\n"),
+                "curve.connect[0]",
+            ),
+            (
+                "[[curve.connect]]\nendpoint = \"tcp://h:1\"\nserver-key = \"x\"\n".to_owned(),
+                "server-key",
+            ),
+        ];
+        for (text, names) in cases {
+            let error = Setup::parse(&text, "bad.toml").unwrap_err().to_string();
+            assert!(error.starts_with("config file bad.toml: "), "{error}");
+            assert!(error.contains(names), "{text:?} gave {error}");
+            assert!(!error.contains("oops"), "{error}");
+        }
     }
 
     #[test]
