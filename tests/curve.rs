@@ -219,7 +219,7 @@ async fn the_pipe_sets_keys_for_later_binds_and_dials_with_a_server_key() {
     assert_exchange(&server, &plain_client, "plain").await;
 
     let curve_client = node("curve", None, &[]);
-    let mut client_pipe = curve_client.pipe().await.unwrap();
+    let client_pipe = curve_client.pipe().await.unwrap();
     client_pipe
         .send(&format!("CONNECT {secure} {}", server_keys.public))
         .await
