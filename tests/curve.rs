@@ -35,6 +35,24 @@ fn node(name: &str, keys: Option<CurveKeys>, allow: &[CurveKey]) -> Node {
     .unwrap()
 }
 
+/// A server listening on 127.0.0.1 tcp and a client dialling it: over CURVE when `server_key`
+/// is given, else plain.
+async fn server_and_client(
+    server_keys: Option<CurveKeys>,
+    allow: &[CurveKey],
+    client_keys: Option<CurveKeys>,
+    server_key: Option<CurveKey>,
+) -> (Node, Node) {
+    let server = node("server", server_keys, allow);
+    let endpoint = server.bind("tcp://127.0.0.1:*").await.unwrap();
+    let client = node("client", client_keys, &[]);
+    match server_key {
+        Some(key) => client.connect_secure(&endpoint, &key).await.unwrap(),
+        None => client.connect(&endpoint).await.unwrap(),
+    }
+    (server, client)
+}
+
 /// Waits until `node` holds `key` with `value`.
 async fn wait_for(node: &Node, key: &str, value: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -106,34 +124,20 @@ async fn a_client_without_keys_uses_a_throwaway_pair_over_ipc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_the_wrong_server_key_gets_nothing_and_gives_nothing() {
-    let server = node("server", Some(keys()), &[]);
-    let endpoint = server.bind("tcp://127.0.0.1:*").await.unwrap();
-    let client = node("client", Some(keys()), &[]);
-    client
-        .connect_secure(&endpoint, &keys().public)
-        .await
-        .unwrap();
+    let wrong = Some(keys().public);
+    let (server, client) = server_and_client(Some(keys()), &[], Some(keys()), wrong).await;
     assert_no_exchange(&server, &client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_client_of_a_curve_server_gets_nothing_and_gives_nothing() {
-    let server = node("server", Some(keys()), &[]);
-    let endpoint = server.bind("tcp://127.0.0.1:*").await.unwrap();
-    let client = node("client", None, &[]);
-    client.connect(&endpoint).await.unwrap();
+    let (server, client) = server_and_client(Some(keys()), &[], None, None).await;
     assert_no_exchange(&server, &client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_curve_client_of_a_plain_server_gets_nothing_and_gives_nothing() {
-    let server = node("server", None, &[]);
-    let endpoint = server.bind("tcp://127.0.0.1:*").await.unwrap();
-    let client = node("client", Some(keys()), &[]);
-    client
-        .connect_secure(&endpoint, &keys().public)
-        .await
-        .unwrap();
+    let (server, client) = server_and_client(None, &[], Some(keys()), Some(keys().public)).await;
     assert_no_exchange(&server, &client).await;
 }
 
