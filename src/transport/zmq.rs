@@ -213,6 +213,8 @@ struct Dealer {
     monitor: zmq::Socket,
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
+    /// A failed handshake was warned about since the last good one (libzmq retries each second).
+    handshake_warned: bool,
 }
 
 impl Drop for Dealer {
@@ -502,8 +504,11 @@ impl Io {
             "inproc://zgossip-monitor-{}",
             NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
         );
-        let events =
-            zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+        let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
+            | zmq::SocketEvent::DISCONNECTED as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32;
         socket.monitor(&monitor_endpoint, events).map_err(failed)?;
         let monitor = self.context.socket(zmq::PAIR).map_err(failed)?;
         monitor.set_linger(0).map_err(failed)?;
@@ -519,6 +524,7 @@ impl Io {
                 monitor,
                 pending: VecDeque::new(),
                 pending_bytes: 0,
+                handshake_warned: false,
             },
         );
         Ok(())
@@ -696,6 +702,7 @@ impl Io {
             match zmq::SocketEvent::from_raw(u16::from_le_bytes([*lo, *hi])) {
                 zmq::SocketEvent::HANDSHAKE_SUCCEEDED => {
                     debug!(endpoint = %dealer.endpoint, "connected");
+                    dealer.handshake_warned = false;
                     self.emit(Incoming::RemoteConnected(remote))?;
                 }
                 zmq::SocketEvent::DISCONNECTED => {
@@ -704,6 +711,19 @@ impl Io {
                     dealer.pending.clear();
                     dealer.pending_bytes = 0;
                     self.emit(Incoming::RemoteDisconnected(remote))?;
+                }
+                zmq::SocketEvent::HANDSHAKE_FAILED_AUTH
+                | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL
+                | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL => {
+                    // Most often CURVE: a wrong server key, a plain/CURVE mismatch, or our key
+                    // not on the server's allow list.
+                    let curve = dealer.curve.is_some();
+                    if dealer.handshake_warned {
+                        debug!(endpoint = %dealer.endpoint, curve, "handshake failed again");
+                    } else {
+                        warn!(endpoint = %dealer.endpoint, curve, "handshake failed; retrying");
+                        dealer.handshake_warned = true;
+                    }
                 }
                 _ => {}
             }
