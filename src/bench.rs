@@ -23,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use tokio::task::JoinSet;
 
+use crate::rng::XorShift;
 use crate::{Config, Node};
 
 /// How often the node being waited on is asked for its STATUS.
@@ -449,44 +450,6 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
             format!("{:.1}", peak_rss_kb()? as f64 / 1024.0),
         );
     Ok(report)
-}
-
-/// A small seeded generator (xorshift64), so topologies are the same every run.
-#[derive(Debug, Clone)]
-pub struct XorShift(u64);
-
-impl XorShift {
-    /// A generator from `seed` (0 is replaced, since xorshift would stay at 0).
-    pub fn new(seed: u64) -> Self {
-        Self(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
-    }
-
-    /// The next number below `n` (which must be above 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-
-    /// `want` distinct numbers below `n` (all of them if `n <= want`), in the order drawn.
-    pub fn distinct_below(&mut self, n: usize, want: usize) -> Vec<usize> {
-        if n <= want {
-            return (0..n).collect();
-        }
-        let mut picked = Vec::with_capacity(want);
-        while picked.len() < want {
-            let candidate = self.below(n);
-            if !picked.contains(&candidate) {
-                picked.push(candidate);
-            }
-        }
-        picked
-    }
 }
 
 /// This process's resident memory now, in KB (`VmRSS`: what `/proc/self/statm` counts in pages).

@@ -17,6 +17,7 @@
 pub mod bench;
 pub mod engine;
 pub mod node;
+pub mod rng;
 pub mod transport;
 pub mod wire;
 

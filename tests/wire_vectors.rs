@@ -80,6 +80,7 @@ fn good_vectors() -> Vec<(&'static str, Message)> {
             Message::Hello(Some(Hail {
                 node: 0x0102_0304_0506_0708,
                 goodbye: false,
+                digest: None,
             })),
         ),
         (
@@ -87,6 +88,15 @@ fn good_vectors() -> Vec<(&'static str, Message)> {
             Message::Ping(Some(Hail {
                 node: 42,
                 goodbye: true,
+                digest: None,
+            })),
+        ),
+        (
+            "pong_digest.hex",
+            Message::Pong(Some(Hail {
+                node: 42,
+                goodbye: false,
+                digest: Some(0x0123_4567_89ab_cdef),
             })),
         ),
         (

@@ -33,6 +33,14 @@ pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// The longest a remote holds back its HELLO after repeated INVALIDs.
 const MAX_HELLO_BACKOFF: Duration = Duration::from_secs(30);
 
+/// PONGs in a row whose digest differs from ours, the same way each time, before a remote
+/// resyncs: a difference that stays while neither store changes is a copy that went missing.
+const DIGEST_PATIENCE: u32 = 3;
+
+/// The longest wait between digest resyncs of one remote while the stores keep differing (as
+/// they do for good when the nodes' limits differ).
+const MAX_DIGEST_BACKOFF: Duration = Duration::from_secs(600);
+
 /// The longest default ping interval: a third of CZMQ's 1 s server timeout.
 pub const MAX_DEFAULT_PING: Duration = Duration::from_millis(333);
 
@@ -185,11 +193,13 @@ pub struct Stats {
     pub refreshes: u64,
     /// Tuples dropped because their lease ran out.
     pub expired: u64,
+    /// Resyncs a remote asked for because its store and the server's stayed different.
+    pub digest_resyncs: u64,
 }
 
 impl Stats {
     /// Every counter by name, for `STATUS detail` and logs.
-    pub fn pairs(&self) -> [(&'static str, u64); 14] {
+    pub fn pairs(&self) -> [(&'static str, u64); 15] {
         [
             ("malformed", self.malformed),
             ("invalid_sent", self.invalid_sent),
@@ -205,6 +215,7 @@ impl Stats {
             ("refreshes", self.refreshes),
             ("expired", self.expired),
             ("frames_too_large", self.frames_too_large),
+            ("digest_resyncs", self.digest_resyncs),
         ]
     }
 }
@@ -454,8 +465,8 @@ impl Engine {
             }
         }
         let bye = Some(Hail {
-            node: self.config.node_id,
             goodbye: true,
+            ..self.hail()
         });
         for (index, remote) in self.remotes.iter().enumerate() {
             if remote.connected {
@@ -533,12 +544,14 @@ impl Engine {
                 self.refuse(client, "PING from an expired session");
             }
             (_, Message::Ping(hail)) => {
-                let hail = hail.map(|_| self.hail());
+                let hail = hail.map(|_| Hail {
+                    digest: Some(self.store.digest()),
+                    ..self.hail()
+                });
                 self.send_to_client(client, Message::Pong(hail));
             }
-            (SessionState::Start | SessionState::Expired { .. }, Message::Hello(_)) => {
-                self.on_hello(now, client)
-            }
+            // HELLO again on a connected session: our client found our stores differ (§7).
+            (_, Message::Hello(_)) => self.on_hello(now, client),
             (SessionState::Connected, Message::Publish(publish)) => {
                 self.on_publish(now, Origin::Client(client), publish)
             }
@@ -629,6 +642,9 @@ impl Engine {
                 self.set_remote_state(id, PeerState::Left, &endpoint, "goodbye");
                 return;
             }
+            if let Some(theirs) = hail.digest {
+                self.compare_digests(now, id, theirs);
+            }
         }
         if matches!(self.remotes.get(id.0 as usize), Some(r) if r.liveness == PeerState::Suspect) {
             self.set_remote_state(id, PeerState::Alive, &endpoint, "heard again");
@@ -639,6 +655,64 @@ impl Engine {
             Message::Pong(_) => {}
             other => debug!(%endpoint, message = other.id().name(), "ignored from a server"),
         }
+    }
+
+    /// The transport vouches that the server is there (in-process: it says when a peer goes
+    /// away), so its silence so far is a backlog, not a lost link.
+    pub fn handle_remote_reachable(&mut self, now: Instant, id: RemoteId) {
+        if let Some(remote) = self.remotes.get_mut(id.0 as usize)
+            && remote.connected
+        {
+            remote.last_heard = remote.last_heard.max(now);
+        }
+    }
+
+    /// The transport vouches that the client is there; see
+    /// [`Engine::handle_remote_reachable`].
+    pub fn handle_client_reachable(&mut self, now: Instant, client: &ClientId) {
+        if let Some(session) = self.sessions.get_mut(client)
+            && session.state == SessionState::Connected
+        {
+            session.last_heard = session.last_heard.max(now);
+        }
+    }
+
+    /// A PONG carried the server's digest. Stores that stay different while neither changes
+    /// lack something (a lost frame, a tuple one side refused): after [`DIGEST_PATIENCE`] such
+    /// PONGs, say HELLO again on the same session, which resyncs both ways. Repeats back off.
+    fn compare_digests(&mut self, now: Instant, id: RemoteId, theirs: u64) {
+        let ours = self.store.digest();
+        let first_wait = self.config.server_timeout;
+        let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
+            return;
+        };
+        if ours == theirs {
+            remote.digest_mismatch = None;
+            remote.digest_backoff = Duration::ZERO;
+            return;
+        }
+        let streak = match remote.digest_mismatch {
+            Some((o, t, streak)) if (o, t) == (ours, theirs) => streak.saturating_add(1),
+            _ => 1,
+        };
+        remote.digest_mismatch = Some((ours, theirs, streak));
+        if streak < DIGEST_PATIENCE || remote.digest_quiet_until.is_some_and(|at| now < at) {
+            return;
+        }
+        let wait = if remote.digest_backoff.is_zero() {
+            first_wait
+        } else {
+            remote
+                .digest_backoff
+                .saturating_mul(2)
+                .min(MAX_DIGEST_BACKOFF)
+        };
+        remote.digest_mismatch = None;
+        remote.digest_backoff = wait;
+        remote.digest_quiet_until = Some(now + wait);
+        debug!(endpoint = %remote.endpoint, ours, theirs, "stores differ at rest; resyncing");
+        self.stats.digest_resyncs += 1;
+        self.send_hello(now, id);
     }
 
     /// A server sent bytes that are not a ZGP message. Counted; the connection stays.
@@ -809,6 +883,7 @@ impl Engine {
         Hail {
             node: self.config.node_id,
             goodbye: false,
+            digest: None,
         }
     }
 
@@ -847,11 +922,15 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(&client) else {
             return;
         };
+        let known =
+            session.state == SessionState::Connected && session.liveness == PeerState::Alive;
         session.state = SessionState::Connected;
         session.last_heard = now;
         session.liveness = PeerState::Alive;
         let name = session.name(&client);
-        self.peer_event(name, PeerState::Alive, "hello");
+        if !known {
+            self.peer_event(name, PeerState::Alive, "hello");
+        }
         self.schedule_at(now + self.config.server_timeout / 2);
         let copies: Vec<Message> = self.resync_messages(now);
         for message in copies {

@@ -3,7 +3,7 @@
 //! connection gone) or left (it said goodbye).
 
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -121,6 +121,13 @@ pub(super) struct Remote {
     pub(super) last_invalid: Option<Instant>,
     /// A HELLO held back by the backoff, and when to send it.
     pub(super) hello_due: Option<Instant>,
+    /// Our digest and the server's when they last differed, and for how many PONGs in a row
+    /// they have differed that way.
+    pub(super) digest_mismatch: Option<(u64, u64, u32)>,
+    /// No digest resync before then.
+    pub(super) digest_quiet_until: Option<Instant>,
+    /// The wait after the last digest resync (doubles while stores keep differing).
+    pub(super) digest_backoff: Duration,
 }
 
 impl Remote {
@@ -136,6 +143,9 @@ impl Remote {
             invalid_streak: 0,
             last_invalid: None,
             hello_due: None,
+            digest_mismatch: None,
+            digest_quiet_until: None,
+            digest_backoff: Duration::ZERO,
         }
     }
 }

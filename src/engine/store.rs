@@ -153,6 +153,8 @@ pub fn millis(duration: Duration) -> u32 {
 pub struct Store {
     entries: HashMap<Arc<str>, Entry>,
     live: usize,
+    /// The XOR of the fingerprints of the tuples in force.
+    digest: u64,
     /// (when, key): the copy of that key may end then. Stale items are skipped when popped.
     ends: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
     /// (when, key): our own lease on that key may be due for a refresh then.
@@ -234,10 +236,12 @@ impl Store {
         }
         if entry.kind == Kind::Live {
             self.live += 1;
+            self.digest ^= fingerprint(&key, &entry);
         }
-        let old = self.entries.insert(key, entry);
-        if old.as_ref().is_some_and(|e| e.kind == Kind::Live) {
+        let old = self.entries.insert(Arc::clone(&key), entry);
+        if let Some(old) = old.as_ref().filter(|e| e.kind == Kind::Live) {
             self.live -= 1;
+            self.digest ^= fingerprint(&key, old);
         }
         old
     }
@@ -245,10 +249,17 @@ impl Store {
     /// Forgets `key`.
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
         let old = self.entries.remove(key);
-        if old.as_ref().is_some_and(|e| e.kind == Kind::Live) {
+        if let Some(old) = old.as_ref().filter(|e| e.kind == Kind::Live) {
             self.live -= 1;
+            self.digest ^= fingerprint(key, old);
         }
         old
+    }
+
+    /// A digest of the tuples in force: nodes that hold the same tuples (same keys, values,
+    /// versions and origins; lease refreshes aside) have the same digest.
+    pub fn digest(&self) -> u64 {
+        self.digest
     }
 
     /// The earliest time a copy may end.
@@ -278,6 +289,27 @@ impl Store {
                 .is_some_and(|e| e.owned && e.refresh_at == Some(at))
         })
     }
+}
+
+/// A tuple's share of the store digest. FNV-1a with a final mix, written out so every build of
+/// every node computes the same number (std's hashers promise no stable output). 0xff never
+/// occurs in UTF-8, so it separates key and value unambiguously.
+fn fingerprint(key: &str, entry: &Entry) -> u64 {
+    let stamp = [entry.stamp.version, entry.stamp.origin];
+    let bytes = key
+        .bytes()
+        .chain([0xff])
+        .chain(entry.value.bytes())
+        .chain([0xff])
+        .chain(stamp.into_iter().flat_map(u64::to_be_bytes));
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64's finaliser, so XOR-ing nearby fingerprints does not cancel structure.
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
 }
 
 /// Pops items due by `now` until one is still `current` (the entry has not moved on since).
@@ -317,6 +349,34 @@ mod tests {
             lease: None,
             refresh_at: None,
         }
+    }
+
+    #[test]
+    fn the_digest_follows_the_tuples_in_force_whatever_the_order() {
+        let mut one = Store::default();
+        let mut two = Store::default();
+        assert_eq!(one.digest(), 0);
+        one.put(Arc::from("a"), entry("x", 1, Kind::Live));
+        one.put(Arc::from("b"), entry("y", 1, Kind::Live));
+        two.put(Arc::from("b"), entry("y", 1, Kind::Live));
+        assert_ne!(one.digest(), two.digest());
+        two.put(Arc::from("a"), entry("x", 1, Kind::Live));
+        assert_eq!(one.digest(), two.digest(), "same tuples, other order");
+        let mut refreshed = entry("x", 1, Kind::Live);
+        refreshed.stamp.lease_seq = 5;
+        two.put(Arc::from("a"), refreshed);
+        assert_eq!(
+            one.digest(),
+            two.digest(),
+            "a lease refresh is the same tuple"
+        );
+        two.put(Arc::from("a"), entry("x", 2, Kind::Live));
+        assert_ne!(one.digest(), two.digest(), "a newer version is not");
+        two.put(Arc::from("a"), entry("", 3, Kind::Withdrawn));
+        one.remove("a");
+        assert_eq!(one.digest(), two.digest(), "tombstones do not count");
+        one.remove("b");
+        assert_eq!(one.digest(), 0);
     }
 
     #[test]

@@ -162,6 +162,7 @@ fn a_hailing_client_gets_a_hailing_pong_and_a_plain_one_a_plain_pong() {
     let hail = Some(Hail {
         node: 77,
         goodbye: false,
+        digest: None,
     });
     e.handle_client_message(now, client(1), Message::Ping(hail));
     e.handle_client_message(now, client(2), Message::Ping(None));
@@ -185,13 +186,95 @@ fn publish_before_hello_is_invalid_and_stores_nothing() {
 }
 
 #[test]
-fn second_hello_is_invalid_and_ends_the_session() {
+fn a_second_hello_on_a_connected_session_resyncs_it_quietly() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
-    e.handle_client_message(now, client(1), hello());
-    e.handle_client_message(now, client(1), hello());
-    assert_eq!(to_client(&drain(&mut e), &client(1)), ["INVALID"]);
-    assert_eq!(e.connected_sessions(), 0);
+    e.publish(now, "a", "1", None).unwrap();
+    e.handle_client_message(now, client(1), Message::Hello(hail_of(9)));
+    drain(&mut e);
+    e.handle_client_message(now, client(1), Message::Hello(hail_of(9)));
+    let out = drain(&mut e);
+    assert_eq!(to_client(&out, &client(1)), ["PUBLISH a=1"]);
+    assert!(peer_events(&out).is_empty(), "no new peer: {out:?}");
+    assert_eq!(e.connected_sessions(), 1);
+}
+
+fn hail_of(node: u64) -> Option<Hail> {
+    Some(Hail {
+        node,
+        ..Hail::default()
+    })
+}
+
+fn pong_with_digest(digest: u64) -> Message {
+    Message::Pong(Some(Hail {
+        digest: Some(digest),
+        ..hail_of(2).unwrap()
+    }))
+}
+
+#[test]
+fn a_server_pongs_its_store_digest_to_a_client_that_hails() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    e.publish(now, "a", "1", None).unwrap();
+    e.handle_client_message(now, client(1), Message::Ping(hail_of(9)));
+    let digest = e.store().digest();
+    assert_ne!(digest, 0);
+    let out = drain(&mut e);
+    assert!(
+        matches!(&out[..], [.., Output::ToClient(_, Message::Pong(Some(Hail { digest: Some(d), .. })))] if *d == digest),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn stores_that_stay_different_resync_after_three_pongs_and_back_off() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    let r = e.add_remote(now, "inproc://up").unwrap();
+    e.handle_remote_connected(now, r);
+    e.publish(now, "mine", "v", None).unwrap();
+    drain(&mut e);
+    let ours = e.store().digest();
+    // Equal digests: nothing to do.
+    for i in 0..5 {
+        e.handle_remote_message(now + ms(i), r, pong_with_digest(ours));
+    }
+    assert!(to_remote(&drain(&mut e), r).is_empty());
+    // A difference that keeps changing is gossip in flight: nothing yet.
+    for i in 0..5 {
+        e.handle_remote_message(now + ms(10 + i), r, pong_with_digest(100 + i));
+    }
+    assert!(to_remote(&drain(&mut e), r).is_empty());
+    // The same difference three PONGs in a row: HELLO, our store, PING.
+    for i in 0..3 {
+        e.handle_remote_message(now + ms(20 + i), r, pong_with_digest(7));
+    }
+    assert_eq!(
+        to_remote(&drain(&mut e), r),
+        ["HELLO", "PUBLISH mine=v", "PING"]
+    );
+    assert_eq!(e.stats().digest_resyncs, 1);
+    // Still different: not again within the server timeout...
+    for i in 0..6 {
+        e.handle_remote_message(now + ms(30 + i), r, pong_with_digest(7));
+    }
+    assert!(to_remote(&drain(&mut e), r).is_empty());
+    // ...but after it; then the wait doubles.
+    for i in 0..3 {
+        e.handle_remote_message(now + ms(1030 + i), r, pong_with_digest(7));
+    }
+    assert_eq!(to_remote(&drain(&mut e), r).len(), 3);
+    for i in 0..3 {
+        e.handle_remote_message(now + ms(2100 + i), r, pong_with_digest(7));
+    }
+    assert!(to_remote(&drain(&mut e), r).is_empty(), "2 s wait now");
+    for i in 0..3 {
+        e.handle_remote_message(now + ms(3100 + i), r, pong_with_digest(7));
+    }
+    assert_eq!(to_remote(&drain(&mut e), r).len(), 3);
+    assert_eq!(e.stats().digest_resyncs, 3);
 }
 
 #[test]
@@ -677,6 +760,7 @@ fn goodbye_withdraws_our_own_tuples_and_tells_peers_we_are_leaving() {
         Message::Hello(Some(Hail {
             node: 8,
             goodbye: false,
+            digest: None,
         })),
     );
     e.handle_client_message(now, client(2), hello());
@@ -721,6 +805,7 @@ fn sessions_go_alive_suspect_dead_and_left_with_events() {
         Some(Hail {
             node: 0xabc,
             goodbye,
+            digest: None,
         })
     };
     e.handle_client_message(now, client(1), Message::Hello(hail(false)));
@@ -754,6 +839,7 @@ fn a_remote_that_says_goodbye_is_left_not_dead_when_its_connection_drops() {
         Message::Pong(Some(Hail {
             node: 3,
             goodbye: true,
+            digest: None,
         })),
     );
     e.handle_remote_disconnected(r);

@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Command, Config, ConfigError, Error, Event, Status, TupleInfo, parse_duration};
-use crate::engine::{ClientId, Engine, Output, RemoteId};
+use crate::engine::{ClientId, Engine, Output, RemoteId, node_name};
 use crate::transport::curve::CurveKey;
 use crate::transport::inproc::{Inproc, Sent};
 use crate::transport::zmq::{Answer, ZmqIo};
@@ -52,11 +52,11 @@ fn now() -> Instant {
 
 impl Actor {
     pub(super) fn new(config: Config, commands: mpsc::Receiver<Command>) -> Self {
+        let node_id = config.node_id.unwrap_or_else(super::random_node_id);
+        let label = config.name.clone().unwrap_or_else(|| node_name(node_id));
         Self {
-            engine: Engine::new(
-                config.engine(config.node_id.unwrap_or_else(super::random_node_id)),
-            ),
-            inproc: Inproc::new(config.limits()),
+            engine: Engine::new(config.engine(node_id)),
+            inproc: Inproc::new(config.limits(), &label, config.faults.clone()),
             config,
             commands,
             zmq: None,
@@ -124,7 +124,11 @@ impl Actor {
                         self.on_incoming(now, Some(incoming));
                     }
                 }
-                () = sleep_until(deadline) => self.engine.handle_timeout(now()),
+                () = sleep_until(deadline) => {
+                    let now = now();
+                    self.excuse_reachable_peers(now);
+                    self.engine.handle_timeout(now);
+                }
             }
         };
         self.stop(terminate).await;
@@ -456,6 +460,19 @@ impl Actor {
                 }
             }
             None => {}
+        }
+    }
+
+    /// In-process peers that are there (and reachable, under a fault plan) are busy, not
+    /// silent: a peer that goes away says so. Without this, thousands of nodes sharing a few
+    /// cores take each other's turns for silence, and the resyncs that follow add to the load
+    /// that caused them.
+    fn excuse_reachable_peers(&mut self, now: Instant) {
+        for remote in self.inproc.reachable_remotes() {
+            self.engine.handle_remote_reachable(now, remote);
+        }
+        for client in self.inproc.reachable_clients() {
+            self.engine.handle_client_reachable(now, &client);
         }
     }
 

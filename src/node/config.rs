@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::Error;
 use crate::engine::EngineConfig;
 use crate::transport::curve::{CurveClient, CurveKey, CurveKeys, CurveServer};
+use crate::transport::inproc::Faults;
 use crate::transport::{Endpoint, Limits};
 
 /// Everything a node can be told before it starts. `SET` changes some of it at run time.
@@ -61,6 +62,10 @@ pub struct Config {
     /// The ZAP domain of later CURVE binds (`ZAP DOMAIN`); libzmq passes it to the handler,
     /// which does not judge by it. None by default, as libzmq.
     pub zap_domain: Option<String>,
+    /// For simulations: faults the in-process transport injects into this node's frames
+    /// (shared by all nodes of a simulation; each node needs a distinct `name`). `None`, the
+    /// default, is a perfect in-process network.
+    pub faults: Option<Faults>,
 }
 
 impl Default for Config {
@@ -85,6 +90,7 @@ impl Default for Config {
             curve_secret_key: None,
             curve_allow: Vec::new(),
             zap_domain: None,
+            faults: None,
         }
     }
 }

@@ -227,6 +227,7 @@ impl Setup {
             curve_secret_key: parsed.curve.secret_key,
             curve_allow: parsed.curve.allow,
             zap_domain: parsed.curve.zap_domain,
+            faults: None,
         };
         config
             .validate()

@@ -4,15 +4,21 @@
 //! on every link is counted in bytes, and a peer that lets more than `max_queued_bytes` pile up
 //! is treated as not reading, so memory stays bounded without ever blocking a sender (two nodes
 //! blocked sending to each other would deadlock).
+//!
+//! For simulations, a shared [`Faults`] plan can lose, duplicate and delay frames, cut links
+//! and partition nodes; each node is known to it by its label (its configured name).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::faults::Fate;
+pub use super::faults::{FaultStats, Faults};
 use super::{Error, FrameError, Incoming, Limits};
 use crate::engine::{ClientId, RemoteId};
 
@@ -30,17 +36,79 @@ struct Link {
 #[derive(Debug)]
 struct ClientPeer {
     inbox: Inbox,
+    /// The client node's label, for the fault plan.
+    label: Arc<str>,
     remote: RemoteId,
     dial: u64,
     link: Arc<Link>,
+    /// Frames held back by the fault plan, in order.
+    line: Option<DelayLine>,
 }
 
 /// The client's end of a connection: how to reach the server.
 #[derive(Debug)]
 struct ServerPeer {
     inbox: Inbox,
+    /// The server node's label, for the fault plan.
+    label: Arc<str>,
     client: u64,
     link: Arc<Link>,
+    /// Frames held back by the fault plan, in order.
+    line: Option<DelayLine>,
+}
+
+/// A task that hands frames to one peer after their delay, in the order they were sent.
+#[derive(Debug)]
+struct DelayLine(mpsc::UnboundedSender<(tokio::time::Instant, Event)>);
+
+impl DelayLine {
+    fn start(inbox: Inbox) -> Self {
+        let (line, mut held) = mpsc::unbounded_channel::<(tokio::time::Instant, Event)>();
+        tokio::spawn(async move {
+            while let Some((due, event)) = held.recv().await {
+                tokio::time::sleep_until(due).await;
+                if inbox.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        Self(line)
+    }
+
+    fn send(&self, delay: Duration, event: Event) {
+        let _ = self.0.send((tokio::time::Instant::now() + delay, event));
+    }
+}
+
+/// Hands a frame to a peer through the fault plan, if there is one. `false` when the peer's
+/// inbox is gone.
+fn send_frame(
+    faults: Option<(&Faults, &str)>,
+    peer: (&Inbox, &str),
+    line: &mut Option<DelayLine>,
+    queued: &AtomicUsize,
+    len: usize,
+    event: impl Fn() -> Kind,
+) -> bool {
+    let (inbox, to) = peer;
+    let (copies, delay) = match faults.map(|(plan, from)| plan.judge(from, to)) {
+        None => (1, Duration::ZERO),
+        Some(Fate::Lost) => return !inbox.is_closed(),
+        Some(Fate::Delivered { copies, delay }) => (copies, delay),
+    };
+    for _ in 0..copies {
+        queued.fetch_add(len, Ordering::Relaxed);
+        if delay.is_zero() && line.is_none() {
+            if inbox.send(Event(event())).is_err() {
+                return false;
+            }
+        } else {
+            // Once a link has a delay line, everything goes through it, so order holds.
+            let line = line.get_or_insert_with(|| DelayLine::start(inbox.clone()));
+            line.send(delay, Event(event()));
+        }
+    }
+    true
 }
 
 /// What nodes put in each other's inboxes.
@@ -82,13 +150,20 @@ enum Kind {
 
 struct Waiter {
     inbox: Inbox,
+    label: Arc<str>,
     remote: RemoteId,
     dial: u64,
 }
 
+/// A bound name: where its node's inbox is, and what the node is called.
+struct Listener {
+    inbox: Inbox,
+    label: Arc<str>,
+}
+
 #[derive(Default)]
 struct Registry {
-    listeners: HashMap<String, Inbox>,
+    listeners: HashMap<String, Listener>,
     waiters: HashMap<String, Vec<Waiter>>,
 }
 
@@ -119,6 +194,9 @@ struct Dial {
 #[derive(Debug)]
 pub struct Inproc {
     inbox: Inbox,
+    /// This node's name in the fault plan.
+    label: Arc<str>,
+    faults: Option<Faults>,
     receiver: mpsc::UnboundedReceiver<Event>,
     bound: Vec<String>,
     clients: HashMap<u64, ClientPeer>,
@@ -138,11 +216,13 @@ pub enum Sent {
 }
 
 impl Inproc {
-    /// A transport with no bindings and no connections.
-    pub fn new(limits: Limits) -> Self {
+    /// A transport with no bindings and no connections, called `label` in the fault plan.
+    pub fn new(limits: Limits, label: &str, faults: Option<Faults>) -> Self {
         let (inbox, receiver) = mpsc::unbounded_channel();
         Self {
             inbox,
+            label: Arc::from(label),
+            faults,
             receiver,
             bound: Vec::new(),
             clients: HashMap::new(),
@@ -157,23 +237,27 @@ impl Inproc {
         if registry
             .listeners
             .get(name)
-            .is_some_and(|inbox| !inbox.is_closed())
+            .is_some_and(|listener| !listener.inbox.is_closed())
         {
             return Err(Error::Bind {
                 endpoint: format!("inproc://{name}"),
                 why: "address in use".into(),
             });
         }
-        registry
-            .listeners
-            .insert(name.to_owned(), self.inbox.clone());
+        let listener = Listener {
+            inbox: self.inbox.clone(),
+            label: Arc::clone(&self.label),
+        };
+        registry.listeners.insert(name.to_owned(), listener);
         for waiter in registry.waiters.remove(name).unwrap_or_default() {
             let client = next_id();
             let link = Arc::new(Link::default());
             let server = ServerPeer {
                 inbox: self.inbox.clone(),
+                label: Arc::clone(&self.label),
                 client,
                 link: Arc::clone(&link),
+                line: None,
             };
             let connected = Kind::Connected {
                 remote: waiter.remote,
@@ -183,9 +267,11 @@ impl Inproc {
             if waiter.inbox.send(Event(connected)).is_ok() {
                 let peer = ClientPeer {
                     inbox: waiter.inbox,
+                    label: waiter.label,
                     remote: waiter.remote,
                     dial: waiter.dial,
                     link,
+                    line: None,
                 };
                 self.clients.insert(client, peer);
             }
@@ -228,24 +314,29 @@ impl Inproc {
         let listener = registry
             .listeners
             .get(&dial.name)
-            .filter(|inbox| !inbox.is_closed());
+            .filter(|listener| !listener.inbox.is_closed());
         if let Some(listener) = listener {
             let client = next_id();
             let link = Arc::new(Link::default());
             let peer = ClientPeer {
                 inbox: self.inbox.clone(),
+                label: Arc::clone(&self.label),
                 remote,
                 dial: dial.dial,
                 link: Arc::clone(&link),
+                line: None,
             };
             if listener
+                .inbox
                 .send(Event(Kind::Accepted { client, peer }))
                 .is_ok()
             {
                 dial.server = Some(ServerPeer {
-                    inbox: listener.clone(),
+                    inbox: listener.inbox.clone(),
+                    label: Arc::clone(&listener.label),
                     client,
                     link,
+                    line: None,
                 });
                 return true;
             }
@@ -254,6 +345,7 @@ impl Inproc {
         waiters.retain(|w| !w.inbox.is_closed());
         waiters.push(Waiter {
             inbox: self.inbox.clone(),
+            label: Arc::clone(&self.label),
             remote,
             dial: dial.dial,
         });
@@ -262,21 +354,26 @@ impl Inproc {
 
     /// Sends a frame to a client of one of our bindings.
     pub fn send_to_client(&mut self, client: u64, frame: Bytes) -> Sent {
-        let Some(peer) = self.clients.get(&client) else {
+        let Some(peer) = self.clients.get_mut(&client) else {
             return Sent::NotConnected;
         };
         if peer.link.to_client.load(Ordering::Relaxed) > self.limits.max_queued_bytes {
             return Sent::Overflow;
         }
-        peer.link
-            .to_client
-            .fetch_add(frame.len(), Ordering::Relaxed);
-        let event = Kind::FromServer {
-            remote: peer.remote,
-            dial: peer.dial,
-            frame,
-        };
-        if peer.inbox.send(Event(event)).is_err() {
+        let (remote, dial) = (peer.remote, peer.dial);
+        let sent = send_frame(
+            self.faults.as_ref().map(|f| (f, &*self.label)),
+            (&peer.inbox, &peer.label),
+            &mut peer.line,
+            &peer.link.to_client,
+            frame.len(),
+            || Kind::FromServer {
+                remote,
+                dial,
+                frame: frame.clone(),
+            },
+        );
+        if !sent {
             self.clients.remove(&client);
             return Sent::NotConnected;
         }
@@ -285,24 +382,60 @@ impl Inproc {
 
     /// Sends a frame through one of our remotes.
     pub fn send_to_server(&mut self, remote: RemoteId, frame: Bytes) -> Sent {
-        let Some(server) = self.remotes.get(&remote).and_then(|d| d.server.as_ref()) else {
+        let Some(server) = self
+            .remotes
+            .get_mut(&remote)
+            .and_then(|d| d.server.as_mut())
+        else {
             return Sent::NotConnected;
         };
         if server.link.to_server.load(Ordering::Relaxed) > self.limits.max_queued_bytes {
             return Sent::Overflow;
         }
-        server
-            .link
-            .to_server
-            .fetch_add(frame.len(), Ordering::Relaxed);
-        let event = Kind::FromClient {
-            client: server.client,
-            frame,
-        };
-        if server.inbox.send(Event(event)).is_err() {
+        let client = server.client;
+        let sent = send_frame(
+            self.faults.as_ref().map(|f| (f, &*self.label)),
+            (&server.inbox, &server.label),
+            &mut server.line,
+            &server.link.to_server,
+            frame.len(),
+            || Kind::FromClient {
+                client,
+                frame: frame.clone(),
+            },
+        );
+        if !sent {
             return Sent::NotConnected;
         }
         Sent::Queued
+    }
+
+    /// Remotes whose server is there and reachable through the fault plan. An in-process
+    /// server that goes away says so, so silence from one of these is a backlog, not a loss.
+    pub fn reachable_remotes(&self) -> impl Iterator<Item = RemoteId> + '_ {
+        self.remotes
+            .iter()
+            .filter(|(_, dial)| {
+                dial.server
+                    .as_ref()
+                    .is_some_and(|s| !s.inbox.is_closed() && self.can_reach(&s.label))
+            })
+            .map(|(remote, _)| *remote)
+    }
+
+    /// Clients that are there and reachable through the fault plan (see
+    /// [`Inproc::reachable_remotes`]).
+    pub fn reachable_clients(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.clients
+            .iter()
+            .filter(|(_, peer)| !peer.inbox.is_closed() && self.can_reach(&peer.label))
+            .map(|(client, _)| ClientId::Inproc(*client))
+    }
+
+    fn can_reach(&self, peer: &str) -> bool {
+        self.faults
+            .as_ref()
+            .is_none_or(|plan| plan.reachable(&self.label, peer))
     }
 
     /// Waits for the next event from another node.
@@ -407,7 +540,7 @@ impl Drop for Inproc {
             if registry
                 .listeners
                 .get(name)
-                .is_some_and(|inbox| inbox.same_channel(&self.inbox))
+                .is_some_and(|listener| listener.inbox.same_channel(&self.inbox))
             {
                 registry.listeners.remove(name);
             }

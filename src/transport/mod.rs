@@ -6,6 +6,7 @@
 //! may use CURVE ([`curve`]); inproc links never do.
 
 pub mod curve;
+mod faults;
 pub mod inproc;
 pub mod zmq;
 

@@ -7,36 +7,80 @@ use super::Publish;
 
 /// The only extension format defined so far.
 const FORMAT: u8 = 1;
-/// Bytes in a hail.
+/// Bytes in a hail without a digest.
 pub const HAIL_LEN: usize = 10;
+/// Bytes in a hail with a store digest.
+pub const HAIL_DIGEST_LEN: usize = HAIL_LEN + 8;
+/// Hail flag: the sender is stopping.
+const GOODBYE: u8 = 1;
+/// Hail flag: a store digest follows the node id.
+const DIGEST: u8 = 2;
 /// Bytes in a stamp.
 pub const STAMP_LEN: usize = 22;
 
-/// What our nodes say after HELLO, PING and PONG: who they are, and whether they are leaving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What our nodes say after HELLO, PING and PONG: who they are, whether they are leaving, and
+/// (in a PONG) a digest of the tuples they hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Hail {
     /// The sender's node id; never 0.
     pub node: u64,
     /// The sender is stopping gracefully.
     pub goodbye: bool,
+    /// A digest of the sender's tuples in force (`proto/zgp.md` §7): two nodes that hold the
+    /// same tuples have the same digest.
+    pub digest: Option<u64>,
 }
 
 impl Hail {
+    /// How many bytes this hail takes.
+    pub fn len(&self) -> usize {
+        if self.digest.is_some() {
+            HAIL_DIGEST_LEN
+        } else {
+            HAIL_LEN
+        }
+    }
+
+    /// Never true: a hail always holds a node id. (Clippy pairs `len` with this.)
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
     pub(super) fn encode(&self, out: &mut BytesMut) {
+        let mut flags = 0;
+        if self.goodbye {
+            flags |= GOODBYE;
+        }
+        if self.digest.is_some() {
+            flags |= DIGEST;
+        }
         out.put_u8(FORMAT);
-        out.put_u8(u8::from(self.goodbye));
+        out.put_u8(flags);
         out.put_u64(self.node);
+        if let Some(digest) = self.digest {
+            out.put_u64(digest);
+        }
     }
 
     /// A hail from the bytes after a header, if they are exactly one.
     pub(super) fn decode(bytes: &[u8]) -> Option<Hail> {
-        let [FORMAT, flags, id @ ..] = bytes else {
+        let [FORMAT, flags, rest @ ..] = bytes else {
             return None;
         };
-        let node = u64::from_be_bytes(id.try_into().ok()?);
-        (node != 0 && flags & !1 == 0).then_some(Hail {
+        if flags & !(GOODBYE | DIGEST) != 0 {
+            return None;
+        }
+        let (id, rest) = rest.split_first_chunk::<8>()?;
+        let digest = match (flags & DIGEST != 0, rest) {
+            (false, []) => None,
+            (true, rest) => Some(u64::from_be_bytes(rest.try_into().ok()?)),
+            (false, _) => return None,
+        };
+        let node = u64::from_be_bytes(*id);
+        (node != 0).then_some(Hail {
             node,
-            goodbye: flags & 1 == 1,
+            goodbye: flags & GOODBYE != 0,
+            digest,
         })
     }
 }
@@ -127,29 +171,37 @@ mod tests {
     use crate::wire::Message;
 
     #[test]
-    fn hails_round_trip_on_hello_ping_and_pong() {
-        let hail = Some(Hail {
-            node: 0x0102_0304_0506_0708,
-            goodbye: true,
-        });
-        for message in [
-            Message::Hello(hail),
-            Message::Ping(hail),
-            Message::Pong(hail),
-        ] {
-            let bytes = message.to_bytes().unwrap();
-            assert_eq!(bytes.len(), 4 + HAIL_LEN);
-            assert_eq!(Message::decode(&bytes), Ok(message));
+    fn hails_round_trip_on_hello_ping_and_pong_with_or_without_a_digest() {
+        for (digest, len) in [(None, HAIL_LEN), (Some(0xfeed_f00d), HAIL_DIGEST_LEN)] {
+            let hail = Some(Hail {
+                node: 0x0102_0304_0506_0708,
+                goodbye: true,
+                digest,
+            });
+            for message in [
+                Message::Hello(hail),
+                Message::Ping(hail),
+                Message::Pong(hail),
+            ] {
+                let bytes = message.to_bytes().unwrap();
+                assert_eq!(bytes.len(), 4 + len);
+                assert_eq!(message.encoded_len(), 4 + len);
+                assert_eq!(Message::decode(&bytes), Ok(message));
+            }
         }
     }
 
     #[test]
-    fn a_hail_with_node_zero_or_unknown_flags_or_format_is_refused() {
+    fn a_hail_with_node_zero_or_unknown_flags_or_format_or_a_wrong_length_is_refused() {
         for body in [
             &[1u8, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
-            &[1, 2, 0, 0, 0, 0, 0, 0, 0, 1],
+            &[1, 4, 0, 0, 0, 0, 0, 0, 0, 1],
             &[2, 0, 0, 0, 0, 0, 0, 0, 0, 1],
             &[1, 0, 1],
+            // The digest flag without a digest, and a digest without the flag.
+            &[1, 2, 0, 0, 0, 0, 0, 0, 0, 1],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9],
+            &[1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 9],
         ] {
             let mut frame = vec![0xaa, 0xa0, 0x01, 0x01];
             frame.extend_from_slice(body);

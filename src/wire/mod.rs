@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub use ext::{HAIL_LEN, Hail, STAMP_LEN, Stamp, StampError};
+pub use ext::{HAIL_DIGEST_LEN, HAIL_LEN, Hail, STAMP_LEN, Stamp, StampError};
 
 /// The two signature bytes every ZGP message starts with (`0xAA 0xA0`, network order).
 pub const SIGNATURE: u16 = 0xAAA0;
@@ -203,8 +203,8 @@ impl Message {
             Self::Publish(p) => {
                 HEADER_LEN + 1 + p.key.len() + 4 + p.value.len() + 4 + p.extension.len()
             }
-            Self::Hello(Some(_)) | Self::Ping(Some(_)) | Self::Pong(Some(_)) => {
-                HEADER_LEN + HAIL_LEN
+            Self::Hello(Some(hail)) | Self::Ping(Some(hail)) | Self::Pong(Some(hail)) => {
+                HEADER_LEN + hail.len()
             }
             _ => HEADER_LEN,
         }

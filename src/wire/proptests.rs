@@ -47,10 +47,16 @@ fn publish() -> impl Strategy<Value = Publish> {
     )
 }
 
-/// No hail, or one with any non-zero node id and either flag.
+/// No hail, or one with any non-zero node id, either flag and any digest or none.
 fn hail() -> impl Strategy<Value = Option<Hail>> {
     proptest::option::of(
-        (1..=u64::MAX, any::<bool>()).prop_map(|(node, goodbye)| Hail { node, goodbye }),
+        (1..=u64::MAX, any::<bool>(), any::<Option<u64>>()).prop_map(|(node, goodbye, digest)| {
+            Hail {
+                node,
+                goodbye,
+                digest,
+            }
+        }),
     )
 }
 
@@ -198,11 +204,12 @@ proptest! {
     ) {
         let mut frame = vec![0xaa, 0xa0, id, VERSION];
         frame.extend(&tail);
+        let digest = tail.get(1).is_some_and(|flags| flags & 2 != 0);
         let is_hail = id != 5
-            && tail.len() == HAIL_LEN
+            && tail.len() == if digest { HAIL_DIGEST_LEN } else { HAIL_LEN }
             && tail[0] == 1
-            && tail[1] <= 1
-            && tail[2..].iter().any(|b| *b != 0);
+            && tail[1] <= 3
+            && tail[2..10].iter().any(|b| *b != 0);
         match Message::decode(&frame) {
             Ok(message) => {
                 prop_assert!(is_hail, "accepted {:?}", tail);

@@ -245,9 +245,24 @@ async fn out_of_turn_message_ends_the_session(message: Message) {
     h.assert_unharmed().await;
 }
 
+/// A second HELLO on a connected session is how our clients ask for a resync when stores
+/// differ (proto/zgp.md §5, §7): the whole store again, the session kept, nothing counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn second_hello_earns_invalid_and_ends_the_session() {
-    out_of_turn_message_ends_the_session(Message::Hello(None)).await;
+async fn second_hello_gets_the_store_again_and_keeps_the_session() {
+    let h = Harness::start(Transport::Tcp).await;
+    let client = h.greeted_client().await;
+    let before = h.stats().await;
+    assert_eq!(client.hello().await, harness::as_map(&h.tuples));
+    let after = h.stats().await;
+    assert_eq!(
+        after,
+        Stats {
+            publish_sent: after.publish_sent,
+            ..before
+        }
+    );
+    assert_eq!(h.sessions().await, 2, "veteran and client");
+    h.assert_unharmed().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
