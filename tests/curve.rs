@@ -267,4 +267,14 @@ async fn bad_keys_and_curve_on_inproc_get_clear_errors() {
         ..Config::default()
     });
     assert!(half.is_err());
+    // Halves set one SET at a time: other SETs in between still work.
+    let secret = keys().secret;
+    for command in [
+        format!("SET SECRETKEY {secret}"),
+        "SET server/timeout 2s".to_owned(),
+    ] {
+        pipe.send(&command).await.unwrap();
+    }
+    let status = ask(&mut pipe, "STATUS", "").await;
+    assert_eq!(status, "STATUS 0", "no ERROR before the STATUS reply");
 }

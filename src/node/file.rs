@@ -231,6 +231,7 @@ impl Setup {
         };
         config
             .validate()
+            .and_then(|()| config.curve_keys().map(|_| ()))
             .map_err(|e| fail(format!("{}: {}", key_of(&e.field), e.why)))?;
         for (key, endpoints) in [("bind", &parsed.bind), ("connect", &parsed.connect)] {
             for endpoint in endpoints {

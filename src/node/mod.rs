@@ -147,6 +147,7 @@ impl Node {
     /// Starts a node on the current tokio runtime.
     pub fn spawn(config: Config) -> Result<Node, Error> {
         config.validate()?;
+        config.curve_keys()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
         let actor = actor::Actor::new(config, receiver);
