@@ -21,4 +21,4 @@ pub mod rng;
 pub mod transport;
 pub mod wire;
 
-pub use node::{Config, Error, Event, Events, Node, Pipe, Status, TupleInfo};
+pub use node::{Config, CurveKey, CurveKeys, Error, Event, Events, Node, Pipe, Status, TupleInfo};

@@ -270,3 +270,43 @@ fn node_json_prints_replies_and_events_as_json_lines() {
         serde_json::from_str(&node.expect(|l| l.contains("error"), LINE_TIMEOUT)).unwrap();
     assert!(error["error"].as_str().unwrap().contains("FROB"));
 }
+
+#[test]
+fn keygen_configures_a_curve_node_that_only_curve_clients_reach() {
+    let output = zgossip(&["keygen"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let keys = stdout(&output);
+    let public = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("public-key = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("a public-key line")
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("curve.toml");
+    std::fs::write(&config, format!("[curve]\n{keys}")).unwrap();
+    let mut node = LinePeer::zgossip_named(
+        "curve-registry",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--bind",
+            TCP_ANY,
+            "--publish",
+            "tcp://10.0.0.1:9000=orders",
+        ],
+    );
+    let endpoint = tcp_endpoint(node.port());
+
+    let found = zgossip(&["lookup", "orders", "--curve-connect", &endpoint, &public]);
+    assert!(found.status.success(), "{}", stderr(&found));
+    assert_eq!(stdout(&found), "tcp://10.0.0.1:9000\n");
+
+    let plain = zgossip(&["lookup", "orders", "--connect", &endpoint, "--wait", "1s"]);
+    assert_eq!(plain.status.code(), Some(1), "{}", stderr(&plain));
+    assert_eq!(stdout(&plain), "");
+
+    let bad = zgossip(&["lookup", "orders", "--curve-connect", &endpoint, "nokey"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("bad CURVE key"), "{}", stderr(&bad));
+}

@@ -1,7 +1,8 @@
 //! The `zgossip` command. `zgossip node` runs one node whose pipe is this process's stdin and
 //! stdout; `lookup`, `watch` and `status` join a network as a short-lived client node to ask it
 //! something. Exit codes: 0 success, 1 what was asked for was not found (or the network could not
-//! be reached), 2 bad usage (flags, endpoints, config file).
+//! be reached), 2 bad usage (flags, endpoints, config file). `keygen` prints a fresh CURVE
+//! keypair for a config file's `[curve]` section.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,9 +15,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use zgossip::engine::validate;
-use zgossip::node::{Announcement, LineFormat, Setup, event_json, format_event, parse_duration};
+use zgossip::node::{
+    Announcement, LineFormat, SecureConnect, Setup, event_json, format_event, parse_duration,
+};
 use zgossip::transport::Endpoint;
-use zgossip::{Config, Node};
+use zgossip::{Config, CurveKey, CurveKeys, Node};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +48,8 @@ enum Command {
     /// Benchmarks: many nodes in this process; one result line on stdout.
     #[command(subcommand)]
     Bench(zgossip::bench::Bench),
+    /// Print a fresh CURVE keypair as `[curve]` lines of a config file.
+    Keygen,
 }
 
 #[derive(Args)]
@@ -59,6 +64,10 @@ struct NodeArgs {
     /// Peer endpoint to dial; repeatable; replaces the file's list.
     #[arg(long, value_name = "EP")]
     connect: Vec<String>,
+    /// Peer endpoint to dial over CURVE, with its server's public key (Z85); repeatable;
+    /// replaces the file's [[curve.connect]] list. This node's own keys come from the file only.
+    #[arg(long, num_args = 2, value_names = ["EP", "SERVER_KEY"])]
+    curve_connect: Vec<String>,
     /// Tuple to announce, as KEY=VALUE; repeatable; added to the file's announcements.
     #[arg(long, value_name = "KEY=VALUE")]
     publish: Vec<String>,
@@ -79,8 +88,12 @@ struct NodeArgs {
 #[derive(Args)]
 struct ClientArgs {
     /// A node of the network to ask; repeatable.
-    #[arg(long, value_name = "EP", required = true)]
+    #[arg(long, value_name = "EP", required_unless_present = "curve_connect")]
     connect: Vec<String>,
+    /// A node to ask over CURVE, with its server's public key (Z85); repeatable. This client
+    /// presents a throwaway keypair, so a server with an allow list refuses it.
+    #[arg(long, num_args = 2, value_names = ["EP", "SERVER_KEY"])]
+    curve_connect: Vec<String>,
     /// Print JSON instead of words.
     #[arg(long)]
     json: bool,
@@ -151,6 +164,7 @@ fn main() -> ExitCode {
             Command::Watch(args) => run_watch(args).await,
             Command::Status(args) => run_status(args).await,
             Command::Bench(bench) => zgossip::bench::run(bench).await,
+            Command::Keygen => keygen(),
         }
     });
     // The blocking stdin reader may still wait for a line that never comes; do not wait for it.
@@ -189,6 +203,9 @@ fn node_setup(args: &NodeArgs) -> Result<Setup> {
     if !args.connect.is_empty() {
         setup.connect.clone_from(&args.connect);
     }
+    if !args.curve_connect.is_empty() {
+        setup.curve_connect = curve_connects(&args.curve_connect)?;
+    }
     for tuple in &args.publish {
         let (key, value) = tuple
             .split_once('=')
@@ -208,6 +225,45 @@ fn node_setup(args: &NodeArgs) -> Result<Setup> {
     Ok(setup)
 }
 
+/// `--curve-connect EP KEY` pairs, checked: a tcp or ipc endpoint and a Z85 key.
+fn curve_connects(words: &[String]) -> Result<Vec<SecureConnect>> {
+    let mut remotes = Vec::new();
+    for pair in words.chunks_exact(2) {
+        let [endpoint, key] = pair else { continue };
+        let usage = |why: String| Usage(format!("--curve-connect {endpoint}: {why}"));
+        match Endpoint::parse(endpoint).map_err(|e| usage(e.to_string()))? {
+            Endpoint::Zmq(_) => {}
+            Endpoint::Inproc(_) => return Err(usage("CURVE needs tcp:// or ipc://".into()).into()),
+        }
+        remotes.push(SecureConnect {
+            endpoint: endpoint.clone(),
+            server_key: CurveKey::from_z85(key).map_err(|e| usage(e.to_string()))?,
+        });
+    }
+    Ok(remotes)
+}
+
+/// Prints a fresh keypair as TOML: paste it under `[curve]`, hand out the public key.
+fn keygen() -> Result<()> {
+    let keys = CurveKeys::generate()?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "public-key = \"{}\"", keys.public)?;
+    writeln!(stdout, "secret-key = \"{}\"", keys.secret)?;
+    Ok(())
+}
+
+/// Dials every plain and CURVE remote.
+async fn dial_all(node: &Node, plain: &[String], curve: &[SecureConnect]) -> Result<()> {
+    for endpoint in plain {
+        node.connect(endpoint).await?;
+    }
+    for remote in curve {
+        node.connect_secure(&remote.endpoint, &remote.server_key)
+            .await?;
+    }
+    Ok(())
+}
+
 async fn run_node(args: NodeArgs) -> Result<()> {
     let setup = node_setup(&args)?;
     let node = Node::spawn(setup.config.clone())?;
@@ -218,9 +274,7 @@ async fn run_node(args: NodeArgs) -> Result<()> {
         let bound = node.bind(endpoint).await?;
         tracing::info!(%bound, "listening");
     }
-    for endpoint in &setup.connect {
-        node.connect(endpoint).await?;
-    }
+    dial_all(&node, &setup.connect, &setup.curve_connect).await?;
     for announce in &setup.announce {
         let ttl = announce.ttl.or(setup.default_ttl);
         node.publish_for(&announce.key, &announce.value, ttl)
@@ -260,24 +314,42 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     Ok(())
 }
 
-/// A short-lived client node dialling every `--connect` endpoint.
-async fn client_node(args: &ClientArgs) -> Result<Node> {
-    for endpoint in &args.connect {
-        Endpoint::parse(endpoint).map_err(|e| Usage(e.to_string()))?;
+impl ClientArgs {
+    /// The plain and CURVE remotes, checked before anything starts.
+    fn remotes(&self) -> Result<Vec<SecureConnect>> {
+        for endpoint in &self.connect {
+            Endpoint::parse(endpoint).map_err(|e| Usage(e.to_string()))?;
+        }
+        curve_connects(&self.curve_connect)
     }
+
+    /// Every endpoint asked, for messages.
+    fn endpoints(&self) -> String {
+        let curve = self.curve_connect.chunks_exact(2).filter_map(|p| p.first());
+        let all: Vec<&str> = self
+            .connect
+            .iter()
+            .chain(curve)
+            .map(String::as_str)
+            .collect();
+        all.join(", ")
+    }
+}
+
+/// A short-lived client node dialling every `--connect` and `--curve-connect` endpoint.
+async fn client_node(args: &ClientArgs) -> Result<Node> {
+    let curve = args.remotes()?;
     let node = Node::spawn(Config {
         name: Some("client".into()),
         ..Config::default()
     })?;
-    for endpoint in &args.connect {
-        node.connect(endpoint).await?;
-    }
+    dial_all(&node, &args.connect, &curve).await?;
     Ok(node)
 }
 
 /// Waits for every remote's resync, saying so on stderr.
 async fn sync(node: &Node, args: &ClientArgs, wait: Duration) -> Result<bool> {
-    let endpoints = args.connect.join(", ");
+    let endpoints = args.endpoints();
     eprintln!(
         "zgossip: waiting up to {} for {endpoints} to sync",
         humantime::format_duration(wait)
@@ -334,7 +406,7 @@ async fn run_status(args: StatusArgs) -> Result<()> {
     let node = client_node(&args.client).await?;
     if !sync(&node, &args.client, args.wait).await? {
         node.shutdown().await?;
-        return Err(NotFound(format!("cannot reach {}", args.client.connect.join(", "))).into());
+        return Err(NotFound(format!("cannot reach {}", args.client.endpoints())).into());
     }
     let tuples = node.tuple_details().await?;
     node.shutdown().await?;
@@ -366,22 +438,15 @@ async fn run_status(args: StatusArgs) -> Result<()> {
 }
 
 async fn run_watch(args: ClientArgs) -> Result<()> {
-    for endpoint in &args.connect {
-        Endpoint::parse(endpoint).map_err(|e| Usage(e.to_string()))?;
-    }
+    let curve = args.remotes()?;
     let node = Node::spawn(Config {
         name: Some("watch".into()),
         ..Config::default()
     })?;
     // Subscribe first, so the resync's events are seen too.
     let mut events = node.events().await?;
-    for endpoint in &args.connect {
-        node.connect(endpoint).await?;
-    }
-    eprintln!(
-        "zgossip: watching {}; Ctrl-C to stop",
-        args.connect.join(", ")
-    );
+    dial_all(&node, &args.connect, &curve).await?;
+    eprintln!("zgossip: watching {}; Ctrl-C to stop", args.endpoints());
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut stdout = std::io::stdout().lock();

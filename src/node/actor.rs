@@ -13,6 +13,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Command, Config, ConfigError, Error, Event, Status, TupleInfo, parse_duration};
 use crate::engine::{ClientId, Engine, Output, RemoteId, node_name};
+use crate::transport::curve::CurveKey;
 use crate::transport::inproc::{Inproc, Sent};
 use crate::transport::zmq::{Answer, ZmqIo};
 use crate::transport::{Endpoint, FrameError, Incoming};
@@ -152,8 +153,12 @@ impl Actor {
                 let result = self.bind(&endpoint).await;
                 let _ = reply.send(result);
             }
-            Command::Connect { endpoint, reply } => {
-                let result = self.connect(&endpoint).await;
+            Command::Connect {
+                endpoint,
+                server_key,
+                reply,
+            } => {
+                let result = self.connect(&endpoint, server_key).await;
                 let _ = reply.send(result);
             }
             Command::Publish {
@@ -189,6 +194,7 @@ impl Actor {
                     remotes_synced: self.engine.remotes_synced(),
                     node_id: self.engine.config().node_id,
                     stats: self.engine.stats().clone(),
+                    curve_refused: self.zmq.as_ref().map_or(0, ZmqIo::curve_refused),
                 });
             }
             Command::Port { reply } => {
@@ -231,7 +237,8 @@ impl Actor {
         let result = match Endpoint::parse(endpoint)? {
             Endpoint::Inproc(name) => self.inproc.bind(&name).map(|()| endpoint.to_owned()),
             Endpoint::Zmq(endpoint) => {
-                let answer = self.zmq()?.bind(&endpoint)?;
+                let curve = self.config.curve_server();
+                let answer = self.zmq()?.bind(&endpoint, curve)?;
                 wait_on_io(answer, &mut self.zmq_backlog, &mut self.zmq).await
             }
         };
@@ -248,8 +255,10 @@ impl Actor {
         Ok(result?)
     }
 
-    async fn connect(&mut self, endpoint: &str) -> Result<(), Error> {
+    async fn connect(&mut self, endpoint: &str, server_key: Option<CurveKey>) -> Result<(), Error> {
         let parsed = Endpoint::parse(endpoint)?;
+        // Checked before the remote exists, so a refusal leaves nothing behind.
+        let curve = self.config.curve_client(&parsed, server_key)?;
         let remote = self.engine.add_remote(now(), endpoint)?;
         match parsed {
             Endpoint::Inproc(name) => {
@@ -261,7 +270,7 @@ impl Actor {
             Endpoint::Zmq(endpoint) => {
                 // The route first, so remote ids and routes stay aligned even if libzmq refuses.
                 self.routes.push(Route::Zmq);
-                let answer = self.zmq()?.connect(remote, &endpoint)?;
+                let answer = self.zmq()?.connect(remote, &endpoint, curve)?;
                 wait_on_io(answer, &mut self.zmq_backlog, &mut self.zmq).await?;
             }
         }
@@ -276,6 +285,9 @@ impl Actor {
                 why,
             })
         };
+        if let Some(result) = self.config.set_curve(path, value) {
+            return Ok(result?);
+        }
         match path {
             "server/timeout" => {
                 let timeout = parse_duration(value).map_err(bad)?;

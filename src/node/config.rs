@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use super::Error;
 use crate::engine::EngineConfig;
-use crate::transport::Limits;
+use crate::transport::curve::{CurveClient, CurveKey, CurveKeys, CurveServer};
 use crate::transport::inproc::Faults;
+use crate::transport::{Endpoint, Limits};
 
 /// Everything a node can be told before it starts. `SET` changes some of it at run time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,18 @@ pub struct Config {
     /// Withdraw our own tuples when stopping gracefully (`SET node/withdraw-on-stop 0` turns it
     /// off for configuration-style tuples that should outlive their publisher).
     pub withdraw_on_stop: bool,
+    /// This node's CURVE public key (`SET PUBLICKEY`); set together with the secret key.
+    /// Off by default: CURVE needs keys handed out, which no default can do.
+    pub curve_public_key: Option<CurveKey>,
+    /// This node's CURVE secret key (`SET SECRETKEY`). With it, later tcp/ipc binds are CURVE
+    /// servers, and CURVE connects present this keypair instead of a throwaway one.
+    pub curve_secret_key: Option<CurveKey>,
+    /// Client public keys a CURVE listener admits; empty (the default) admits any client that
+    /// knows our public key. Needs the secret key.
+    pub curve_allow: Vec<CurveKey>,
+    /// The ZAP domain of later CURVE binds (`ZAP DOMAIN`); libzmq passes it to the handler,
+    /// which does not judge by it. None by default, as libzmq.
+    pub zap_domain: Option<String>,
     /// For simulations: faults the in-process transport injects into this node's frames
     /// (shared by all nodes of a simulation; each node needs a distinct `name`). `None`, the
     /// default, is a perfect in-process network.
@@ -72,6 +86,10 @@ impl Default for Config {
             event_capacity: 4096,
             tombstone_ttl: Duration::from_secs(600),
             withdraw_on_stop: true,
+            curve_public_key: None,
+            curve_secret_key: None,
+            curve_allow: Vec::new(),
+            zap_domain: None,
             faults: None,
         }
     }
@@ -138,7 +156,97 @@ impl Config {
         if i32::try_from(self.handshake_timeout.as_millis()).is_err() {
             return bad("handshake_timeout", "too long");
         }
+        // Half a keypair is not checked here: the pipe sets the halves one SET at a time, and a
+        // SET between them must not fail. Spawning and config files check it (`curve_keys`).
+        if !self.curve_allow.is_empty() && self.curve_secret_key.is_none() {
+            return bad(
+                "curve_allow",
+                "needs curve_secret_key: only a CURVE listener can check client keys",
+            );
+        }
+        if self
+            .zap_domain
+            .as_ref()
+            .is_some_and(|d| d.is_empty() || d.len() > 254)
+        {
+            return bad("zap_domain", "must be 1 to 254 bytes");
+        }
         Ok(())
+    }
+
+    /// This node's CURVE keypair, if it has one; an error when only half of it is set.
+    pub fn curve_keys(&self) -> Result<Option<CurveKeys>, ConfigError> {
+        match (self.curve_public_key, self.curve_secret_key) {
+            (Some(public), Some(secret)) => Ok(Some(CurveKeys { public, secret })),
+            (None, None) => Ok(None),
+            (public, _) => Err(ConfigError {
+                field: if public.is_some() {
+                    "curve_secret_key"
+                } else {
+                    "curve_public_key"
+                }
+                .into(),
+                why: "CURVE needs both keys of the pair (SET PUBLICKEY and SET SECRETKEY)".into(),
+            }),
+        }
+    }
+
+    /// What a tcp/ipc bind made now uses: a CURVE server when the secret key is set.
+    pub(crate) fn curve_server(&self) -> Option<CurveServer> {
+        Some(CurveServer {
+            secret_key: self.curve_secret_key?,
+            zap_domain: self.zap_domain.clone(),
+            allow: self.curve_allow.iter().copied().collect(),
+        })
+    }
+
+    /// What a CONNECT to `endpoint` uses: none without a server key; with one, this node's
+    /// keypair, or a fresh throwaway one when it has none (the link is encrypted and the server
+    /// authenticated; the client stays anonymous, so an allow list refuses it). A server key on
+    /// an `inproc://` endpoint is refused: that transport never leaves the process.
+    pub(crate) fn curve_client(
+        &self,
+        endpoint: &Endpoint,
+        server_key: Option<CurveKey>,
+    ) -> Result<Option<CurveClient>, Error> {
+        let Some(server_key) = server_key else {
+            return Ok(None);
+        };
+        curve_applies(endpoint)?;
+        let keys = match self.curve_keys()? {
+            Some(keys) => keys,
+            None => CurveKeys::generate().map_err(|e| ConfigError {
+                field: "curve".into(),
+                why: e.to_string(),
+            })?,
+        };
+        Ok(Some(CurveClient { keys, server_key }))
+    }
+
+    /// Applies a CURVE `SET` (`PUBLICKEY` and `SECRETKEY` as CZMQ spells them, or the file's
+    /// `curve/public-key`, `curve/secret-key`, `curve/zap-domain`); `None` for other paths. It
+    /// takes effect for later binds and connects, as in CZMQ.
+    pub(crate) fn set_curve(&mut self, path: &str, value: &str) -> Option<Result<(), ConfigError>> {
+        let key = || {
+            CurveKey::from_z85(value).map_err(|e| ConfigError {
+                field: path.to_owned(),
+                why: e.to_string(),
+            })
+        };
+        let result = match path {
+            "PUBLICKEY" | "curve/public-key" => key().map(|k| self.curve_public_key = Some(k)),
+            "SECRETKEY" | "curve/secret-key" => key().map(|k| self.curve_secret_key = Some(k)),
+            "curve/zap-domain" if (1..=254).contains(&value.len()) => {
+                self.zap_domain = Some(value.to_owned());
+                Ok(())
+            }
+            "curve/zap-domain" => Err(ConfigError {
+                field: path.to_owned(),
+                why: "must be 1 to 254 bytes".into(),
+            }),
+            _ => return None,
+        };
+        Some(result)
     }
 
     pub(crate) fn engine(&self, node_id: u64) -> EngineConfig {
@@ -163,6 +271,19 @@ impl Config {
             socket_hwm: self.socket_hwm,
             max_queued_bytes: self.max_queued_bytes,
         }
+    }
+}
+
+/// Refuses CURVE on an `inproc://` endpoint: that transport never leaves the process.
+pub(crate) fn curve_applies(endpoint: &Endpoint) -> Result<(), crate::transport::Error> {
+    match endpoint {
+        Endpoint::Zmq(_) => Ok(()),
+        Endpoint::Inproc(_) => Err(crate::transport::Error::BadEndpoint {
+            endpoint: endpoint.to_string(),
+            why: "CURVE does not apply to inproc:// (same process, trusted); \
+                  connect without a server key"
+                .into(),
+        }),
     }
 }
 
@@ -198,6 +319,37 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn curve_keys_come_in_pairs_and_an_allow_list_needs_them() {
+        let keys = CurveKeys::generate().unwrap();
+        let half = Config {
+            curve_public_key: Some(keys.public),
+            ..Config::default()
+        };
+        assert_eq!(
+            half.curve_keys().map_err(|e| e.field),
+            Err("curve_secret_key".to_owned())
+        );
+        let allow_only = Config {
+            curve_allow: vec![keys.public],
+            ..Config::default()
+        };
+        assert_eq!(
+            allow_only.validate().map_err(|e| e.field),
+            Err("curve_allow".to_owned())
+        );
+        let mut config = Config::default();
+        for (path, key) in [("PUBLICKEY", keys.public), ("SECRETKEY", keys.secret)] {
+            assert_eq!(config.set_curve(path, &key.to_z85()), Some(Ok(())));
+        }
+        assert_eq!(config.curve_keys(), Ok(Some(keys)));
+        assert!(matches!(
+            config.set_curve("PUBLICKEY", "short"),
+            Some(Err(_))
+        ));
+        assert_eq!(config.set_curve("server/timeout", "1s"), None);
     }
 
     #[test]

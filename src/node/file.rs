@@ -1,7 +1,10 @@
 //! The TOML configuration file: everything `SET` can change (keys follow the SET paths, so
 //! `[server] timeout` is `SET server/timeout`), the endpoints to bind, the seed list of remotes,
 //! and the services to announce. Durations are humantime (`250ms`, `30s`, `10m`). Unknown keys and
-//! bad values are errors naming the file and the key, found before anything starts.
+//! bad values are errors naming the file and the key, found before anything starts. `[curve]`
+//! holds the node's CURVE keypair (`public-key`, `secret-key`, as `SET PUBLICKEY`/`SECRETKEY`),
+//! the client keys it admits (`allow`), `zap-domain`, and `[[curve.connect]]` remotes dialled
+//! with a server key (`CONNECT endpoint server-key`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,8 +12,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::Config;
+use super::config::curve_applies;
 use crate::engine::validate;
 use crate::transport::Endpoint;
+use crate::transport::curve::CurveKey;
 
 /// A configuration file, read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,6 +26,8 @@ pub struct Setup {
     pub bind: Vec<String>,
     /// Remotes to dial (the seed list).
     pub connect: Vec<String>,
+    /// Remotes to dial over CURVE.
+    pub curve_connect: Vec<SecureConnect>,
     /// Services to announce.
     pub announce: Vec<Announcement>,
     /// Log every message in and out.
@@ -40,6 +47,16 @@ pub struct Announcement {
     /// Its lease; the file's `[node] ttl` when absent; none when both are absent.
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<Duration>,
+}
+
+/// One `[[curve.connect]]` entry: a remote dialled over CURVE.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SecureConnect {
+    /// The remote's tcp or ipc endpoint.
+    pub endpoint: String,
+    /// The remote's CURVE public key, in Z85.
+    pub server_key: CurveKey,
 }
 
 /// Why a configuration file cannot be used.
@@ -73,6 +90,20 @@ struct File {
     limits: Limits,
     #[serde(default)]
     announce: Vec<Announcement>,
+    #[serde(default)]
+    curve: Curve,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Curve {
+    public_key: Option<CurveKey>,
+    secret_key: Option<CurveKey>,
+    #[serde(default)]
+    allow: Vec<CurveKey>,
+    zap_domain: Option<String>,
+    #[serde(default)]
+    connect: Vec<SecureConnect>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,8 +155,29 @@ fn key_of(field: &str) -> &str {
         "max_message_bytes" => "limits.max-message-bytes",
         "max_value_bytes" => "limits.max-value-bytes",
         "handshake_timeout" => "limits.handshake-timeout",
+        "curve_public_key" => "curve.public-key",
+        "curve_secret_key" => "curve.secret-key",
+        "curve_allow" => "curve.allow",
+        "zap_domain" => "curve.zap-domain",
         "limits" => "limits",
         other => other,
+    }
+}
+
+/// A TOML error as the toml crate shows it (with the offending line), except on a `secret-key`
+/// line, which is named but not shown: even a mistyped secret is nearly the secret.
+fn describe(error: &toml::de::Error, text: &str) -> String {
+    let line = error.span().and_then(|span| {
+        let before = text.get(..span.start)?;
+        let number = before.matches('\n').count() + 1;
+        let line = text.lines().nth(number - 1)?;
+        Some((number, line))
+    });
+    match line {
+        Some((number, line)) if line.trim_start().starts_with("secret-key") => {
+            format!("line {number}: secret-key: {}", error.message())
+        }
+        _ => error.to_string().trim_end().to_owned(),
     }
 }
 
@@ -145,8 +197,7 @@ impl Setup {
             file: file.to_owned(),
             message,
         };
-        let parsed: File =
-            toml::from_str(text).map_err(|e| fail(e.to_string().trim_end().to_owned()))?;
+        let parsed: File = toml::from_str(text).map_err(|e| fail(describe(&e, text)))?;
         let defaults = Config::default();
         let limits = parsed.limits;
         let config = Config {
@@ -172,15 +223,25 @@ impl Setup {
             socket_hwm: limits.socket_hwm.unwrap_or(defaults.socket_hwm),
             max_queued_bytes: limits.max_queued_bytes.unwrap_or(defaults.max_queued_bytes),
             event_capacity: limits.event_capacity.unwrap_or(defaults.event_capacity),
+            curve_public_key: parsed.curve.public_key,
+            curve_secret_key: parsed.curve.secret_key,
+            curve_allow: parsed.curve.allow,
+            zap_domain: parsed.curve.zap_domain,
             faults: None,
         };
         config
             .validate()
+            .and_then(|()| config.curve_keys().map(|_| ()))
             .map_err(|e| fail(format!("{}: {}", key_of(&e.field), e.why)))?;
         for (key, endpoints) in [("bind", &parsed.bind), ("connect", &parsed.connect)] {
             for endpoint in endpoints {
                 Endpoint::parse(endpoint).map_err(|e| fail(format!("{key}: {e}")))?;
             }
+        }
+        for (index, remote) in parsed.curve.connect.iter().enumerate() {
+            Endpoint::parse(&remote.endpoint)
+                .and_then(|endpoint| curve_applies(&endpoint))
+                .map_err(|e| fail(format!("curve.connect[{index}]: {e}")))?;
         }
         for (index, announce) in parsed.announce.iter().enumerate() {
             validate(&announce.key, &announce.value, config.max_value_bytes)
@@ -190,6 +251,7 @@ impl Setup {
             config,
             bind: parsed.bind,
             connect: parsed.connect,
+            curve_connect: parsed.curve.connect,
             announce: parsed.announce,
             verbose: parsed.verbose,
             default_ttl: parsed.node.ttl,
@@ -263,6 +325,67 @@ mod tests {
             Setup::parse("", "empty.toml").unwrap().config,
             Config::default()
         );
+    }
+
+    #[test]
+    fn the_curve_section_sets_keys_allow_list_and_secure_remotes() {
+        use crate::transport::curve::CurveKeys;
+        let (ours, client, server) = (
+            CurveKeys::generate().unwrap(),
+            CurveKeys::generate().unwrap(),
+            CurveKeys::generate().unwrap(),
+        );
+        let text = format!(
+            "[curve]\npublic-key = \"{}\"\nsecret-key = \"{}\"\nallow = [\"{}\"]\n\
+             zap-domain = \"global\"\n\n[[curve.connect]]\nendpoint = \"tcp://10.0.0.2:5670\"\n\
+             server-key = \"{}\"\n",
+            ours.public, ours.secret, client.public, server.public
+        );
+        let setup = Setup::parse(&text, "curve.toml").unwrap();
+        assert_eq!(setup.config.curve_keys(), Ok(Some(ours)));
+        assert_eq!(setup.config.curve_allow, vec![client.public]);
+        assert_eq!(setup.config.zap_domain.as_deref(), Some("global"));
+        assert_eq!(
+            setup.curve_connect,
+            vec![SecureConnect {
+                endpoint: "tcp://10.0.0.2:5670".into(),
+                server_key: server.public,
+            }]
+        );
+    }
+
+    #[test]
+    fn curve_errors_name_the_key_without_quoting_secrets() {
+        let key = crate::transport::curve::CurveKeys::generate()
+            .unwrap()
+            .public
+            .to_string();
+        let cases = [
+            (
+                format!("[curve]\npublic-key = \"{key}\"\n"),
+                "curve.secret-key",
+            ),
+            ("[curve]\nsecret-key = \"oops\"\n".to_owned(), "secret-key"),
+            (format!("[curve]\nallow = [\"{key}\"]\n"), "curve.allow"),
+            (
+                "[curve]\nzap-domain = \"\"\n".to_owned(),
+                "curve.zap-domain",
+            ),
+            (
+                format!("[[curve.connect]]\nendpoint = \"inproc://x\"\nserver-key = \"{key}\"\n"),
+                "curve.connect[0]",
+            ),
+            (
+                "[[curve.connect]]\nendpoint = \"tcp://h:1\"\nserver-key = \"x\"\n".to_owned(),
+                "server-key",
+            ),
+        ];
+        for (text, names) in cases {
+            let error = Setup::parse(&text, "bad.toml").unwrap_err().to_string();
+            assert!(error.starts_with("config file bad.toml: "), "{error}");
+            assert!(error.contains(names), "{text:?} gave {error}");
+            assert!(!error.contains("oops"), "{error}");
+        }
     }
 
     #[test]

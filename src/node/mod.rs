@@ -13,8 +13,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::engine::TupleError;
 pub use crate::engine::{Event, PeerState, Stats};
+pub use crate::transport::curve::{CurveKey, CurveKeys, KeyError};
 pub use config::{Config, ConfigError, parse_duration, random_node_id};
-pub use file::{Announcement, FileError, Setup};
+pub use file::{Announcement, FileError, SecureConnect, Setup};
 pub use pipe::{LineFormat, Pipe, PipeReader, PipeWriter, event_json, format_event};
 
 /// Commands queued from handles to the actor before senders wait.
@@ -32,6 +33,9 @@ pub enum Error {
     /// A setting was refused.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Text that should be a CURVE key is not one.
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// A CONNECT past `max_remotes`.
     #[error(transparent)]
     TooManyRemotes(#[from] crate::engine::TooManyRemotes),
@@ -70,6 +74,8 @@ pub struct Status {
     pub node_id: u64,
     /// Counters of refused and malformed input, expiries and redials.
     pub stats: Stats,
+    /// CURVE clients the allow list refused (each handshake attempt counts).
+    pub curve_refused: u64,
 }
 
 #[derive(Debug)]
@@ -80,6 +86,8 @@ pub(crate) enum Command {
     },
     Connect {
         endpoint: String,
+        /// Set: a CURVE connection to the server with this public key.
+        server_key: Option<CurveKey>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Publish {
@@ -139,6 +147,7 @@ impl Node {
     /// Starts a node on the current tokio runtime.
     pub fn spawn(config: Config) -> Result<Node, Error> {
         config.validate()?;
+        config.curve_keys()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
         let actor = actor::Actor::new(config, receiver);
@@ -163,9 +172,26 @@ impl Node {
 
     /// Dials a peer's listener; the node says HELLO and republishes on every (re)connect.
     pub async fn connect(&self, endpoint: &str) -> Result<(), Error> {
+        self.dial(endpoint, None).await
+    }
+
+    /// Dials a peer's CURVE listener (tcp or ipc) whose public key is `server_key`. The link is
+    /// encrypted, and only a server holding the matching secret key can answer. This node
+    /// presents its own keypair (`curve_public_key`/`curve_secret_key`) or, without one, a
+    /// throwaway keypair made for this connection. `inproc://` endpoints are refused: CURVE does
+    /// not apply inside one process.
+    pub async fn connect_secure(&self, endpoint: &str, server_key: &CurveKey) -> Result<(), Error> {
+        self.dial(endpoint, Some(*server_key)).await
+    }
+
+    async fn dial(&self, endpoint: &str, server_key: Option<CurveKey>) -> Result<(), Error> {
         let endpoint = endpoint.to_owned();
-        self.ask(|reply| Command::Connect { endpoint, reply })
-            .await?
+        self.ask(|reply| Command::Connect {
+            endpoint,
+            server_key,
+            reply,
+        })
+        .await?
     }
 
     /// Publishes a tuple to every node this one can reach, for as long as this node lives.
@@ -291,7 +317,8 @@ impl Node {
     }
 
     /// Changes a setting by its CZMQ-style path (`server/timeout`, `remote/ping-interval`,
-    /// `server/animate`).
+    /// `server/animate`, `PUBLICKEY`, `SECRETKEY`, `curve/zap-domain`). CURVE keys apply to
+    /// later binds and connects.
     pub async fn set(&self, path: &str, value: &str) -> Result<(), Error> {
         let (path, value) = (path.to_owned(), value.to_owned());
         self.ask(|reply| Command::Set { path, value, reply })
@@ -359,6 +386,7 @@ impl Status {
         for (name, value) in self.stats.pairs() {
             line.push_str(&format!(" {name}={value}"));
         }
+        line.push_str(&format!(" curve_refused={}", self.curve_refused));
         line
     }
 }

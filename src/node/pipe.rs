@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Error, Event, Events, EventsError, Node};
+use super::{CurveKey, Error, Event, Events, EventsError, Node};
 
 /// Lines queued each way before the other side waits.
 const LINE_CAPACITY: usize = 1024;
@@ -278,7 +278,20 @@ async fn run(node: &Node, line: &str) -> Result<Reply, CommandError> {
         ("BIND", _) => Err(CommandError::Usage("BIND endpoint")),
         ("PORT", []) => Ok(Reply::Line(format!("PORT {}", node.port().await?))),
         ("CONNECT", [endpoint]) => node.connect(endpoint).await.map(done).map_err(Into::into),
-        ("CONNECT", _) => Err(CommandError::Usage("CONNECT endpoint")),
+        ("CONNECT", [endpoint, server_key]) => {
+            let server_key = CurveKey::from_z85(server_key).map_err(Error::from)?;
+            node.connect_secure(endpoint, &server_key)
+                .await
+                .map(done)
+                .map_err(Into::into)
+        }
+        ("CONNECT", _) => Err(CommandError::Usage("CONNECT endpoint [server-public-key]")),
+        ("ZAP", ["DOMAIN", domain]) => node
+            .set("curve/zap-domain", domain)
+            .await
+            .map(done)
+            .map_err(Into::into),
+        ("ZAP", _) => Err(CommandError::Usage("ZAP DOMAIN domain")),
         ("PUBLISH" | "ANNOUNCE", [_, _, ..]) => {
             // The value is the rest of the line, so it may hold spaces; a last word that is a
             // duration is the lease.

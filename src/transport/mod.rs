@@ -2,8 +2,10 @@
 //! sockets (one ROUTER listener, one DEALER per remote) driven by a dedicated I/O thread per
 //! node ([`zmq`]); `inproc://` is this project's own in-process transport ([`inproc`]), so
 //! thousands of nodes can share one process. Both hand the actor whole frames; decoding them is
-//! the actor's job, so every message crosses the codec whatever the transport.
+//! the actor's job, so every message crosses the codec whatever the transport. tcp/ipc links
+//! may use CURVE ([`curve`]); inproc links never do.
 
+pub mod curve;
 mod faults;
 pub mod inproc;
 pub mod zmq;

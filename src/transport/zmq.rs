@@ -4,8 +4,13 @@
 //! woken through a socketpair when the actor queues a command, so nothing busy-polls. Frames go
 //! to the actor through a bounded channel; when the actor falls behind, the thread stops reading
 //! and libzmq's receive high-water marks push back on the peers.
+//!
+//! CURVE: a bind or connect may carry a [`CurveServer`] or [`CurveClient`], applied to that
+//! listener or DEALER (libzmq copies a socket's options when it binds, so one ROUTER can hold
+//! CURVE and plain listeners side by side). A CURVE listener with an allow list makes this thread
+//! also serve ZAP on the node's own context.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -17,6 +22,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use super::curve::{CurveClient, CurveKey, CurveServer, zap_answer};
 use super::{Error, FrameError, Incoming, Limits};
 use crate::engine::{ClientId, RemoteId};
 
@@ -32,15 +38,22 @@ static NEXT_MONITOR: AtomicU64 = AtomicU64::new(1);
 const READ_BATCH: usize = 256;
 /// Room in the channel to the actor, in frames and connection events.
 const EVENT_CAPACITY: usize = 1024;
+/// Where libzmq asks for ZAP verdicts, in each context (RFC 27).
+const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+/// Refused client keys remembered so each is warned about once (libzmq redials a refused client
+/// every second or so); past this many, every refusal is warned about.
+const WARNED_KEYS_MAX: usize = 1024;
 
 enum Command {
     Bind {
         endpoint: String,
+        curve: Option<CurveServer>,
         reply: oneshot::Sender<Result<String, Error>>,
     },
     Connect {
         remote: RemoteId,
         endpoint: String,
+        curve: Option<CurveClient>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     Redial(RemoteId),
@@ -59,6 +72,7 @@ pub struct ZmqIo {
     wake_pending: Arc<AtomicBool>,
     events: mpsc::Receiver<Incoming>,
     thread: Option<JoinHandle<()>>,
+    curve_refused: Arc<AtomicU64>,
 }
 
 impl ZmqIo {
@@ -74,6 +88,7 @@ impl ZmqIo {
         let (commands, commands_rx) = std_mpsc::channel();
         let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);
         let wake_pending = Arc::new(AtomicBool::new(false));
+        let curve_refused = Arc::new(AtomicU64::new(0));
         let io = Io {
             // One context per node: stopping it waits for what this node still has to send,
             // and no node's sockets can hold up another's.
@@ -85,6 +100,8 @@ impl ZmqIo {
             wake: wake_rx,
             wake_pending: Arc::clone(&wake_pending),
             limits,
+            zap: None,
+            curve_refused: Arc::clone(&curve_refused),
         };
         let thread = std::thread::Builder::new()
             .name(format!("zgossip-io {name}"))
@@ -96,7 +113,13 @@ impl ZmqIo {
             wake_pending,
             events,
             thread: Some(thread),
+            curve_refused,
         })
+    }
+
+    /// CURVE clients refused by the allow list so far.
+    pub fn curve_refused(&self) -> u64 {
+        self.curve_refused.load(Ordering::Relaxed)
     }
 
     fn send(&self, command: Command) -> Result<(), Error> {
@@ -112,24 +135,37 @@ impl ZmqIo {
         Ok(())
     }
 
-    /// Asks for the ROUTER to bind `endpoint`; the answer is the endpoint as bound (the real
-    /// port for `*`). The caller must keep reading events while it waits.
-    pub fn bind(&self, endpoint: &str) -> Result<Answer<String>, Error> {
+    /// Asks for the ROUTER to bind `endpoint`, as a CURVE server when `curve` says so; the
+    /// answer is the endpoint as bound (the real port for `*`). The caller must keep reading
+    /// events while it waits.
+    pub fn bind(
+        &self,
+        endpoint: &str,
+        curve: Option<CurveServer>,
+    ) -> Result<Answer<String>, Error> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Bind {
             endpoint: endpoint.to_owned(),
+            curve,
             reply,
         })?;
         Ok(answer)
     }
 
-    /// Asks for a DEALER for `remote`, connected to `endpoint`; libzmq reconnects it from then
-    /// on. The caller must keep reading events while it waits.
-    pub fn connect(&self, remote: RemoteId, endpoint: &str) -> Result<Answer<()>, Error> {
+    /// Asks for a DEALER for `remote`, connected to `endpoint` (as a CURVE client when `curve`
+    /// says so); libzmq reconnects it from then on. The caller must keep reading events while it
+    /// waits.
+    pub fn connect(
+        &self,
+        remote: RemoteId,
+        endpoint: &str,
+        curve: Option<CurveClient>,
+    ) -> Result<Answer<()>, Error> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Connect {
             remote,
             endpoint: endpoint.to_owned(),
+            curve,
             reply,
         })?;
         Ok(answer)
@@ -172,10 +208,13 @@ impl ZmqIo {
 
 struct Dealer {
     endpoint: String,
+    curve: Option<CurveClient>,
     socket: zmq::Socket,
     monitor: zmq::Socket,
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
+    /// A failed handshake was warned about since the last good one (libzmq retries each second).
+    handshake_warned: bool,
 }
 
 impl Drop for Dealer {
@@ -203,6 +242,15 @@ struct Io {
     wake: UnixStream,
     wake_pending: Arc<AtomicBool>,
     limits: Limits,
+    zap: Option<Zap>,
+    curve_refused: Arc<AtomicU64>,
+}
+
+/// The ZAP handler: a REP socket on [`ZAP_ENDPOINT`] in this node's context, answered here.
+struct Zap {
+    socket: zmq::Socket,
+    allow: BTreeSet<CurveKey>,
+    warned: BTreeSet<CurveKey>,
 }
 
 /// Whether the I/O thread goes on.
@@ -225,10 +273,12 @@ impl Io {
             context,
             router,
             remotes,
+            zap,
             ..
         } = self;
         drop(router);
         drop(remotes);
+        drop(zap);
         drop(context);
         debug!("zmq I/O thread stopped");
     }
@@ -256,10 +306,13 @@ impl Io {
         }
 
         let ids: Vec<RemoteId> = self.remotes.keys().copied().collect();
-        let (router_ready, dealer_ready) = {
+        let (router_ready, zap_ready, dealer_ready) = {
             let mut items = vec![zmq::PollItem::from_fd(self.wake.as_raw_fd(), zmq::POLLIN)];
             if let Some(router) = &self.router {
                 items.push(router.as_poll_item(zmq::POLLIN));
+            }
+            if let Some(zap) = &self.zap {
+                items.push(zap.socket.as_poll_item(zmq::POLLIN));
             }
             for dealer in self.remotes.values() {
                 let out = if dealer.pending.is_empty() {
@@ -280,6 +333,8 @@ impl Io {
             let mut rest = items.iter().skip(1);
             let router_ready =
                 self.router.is_some() && rest.next().is_some_and(zmq::PollItem::is_readable);
+            let zap_ready =
+                self.zap.is_some() && rest.next().is_some_and(zmq::PollItem::is_readable);
             let dealer_ready: Vec<(bool, bool, bool)> = ids
                 .iter()
                 .map(|_| {
@@ -292,10 +347,13 @@ impl Io {
                     )
                 })
                 .collect();
-            (router_ready, dealer_ready)
+            (router_ready, zap_ready, dealer_ready)
         };
 
-        tracing::trace!(router_ready, ?dealer_ready, "poll");
+        tracing::trace!(router_ready, zap_ready, ?dealer_ready, "poll");
+        if zap_ready {
+            self.answer_zap();
+        }
         if router_ready {
             self.read_router()?;
         }
@@ -332,22 +390,28 @@ impl Io {
 
     fn on_command(&mut self, command: Command) -> Running {
         match command {
-            Command::Bind { endpoint, reply } => {
-                let _ = reply.send(self.bind(&endpoint));
+            Command::Bind {
+                endpoint,
+                curve,
+                reply,
+            } => {
+                let _ = reply.send(self.bind(&endpoint, curve));
             }
             Command::Connect {
                 remote,
                 endpoint,
+                curve,
                 reply,
             } => {
-                let result = self.dial(remote, &endpoint);
+                let result = self.dial(remote, &endpoint, curve);
                 let _ = reply.send(result);
             }
             Command::Redial(remote) => {
                 if let Some(old) = self.remotes.remove(&remote) {
                     let endpoint = old.endpoint.clone();
+                    let curve = old.curve.clone();
                     drop(old);
-                    if let Err(e) = self.dial(remote, &endpoint) {
+                    if let Err(e) = self.dial(remote, &endpoint, curve) {
                         warn!(error = %e, "redial failed");
                     }
                 }
@@ -368,7 +432,7 @@ impl Io {
         Ok(socket)
     }
 
-    fn bind(&mut self, endpoint: &str) -> Result<String, Error> {
+    fn bind(&mut self, endpoint: &str, curve: Option<CurveServer>) -> Result<String, Error> {
         let failed = |e: zmq::Error| Error::Bind {
             endpoint: endpoint.to_owned(),
             why: e.to_string().to_lowercase(),
@@ -378,7 +442,25 @@ impl Io {
             router.set_router_mandatory(true).map_err(failed)?;
             self.router = Some(router);
         }
+        if let Some(curve) = &curve {
+            // Before the listener exists, so its first handshake already finds the handler.
+            self.serve_zap(&curve.allow).map_err(failed)?;
+        }
         let router = self.router.as_ref().ok_or(Error::Stopped)?;
+        // Options as of each bind hold for that listener. libzmq refuses an empty ZAP domain, so
+        // a domain stays for later plain listeners too; ZAP passes all but CURVE anyway.
+        match &curve {
+            Some(curve) => {
+                if let Some(domain) = &curve.zap_domain {
+                    router.set_zap_domain(domain).map_err(failed)?;
+                }
+                router
+                    .set_curve_secretkey(curve.secret_key.as_bytes())
+                    .map_err(failed)?;
+                router.set_curve_server(true).map_err(failed)?;
+            }
+            None => router.set_curve_server(false).map_err(failed)?,
+        }
         // Port 0 means "any free port", as `*` does for libzmq.
         let spelled = match endpoint.strip_suffix(":0") {
             Some(host) if endpoint.starts_with("tcp://") => format!("{host}:*"),
@@ -391,12 +473,28 @@ impl Io {
         }
     }
 
-    fn dial(&mut self, remote: RemoteId, endpoint: &str) -> Result<(), Error> {
+    fn dial(
+        &mut self,
+        remote: RemoteId,
+        endpoint: &str,
+        curve: Option<CurveClient>,
+    ) -> Result<(), Error> {
         let failed = |e: zmq::Error| Error::Connect {
             endpoint: endpoint.to_owned(),
             why: e.to_string().to_lowercase(),
         };
         let socket = self.socket(zmq::DEALER).map_err(failed)?;
+        if let Some(curve) = &curve {
+            socket
+                .set_curve_serverkey(curve.server_key.as_bytes())
+                .map_err(failed)?;
+            socket
+                .set_curve_publickey(curve.keys.public.as_bytes())
+                .map_err(failed)?;
+            socket
+                .set_curve_secretkey(curve.keys.secret.as_bytes())
+                .map_err(failed)?;
+        }
         // Queue nothing for a server we are not connected to; a (re)connect resyncs anyway.
         socket.set_immediate(true).map_err(failed)?;
         socket
@@ -406,8 +504,11 @@ impl Io {
             "inproc://zgossip-monitor-{}",
             NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
         );
-        let events =
-            zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+        let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
+            | zmq::SocketEvent::DISCONNECTED as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
+            | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32;
         socket.monitor(&monitor_endpoint, events).map_err(failed)?;
         let monitor = self.context.socket(zmq::PAIR).map_err(failed)?;
         monitor.set_linger(0).map_err(failed)?;
@@ -418,13 +519,61 @@ impl Io {
             remote,
             Dealer {
                 endpoint: endpoint.to_owned(),
+                curve,
                 socket,
                 monitor,
                 pending: VecDeque::new(),
                 pending_bytes: 0,
+                handshake_warned: false,
             },
         );
         Ok(())
+    }
+
+    /// Starts the ZAP handler for a CURVE listener with an allow list (the first time), or
+    /// updates its list.
+    fn serve_zap(&mut self, allow: &BTreeSet<CurveKey>) -> Result<(), zmq::Error> {
+        if let Some(zap) = &mut self.zap {
+            zap.allow.clone_from(allow);
+            return Ok(());
+        }
+        if allow.is_empty() {
+            return Ok(());
+        }
+        let socket = self.context.socket(zmq::REP)?;
+        socket.set_linger(0)?;
+        socket.bind(ZAP_ENDPOINT)?;
+        self.zap = Some(Zap {
+            socket,
+            allow: allow.clone(),
+            warned: BTreeSet::new(),
+        });
+        Ok(())
+    }
+
+    /// Answers the ZAP requests libzmq has queued; counts and warns about refused clients.
+    fn answer_zap(&mut self) {
+        let Some(zap) = &mut self.zap else {
+            return;
+        };
+        while let Ok(request) = zap.socket.recv_multipart(zmq::DONTWAIT) {
+            let answer = zap_answer(&request, &zap.allow);
+            if let Some(key) = answer.refused {
+                self.curve_refused.fetch_add(1, Ordering::Relaxed);
+                let address = request
+                    .get(3)
+                    .map(|a| String::from_utf8_lossy(a).into_owned());
+                let first = zap.warned.len() < WARNED_KEYS_MAX && zap.warned.insert(key);
+                if first || zap.warned.len() >= WARNED_KEYS_MAX {
+                    warn!(%key, ?address, "refused a CURVE client not in the allow list");
+                } else {
+                    debug!(%key, ?address, "refused a CURVE client not in the allow list");
+                }
+            }
+            if let Err(error) = zap.socket.send_multipart(answer.reply, 0) {
+                warn!(%error, "cannot answer a ZAP request");
+            }
+        }
     }
 
     fn send_to_client(&mut self, routing_id: Bytes, frame: Bytes) -> Running {
@@ -553,6 +702,7 @@ impl Io {
             match zmq::SocketEvent::from_raw(u16::from_le_bytes([*lo, *hi])) {
                 zmq::SocketEvent::HANDSHAKE_SUCCEEDED => {
                     debug!(endpoint = %dealer.endpoint, "connected");
+                    dealer.handshake_warned = false;
                     self.emit(Incoming::RemoteConnected(remote))?;
                 }
                 zmq::SocketEvent::DISCONNECTED => {
@@ -561,6 +711,19 @@ impl Io {
                     dealer.pending.clear();
                     dealer.pending_bytes = 0;
                     self.emit(Incoming::RemoteDisconnected(remote))?;
+                }
+                zmq::SocketEvent::HANDSHAKE_FAILED_AUTH
+                | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL
+                | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL => {
+                    // Most often CURVE: a wrong server key, a plain/CURVE mismatch, or our key
+                    // not on the server's allow list.
+                    let curve = dealer.curve.is_some();
+                    if dealer.handshake_warned {
+                        debug!(endpoint = %dealer.endpoint, curve, "handshake failed again");
+                    } else {
+                        warn!(endpoint = %dealer.endpoint, curve, "handshake failed; retrying");
+                        dealer.handshake_warned = true;
+                    }
                 }
                 _ => {}
             }
