@@ -541,7 +541,7 @@ impl Engine {
             }
             (SessionState::Expired { .. }, Message::Ping(_)) => {
                 // The client thinks it is still connected; make it say HELLO and resync.
-                self.refuse(client, "PING from an expired session");
+                self.remind(client, true);
             }
             (_, Message::Ping(hail)) => {
                 let hail = hail.map(|_| Hail {
@@ -559,7 +559,7 @@ impl Engine {
                 // A client we expired (CZMQ's never PINGs) publishing: it said HELLO before, so
                 // keep the tuple rather than lose it, then make it resync.
                 self.on_publish(now, Origin::Client(client.clone()), publish);
-                self.refuse(client, "PUBLISH from an expired session");
+                self.remind(client, false);
             }
             (_, other) => {
                 let why = format!("{} does not fit the session", other.id().name());
@@ -660,7 +660,9 @@ impl Engine {
         }
         let endpoint = remote.endpoint.clone();
         if let Message::Pong(_) = &message {
+            // Servers answer in order: INVALIDs from now on answer what we sent after HELLO.
             remote.synced = true;
+            remote.invalid_since_hello = false;
         }
         if let Message::Pong(Some(hail)) = &message {
             remote.node = Some(hail.node);
@@ -953,6 +955,7 @@ impl Engine {
         };
         let known =
             session.state == SessionState::Connected && session.liveness == PeerState::Alive;
+        session.reminded = false;
         session.state = SessionState::Connected;
         session.last_heard = now;
         session.liveness = PeerState::Alive;
@@ -1120,6 +1123,12 @@ impl Engine {
         let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
             return;
         };
+        // INVALIDs while a HELLO is held back, or before the server has seen the HELLO we
+        // sent for an earlier one, answer what we sent before it: one refusal, not many.
+        if remote.hello_due.is_some() || remote.invalid_since_hello {
+            return;
+        }
+        remote.invalid_since_hello = true;
         let recent = remote
             .last_invalid
             .is_some_and(|at| now.duration_since(at) < timeout);
@@ -1129,9 +1138,6 @@ impl Engine {
             0
         };
         remote.last_invalid = Some(now);
-        if remote.hello_due.is_some() {
-            return;
-        }
         if remote.invalid_streak == 0 {
             debug!(endpoint = %remote.endpoint, "server said INVALID; saying HELLO again");
             self.send_hello(now, id);
@@ -1186,6 +1192,24 @@ impl Engine {
     }
 
     /// Replies INVALID and ends the session.
+    /// A session we expired talks as if it were connected: INVALID tells it to say HELLO. The
+    /// session stays (expired), so what it publishes until then is kept; after the first
+    /// INVALID only its PINGs get another. A busy client's every refresh answered with INVALID
+    /// would be a storm, and a fresh session in its place would drop those refreshes.
+    fn remind(&mut self, client: ClientId, ping: bool) {
+        let Some(session) = self.sessions.get_mut(&client) else {
+            return;
+        };
+        if session.reminded && !ping {
+            return;
+        }
+        session.reminded = true;
+        debug!(%client, "INVALID to an expired session");
+        self.stats.invalid_sent += 1;
+        self.outputs
+            .push_back(Output::ToClient(client, Message::Invalid));
+    }
+
     fn refuse(&mut self, client: ClientId, why: &str) {
         debug!(%client, why, "INVALID");
         self.stats.invalid_sent += 1;

@@ -86,6 +86,8 @@ pub(super) struct Session {
     pub(super) node: Option<u64>,
     /// Reported liveness while connected.
     pub(super) liveness: PeerState,
+    /// Expired, and told so with an INVALID since.
+    pub(super) reminded: bool,
 }
 
 impl Session {
@@ -95,6 +97,7 @@ impl Session {
             last_heard: now,
             node: None,
             liveness: PeerState::Alive,
+            reminded: false,
         }
     }
 
@@ -121,6 +124,8 @@ pub(super) struct Remote {
     pub(super) last_invalid: Option<Instant>,
     /// A HELLO held back by the backoff, and when to send it.
     pub(super) hello_due: Option<Instant>,
+    /// We reacted to an INVALID and the server has not answered a PING since our HELLO.
+    pub(super) invalid_since_hello: bool,
     /// Redials for silence since we last heard from the server.
     pub(super) silent_redials: u32,
     /// Our digest and the server's when they last differed, and for how many PONGs in a row
@@ -145,6 +150,7 @@ impl Remote {
             invalid_streak: 0,
             last_invalid: None,
             hello_due: None,
+            invalid_since_hello: false,
             silent_redials: 0,
             digest_mismatch: None,
             digest_quiet_until: None,

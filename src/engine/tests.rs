@@ -961,21 +961,49 @@ fn repeated_invalids_hold_back_the_next_hello_instead_of_looping() {
         to_remote(&drain(&mut e), r),
         ["HELLO", "PUBLISH a=1", "PING"]
     );
-    // Another right after: held back (2 × 333 ms), not answered at once.
+    // More before the server has answered a PING sent after that HELLO: echoes of what we
+    // sent before it (one refusal, not many), so nothing is sent and nothing backs off.
     e.handle_remote_message(now + ms(10), r, Message::Invalid);
-    assert!(to_remote(&drain(&mut e), r).is_empty());
     e.handle_remote_message(now + ms(20), r, Message::Invalid);
+    assert!(to_remote(&drain(&mut e), r).is_empty());
+    // After its PONG, another INVALID: the server refuses us still; held back (2 × 333 ms).
+    e.handle_remote_message(now + ms(30), r, Message::Pong(None));
+    e.handle_remote_message(now + ms(40), r, Message::Invalid);
+    assert!(to_remote(&drain(&mut e), r).is_empty());
+    e.handle_remote_message(now + ms(50), r, Message::Invalid);
     assert!(
         to_remote(&drain(&mut e), r).is_empty(),
         "one HELLO is pending, not more"
     );
     e.handle_outbound_timeout(now + ms(600));
     assert!(!to_remote(&drain(&mut e), r).contains(&"HELLO".to_owned()));
-    e.handle_outbound_timeout(now + ms(676));
+    e.handle_outbound_timeout(now + ms(706));
     assert_eq!(to_remote(&drain(&mut e), r)[0], "HELLO");
     // After a quiet timeout, an INVALID is answered at once again.
+    e.handle_remote_message(now + ms(1000), r, Message::Pong(None));
     e.handle_remote_message(now + ms(3000), r, Message::Invalid);
     assert_eq!(to_remote(&drain(&mut e), r)[0], "HELLO");
+}
+
+#[test]
+fn an_expired_session_is_told_once_per_publish_burst_and_keeps_its_tuples() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    e.handle_client_message(now, client(1), hello());
+    e.handle_timeout(now + ms(1000));
+    drain(&mut e);
+    // A busy client that missed its PINGs goes on publishing: every tuple is kept, and only
+    // the first earns INVALID.
+    for i in 0..5 {
+        e.handle_client_message(now + ms(1100), client(1), plain(&format!("k{i}"), "v"));
+    }
+    assert_eq!(to_client(&drain(&mut e), &client(1)), ["INVALID"]);
+    assert_eq!(e.store().len(), 5);
+    // Its PINGs are reminded each time; its HELLO brings it back.
+    e.handle_client_message(now + ms(1200), client(1), Message::Ping(None));
+    assert_eq!(to_client(&drain(&mut e), &client(1)), ["INVALID"]);
+    e.handle_client_message(now + ms(1300), client(1), hello());
+    assert_eq!(e.connected_sessions(), 1);
 }
 
 #[test]
