@@ -234,7 +234,13 @@ struct ChildServer {
 impl ChildServer {
     fn start(bin: &Path, timeout: Option<Duration>) -> Result<Self> {
         let mut command = Command::new(bin);
-        command.args(["node", "--bind", "tcp://127.0.0.1:*", "--name", "under-test"]);
+        command.args([
+            "node",
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--name",
+            "under-test",
+        ]);
         if let Some(timeout) = timeout {
             command.arg(format!("--timeout={}ms", timeout.as_millis()));
         }
@@ -488,6 +494,29 @@ async fn run_lookups(args: LoadArgs, endpoint: String, end: Instant, shared: Arc
     while running.join_next().await.is_some() {}
 }
 
+/// Runs `step` for at most [`CHILD_WAIT`]: an overloaded node may not answer; says so on stderr.
+async fn within<T>(
+    what: &str,
+    step: impl Future<Output = Result<T, impl Into<anyhow::Error>>>,
+) -> Option<T> {
+    match tokio::time::timeout(CHILD_WAIT, step).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(error)) => {
+            eprintln!("load: {what}: {:#}", error.into());
+            None
+        }
+        Err(_) => {
+            eprintln!("load: {what}: no answer within {CHILD_WAIT:?}");
+            None
+        }
+    }
+}
+
+/// A figure, or `na` when it could not be measured (a node did not answer in time).
+fn or_na(figure: Option<impl std::fmt::Display>) -> String {
+    figure.map_or_else(|| "na".to_owned(), |figure| figure.to_string())
+}
+
 /// Polls until every node holds `want` tuples or `deadline` passes, saying how far it got
 /// every [`PROGRESS_EVERY`] seconds; returns how many nodes still lack some.
 async fn wait_all_hold(nodes: &[Node], want: usize, deadline: Instant) -> Result<usize> {
@@ -657,29 +686,40 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
 
     eprintln!("load: window over; letting the observer settle");
     let settling = Instant::now();
-    let (mut lost, mut extra);
-    loop {
-        (lost, extra) = compare(&observer.tuples().await?, &expected);
-        if (lost == 0 && extra == 0) || settling.elapsed() >= args.settle {
+    let mut observed = None;
+    while settling.elapsed() < args.settle {
+        observed = within("the observer's tuples", observer.tuples())
+            .await
+            .map(|held| compare(&held, &expected));
+        if observed.is_some_and(|(lost, extra)| lost + extra == 0) {
             break;
         }
         tokio::time::sleep(SETTLE_POLL).await;
     }
     let settle_s = settling.elapsed().as_secs_f64();
-    let fresh = Node::spawn(args.config("fresh"))?;
-    fresh.connect(&endpoint).await?;
-    if !fresh.wait_synced(LOOKUP_WAIT).await? {
-        eprintln!("load: the fresh client did not sync within {LOOKUP_WAIT:?}");
-    }
-    let (lost_fresh, extra_fresh) = compare(&fresh.tuples().await?, &expected);
+    let fresh = within("a fresh client's resync", async {
+        let fresh = Node::spawn(args.config("fresh"))?;
+        fresh.connect(&endpoint).await?;
+        if !fresh.wait_synced(LOOKUP_WAIT).await? {
+            eprintln!("load: the fresh client did not sync within {LOOKUP_WAIT:?}");
+        }
+        let held = fresh.tuples().await?;
+        fresh.kill().await?;
+        anyhow::Ok(compare(&held, &expected))
+    })
+    .await;
 
+    let mut asking = JoinSet::new();
+    for node in nodes {
+        asking.spawn(async move { within("a client's status", node.status()).await });
+    }
     let mut redials = 0;
-    for node in &nodes {
-        redials += node.status().await?.stats.redials;
+    while let Some(status) = asking.join_next().await {
+        redials += status?.map_or(0, |status| status.stats.redials);
     }
-    for node in nodes.iter().chain([&observer, &fresh]) {
-        node.kill().await?;
-    }
+    // The clients and the observer end as their last handles drop; the node under test says
+    // goodbye to nobody that matters any more.
+    drop(observer);
     observing.abort();
     server.stop().await?;
 
@@ -699,15 +739,20 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
     let updates = shared.updates.load(Ordering::Relaxed);
     let delivered = shared.delivered.load(Ordering::Relaxed);
     let misses = shared.lookup_misses.load(Ordering::Relaxed);
-    // "na" when the node under test did not answer STATUS in time.
     let delta = |name: &str| match (&before, &after) {
         (Some(before), Some(after)) => Some(after.get(name)?.saturating_sub(*before.get(name)?)),
         _ => None,
     };
-    let per_s = |name: &str| {
-        delta(name).map_or("na".to_owned(), |n| format!("{:.0}", n as f64 / measured))
-    };
-    let pass = short == 0 && verdict.flat && lost + lost_fresh + extra + extra_fresh == 0 && misses == 0;
+    let per_s = |name: &str| delta(name).map(|n| format!("{:.0}", n as f64 / measured));
+    let unverified = (total, total);
+    let (lost, extra) = observed.unwrap_or(unverified);
+    let (lost_fresh, extra_fresh) = fresh.unwrap_or(unverified);
+    let pass = short == 0
+        && verdict.flat
+        && observed.is_some()
+        && fresh.is_some()
+        && lost + lost_fresh + extra + extra_fresh == 0
+        && misses == 0;
 
     let mut report = Report::default();
     report
@@ -717,8 +762,8 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
         .add("ttl_s", args.ttl.as_secs_f64())
         .add("publishes", updates)
         .add("delivered", delivered)
-        .add("lost", lost)
-        .add("lost_fresh", lost_fresh)
+        .add("lost", or_na(observed.map(|_| lost)))
+        .add("lost_fresh", or_na(fresh.map(|_| lost_fresh)))
         .add("extra", extra + extra_fresh)
         .add("lookups", shared.lookups.load(Ordering::Relaxed))
         .add("lookup_misses", misses)
@@ -739,12 +784,9 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
         .add("rss_growth_pct", format!("{:.1}", verdict.growth_pct))
         .add("rss", if verdict.flat { "flat" } else { "growing" })
         .add("server_cpu_pct", format!("{:.0}", cpu * 100.0 / measured))
-        .add("server_in_per_s", per_s("publish_received"))
-        .add("server_out_per_s", per_s("publish_sent"))
-        .add(
-            "sessions_expired",
-            delta("sessions_expired").map_or("na".to_owned(), |n| n.to_string()),
-        )
+        .add("server_in_per_s", or_na(per_s("publish_received")))
+        .add("server_out_per_s", or_na(per_s("publish_sent")))
+        .add("sessions_expired", or_na(delta("sessions_expired")))
         .add("redials", redials)
         .add("lagged", shared.lagged.load(Ordering::Relaxed))
         .add("setup_s", format!("{setup_s:.1}"))
