@@ -522,16 +522,28 @@ fn or_na(figure: Option<impl std::fmt::Display>) -> String {
 async fn wait_all_hold(nodes: &[Node], want: usize, deadline: Instant) -> Result<usize> {
     let started = Instant::now();
     let mut said = 0;
-    let mut waiting: Vec<&Node> = nodes.iter().collect();
+    let mut waiting = nodes.to_vec();
     while !waiting.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(SETTLE_POLL).await;
-        let mut still = Vec::with_capacity(waiting.len());
+        // All at once and bounded: one busy node must not hold up the others or the deadline.
+        let mut asking = JoinSet::new();
         for node in waiting {
-            if node.status().await?.tuples < want {
-                still.push(node);
+            let node = node.clone();
+            asking.spawn(async move {
+                let status = tokio::time::timeout(SETTLE_POLL * 5, node.status()).await;
+                (
+                    node,
+                    matches!(status, Ok(Ok(status)) if status.tuples >= want),
+                )
+            });
+        }
+        waiting = Vec::with_capacity(asking.len());
+        while let Some(answer) = asking.join_next().await {
+            let (node, holds) = answer?;
+            if !holds {
+                waiting.push(node);
             }
         }
-        waiting = still;
         let waited = started.elapsed().as_secs();
         if waited / PROGRESS_EVERY > said {
             said = waited / PROGRESS_EVERY;
