@@ -22,21 +22,21 @@
 //!   client syncs and must hold the same. Missing or stale tuples count as lost.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{Process, Report, XorShift};
 use crate::node::{Event, Events, EventsError, parse_duration};
 use crate::{Config, Node};
+use server::Server;
+
+mod server;
 
 /// How long a lookup client may take to sync before its lookup counts as a miss (`zgossip
 /// lookup` waits 2 s by default; a loaded node gets more).
@@ -51,7 +51,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 const SETTLE_POLL: Duration = Duration::from_millis(200);
 /// The observer's event buffer: it must not lag during the initial C×S burst.
 const OBSERVER_EVENTS: usize = 1 << 17;
-/// How long the child node gets to answer a pipe command, and to stop after `$TERM`.
+/// How long any node, the child included, gets to answer, and the child to stop after `$TERM`.
 const CHILD_WAIT: Duration = Duration::from_secs(30);
 /// Misses described on stderr (the rest are only counted).
 const MISSES_SHOWN: u64 = 5;
@@ -158,164 +158,6 @@ struct Shared {
     lookup_times: Mutex<Vec<Duration>>,
 }
 
-/// The node under test.
-enum Server {
-    /// A `zgossip node` child process, driven through its pipe on stdin and stdout.
-    Child(ChildServer),
-    /// A node in this process.
-    InProcess(Node),
-}
-
-impl Server {
-    /// Starts the node under test listening on a free loopback port; returns it and its
-    /// endpoint.
-    async fn start(args: &LoadArgs) -> Result<(Server, String)> {
-        if args.in_process {
-            let node = Node::spawn(args.config("under-test"))?;
-            let endpoint = node.bind("tcp://127.0.0.1:*").await?;
-            return Ok((Server::InProcess(node), endpoint));
-        }
-        let bin = match &args.server_bin {
-            Some(bin) => bin.clone(),
-            None => std::env::current_exe().context("finding this executable")?,
-        };
-        let mut child = ChildServer::start(&bin, args.server_timeout)?;
-        let port = child.ask("PORT").await?;
-        Ok((Server::Child(child), format!("tcp://127.0.0.1:{port}")))
-    }
-
-    fn process(&self) -> Process {
-        match self {
-            Server::Child(child) => Process::Pid(child.child.id()),
-            Server::InProcess(_) => Process::Current,
-        }
-    }
-
-    /// Its `STATUS detail` figures by name.
-    async fn detail(&mut self) -> Result<HashMap<String, u64>> {
-        let line = match self {
-            Server::Child(child) => child.ask("STATUS detail").await?,
-            Server::InProcess(node) => node.status().await?.detail(),
-        };
-        Ok(line
-            .split_whitespace()
-            .filter_map(|field| {
-                let (name, value) = field.split_once('=')?;
-                Some((name.to_owned(), value.parse().ok()?))
-            })
-            .collect())
-    }
-
-    /// [`Server::detail`], or `None` (said on stderr) when it does not answer: an overloaded
-    /// node's pipe lags behind its events.
-    async fn figures(&mut self) -> Option<HashMap<String, u64>> {
-        self.detail()
-            .await
-            .inspect_err(|error| eprintln!("load: no figures from the node under test: {error:#}"))
-            .ok()
-    }
-
-    async fn stop(self) -> Result<()> {
-        match self {
-            Server::Child(child) => child.stop().await,
-            Server::InProcess(node) => Ok(node.shutdown().await?),
-        }
-    }
-}
-
-/// `zgossip node` as a child: its stdin takes pipe commands; a thread reads its stdout,
-/// passing replies on and dropping events, so the pipe never fills.
-struct ChildServer {
-    child: Child,
-    stdin: ChildStdin,
-    replies: mpsc::UnboundedReceiver<String>,
-}
-
-impl ChildServer {
-    fn start(bin: &Path, timeout: Option<Duration>) -> Result<Self> {
-        let mut command = Command::new(bin);
-        command.args([
-            "node",
-            "--bind",
-            "tcp://127.0.0.1:*",
-            "--name",
-            "under-test",
-        ]);
-        if let Some(timeout) = timeout {
-            command.arg(format!("--timeout={}ms", timeout.as_millis()));
-        }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {} node", bin.display()))?;
-        let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
-            (Some(stdin), Some(stdout)) => (stdin, stdout),
-            _ => bail!("no pipes to the node under test"),
-        };
-        let (replies_in, replies) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
-            .name("load-server-stdout".into())
-            .spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let reply = ["PORT ", "STATUS ", "ERROR "]
-                        .iter()
-                        .any(|word| line.starts_with(word));
-                    if reply && replies_in.send(line).is_err() {
-                        break;
-                    }
-                }
-            })
-            .context("starting the stdout reader")?;
-        Ok(Self {
-            child,
-            stdin,
-            replies,
-        })
-    }
-
-    /// Sends one command; returns its reply after the reply's first word.
-    async fn ask(&mut self, command: &str) -> Result<String> {
-        writeln!(self.stdin, "{command}")
-            .and_then(|()| self.stdin.flush())
-            .with_context(|| format!("sending {command} to the node under test"))?;
-        let line = tokio::time::timeout(CHILD_WAIT, self.replies.recv())
-            .await
-            .with_context(|| format!("no answer to {command} within {CHILD_WAIT:?}"))?
-            .context("the node under test has exited")?;
-        match line.split_once(' ') {
-            Some(("ERROR", why)) => bail!("{command}: {why}"),
-            Some((_, rest)) => Ok(rest.to_owned()),
-            None => bail!("{command}: odd reply {line:?}"),
-        }
-    }
-
-    async fn stop(mut self) -> Result<()> {
-        // Dropping self kills the child if it is still running after this.
-        writeln!(self.stdin, "$TERM").context("stopping the node under test")?;
-        let deadline = Instant::now() + CHILD_WAIT;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                if !status.success() {
-                    bail!("the node under test exited with {status}");
-                }
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        bail!("the node under test did not stop within {CHILD_WAIT:?}")
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// Resident memory of the node under test, one sample a second from the start of the window.
 #[derive(Debug, Default)]
 struct RssSamples {
@@ -356,12 +198,13 @@ impl RssSamples {
     }
 }
 
-/// The `fraction` quantile (nearest rank) of sorted durations, in milliseconds.
-fn quantile_ms(sorted: &[Duration], fraction: f64) -> f64 {
+/// The `fraction` quantile (nearest rank) of sorted durations, in milliseconds with
+/// `decimals`; `None` when there are none.
+fn quantile_ms(sorted: &[Duration], fraction: f64, decimals: usize) -> Option<String> {
     let rank = (fraction * sorted.len() as f64).ceil() as usize;
     sorted
         .get(rank.saturating_sub(1))
-        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        .map(|d| format!("{:.decimals$}", d.as_secs_f64() * 1000.0))
 }
 
 /// Tuples of `expected` that `held` lacks or holds with another value, and keys held that are
@@ -783,13 +626,10 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
             "lookups_skipped",
             shared.lookups_skipped.load(Ordering::Relaxed),
         )
-        .add("p50_ms", format!("{:.2}", quantile_ms(&latencies, 0.50)))
-        .add("p99_ms", format!("{:.2}", quantile_ms(&latencies, 0.99)))
-        .add("max_ms", format!("{:.2}", quantile_ms(&latencies, 1.0)))
-        .add(
-            "lookup_p99_ms",
-            format!("{:.1}", quantile_ms(&lookup_times, 0.99)),
-        )
+        .add("p50_ms", or_na(quantile_ms(&latencies, 0.50, 2)))
+        .add("p99_ms", or_na(quantile_ms(&latencies, 0.99, 2)))
+        .add("max_ms", or_na(quantile_ms(&latencies, 1.0, 2)))
+        .add("lookup_p99_ms", or_na(quantile_ms(&lookup_times, 0.99, 1)))
         .add("rss_warm_kb", verdict.warm_kb)
         .add("rss_end_kb", verdict.end_kb)
         .add("rss_max_kb", verdict.max_kb)
@@ -838,10 +678,10 @@ mod tests {
     #[test]
     fn quantiles_take_the_nearest_rank() {
         let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert!((quantile_ms(&sorted, 0.5) - 50.0).abs() < 1e-9);
-        assert!((quantile_ms(&sorted, 0.99) - 99.0).abs() < 1e-9);
-        assert!((quantile_ms(&sorted, 1.0) - 100.0).abs() < 1e-9);
-        assert!(quantile_ms(&[], 0.99).abs() < 1e-9);
+        assert_eq!(quantile_ms(&sorted, 0.5, 1).as_deref(), Some("50.0"));
+        assert_eq!(quantile_ms(&sorted, 0.99, 2).as_deref(), Some("99.00"));
+        assert_eq!(quantile_ms(&sorted, 1.0, 0).as_deref(), Some("100"));
+        assert_eq!(quantile_ms(&[], 0.99, 1), None);
     }
 
     #[test]
