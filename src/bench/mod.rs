@@ -1,6 +1,7 @@
 //! `zgossip bench`: two workloads that run many nodes in this process and time how fast tuples
 //! spread, so the numbers can be set beside CZMQ's (`scripts/bench/czmq_bench.c` runs the same
-//! workloads on libczmq's zgossip; `scripts/bench-vs-czmq` runs both).
+//! workloads on libczmq's zgossip; `scripts/bench-vs-czmq` runs both), and a load test of one
+//! node under many leased clients and lookups (`load`, in [`load`]).
 //!
 //! - `chain`: N nodes, node i-1 CONNECTs to node i; T tuples are published at node 0; the time
 //!   until the last node holds all T.
@@ -10,9 +11,10 @@
 //!   costs.
 //!
 //! Each run prints exactly one line on stdout, `key=value` fields separated by spaces
-//! ([`parse_result_line`] reads it back); progress goes to stderr. Waiting is done by polling
-//! STATUS every millisecond or so: a node answers between two messages, so the measurement is
-//! at most a poll interval late and costs the nodes next to nothing.
+//! ([`parse_result_line`] reads back those of `chain` and `mesh`, all numbers); progress goes to
+//! stderr. Waiting is done by polling STATUS every millisecond or so: a node answers between two
+//! messages, so the measurement is at most a poll interval late and costs the nodes next to
+//! nothing.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -25,6 +27,8 @@ use tokio::task::JoinSet;
 
 use crate::rng::XorShift;
 use crate::{Config, Node};
+
+pub mod load;
 
 /// How often the node being waited on is asked for its STATUS.
 const POLL_INTERVAL: Duration = Duration::from_millis(1);
@@ -47,6 +51,9 @@ pub enum Bench {
     Chain(ChainArgs),
     /// N nodes, each dialing D random earlier ones; S services; time until all hold all S.
     Mesh(MeshArgs),
+    /// One node under test; C tcp clients each publish and refresh S leased services while
+    /// lookups run; latency through one hop, lookup misses, lost tuples, the node's RSS.
+    Load(load::LoadArgs),
 }
 
 /// Which transport the nodes use to reach each other.
@@ -158,6 +165,7 @@ pub async fn run(bench: Bench) -> Result<()> {
     let report = match bench {
         Bench::Chain(args) => chain(&args).await?,
         Bench::Mesh(args) => mesh(&args).await?,
+        Bench::Load(args) => load::load(&args).await?,
     };
     println!("{report}");
     Ok(())
@@ -289,7 +297,7 @@ pub async fn chain(args: &ChainArgs) -> Result<Report> {
     let (Some(first), Some(last)) = (nodes.first(), nodes.last()) else {
         bail!("no nodes");
     };
-    let cpu_before = cpu_seconds()?;
+    let cpu_before = Process::Current.cpu_seconds()?;
     let started = Instant::now();
     let mut publishers = JoinSet::new();
     for worker in 0..CHAIN_PUBLISHERS {
@@ -312,7 +320,7 @@ pub async fn chain(args: &ChainArgs) -> Result<Report> {
     );
     let held = wait_for_tuples(last, tuples, started + timeout).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds()? - cpu_before;
+    let cpu = Process::Current.cpu_seconds()? - cpu_before;
     if held < tuples {
         bail!("the last node holds {held} of {tuples} tuples after {timeout:?}");
     }
@@ -330,7 +338,7 @@ pub async fn chain(args: &ChainArgs) -> Result<Report> {
         .add("publish_sent", sent)
         .add(
             "peak_rss_mb",
-            format!("{:.1}", peak_rss_kb()? as f64 / 1024.0),
+            format!("{:.1}", Process::Current.peak_rss_kb()? as f64 / 1024.0),
         );
     Ok(report)
 }
@@ -349,7 +357,7 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
     let endpoints = Endpoints::new(args.transport, "mesh")?;
     let mut rng = XorShift::new(args.seed);
 
-    let rss_before = rss_kb()?;
+    let rss_before = Process::Current.rss_kb()?;
     let spawning = Instant::now();
     let mut config = Config::default();
     if let Some(timeout) = args.server_timeout {
@@ -366,7 +374,7 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
     }
     wait_for_links(&nodes, links, timeout).await?;
     tokio::time::sleep(SETTLE).await;
-    let rss_idle = rss_kb()?;
+    let rss_idle = Process::Current.rss_kb()?;
     let idle_kb_per_node = rss_idle.saturating_sub(rss_before) as f64 / count as f64;
     eprintln!(
         "mesh: {count} nodes, {links} links up in {:.2}s; {idle_kb_per_node:.1} KB per idle node; announcing {services} services",
@@ -378,7 +386,7 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
     } else {
         rng.distinct_below(count, services)
     };
-    let cpu_before = cpu_seconds()?;
+    let cpu_before = Process::Current.cpu_seconds()?;
     let started = Instant::now();
     let mut publishers = JoinSet::new();
     for index in announcers {
@@ -421,7 +429,7 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
         tokio::time::sleep(POLL_INTERVAL).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds()? - cpu_before;
+    let cpu = Process::Current.cpu_seconds()? - cpu_before;
 
     let (mut sent, mut redials, mut expired) = (0, 0, 0);
     for node in &nodes {
@@ -444,47 +452,70 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
         .add("sessions_expired", expired)
         .add("publish_s", format!("{:.4}", published.as_secs_f64()))
         .add("idle_rss_mb", format!("{:.1}", rss_idle as f64 / 1024.0))
-        .add("rss_mb", format!("{:.1}", rss_kb()? as f64 / 1024.0))
+        .add(
+            "rss_mb",
+            format!("{:.1}", Process::Current.rss_kb()? as f64 / 1024.0),
+        )
         .add(
             "peak_rss_mb",
-            format!("{:.1}", peak_rss_kb()? as f64 / 1024.0),
+            format!("{:.1}", Process::Current.peak_rss_kb()? as f64 / 1024.0),
         );
     Ok(report)
 }
 
-/// This process's resident memory now, in KB (`VmRSS`: what `/proc/self/statm` counts in pages).
-fn rss_kb() -> Result<u64> {
-    proc_status_kb("VmRSS:")
+/// A process whose `/proc` entries are read: this one, or another by pid (`bench load` watches
+/// the node under test in its own process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Process {
+    /// This process.
+    Current,
+    /// Another process.
+    Pid(u32),
 }
 
-/// The most resident memory this process has had, in KB (`VmHWM`).
-fn peak_rss_kb() -> Result<u64> {
-    proc_status_kb("VmHWM:")
-}
+impl Process {
+    fn file(self, name: &str) -> String {
+        match self {
+            Process::Current => format!("/proc/self/{name}"),
+            Process::Pid(pid) => format!("/proc/{pid}/{name}"),
+        }
+    }
 
-/// CPU time this process has used, user and system, in seconds (from `/proc/self/stat`, whose
-/// clock ticks are Linux's fixed USER_HZ of 100).
-fn cpu_seconds() -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
-    // The command name may hold spaces; the fields after it are plain numbers.
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line; after the name, field 3 is index 0.
-    let ticks = |index: usize| -> Result<f64> {
-        let field = fields.get(index).context("short /proc/self/stat")?;
-        Ok(field.parse::<u64>().context("bad /proc/self/stat")? as f64)
-    };
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
-}
+    /// Resident memory now, in KB (`VmRSS`: what `statm` counts in pages).
+    pub(crate) fn rss_kb(self) -> Result<u64> {
+        self.status_kb("VmRSS:")
+    }
 
-fn proc_status_kb(field: &str) -> Result<u64> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no {field} in /proc/self/status"))
+    /// The most resident memory the process has had, in KB (`VmHWM`).
+    pub(crate) fn peak_rss_kb(self) -> Result<u64> {
+        self.status_kb("VmHWM:")
+    }
+
+    /// CPU time used, user and system, in seconds (from `stat`, whose clock ticks are Linux's
+    /// fixed USER_HZ of 100).
+    pub(crate) fn cpu_seconds(self) -> Result<f64> {
+        let path = self.file("stat");
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        // The command name may hold spaces; the fields after it are plain numbers.
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line; after the name, field 3 is index 0.
+        let ticks = |index: usize| -> Result<f64> {
+            let field = fields.get(index).context("short stat file")?;
+            Ok(field.parse::<u64>().context("bad stat file")? as f64)
+        };
+        Ok((ticks(11)? + ticks(12)?) / 100.0)
+    }
+
+    fn status_kb(self, field: &str) -> Result<u64> {
+        let path = self.file("status");
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {field} in {path}"))
+    }
 }
 
 #[cfg(test)]
@@ -529,8 +560,11 @@ mod tests {
 
     #[test]
     fn memory_is_readable_here() {
-        assert!(rss_kb().unwrap_or(0) > 0);
-        assert!(peak_rss_kb().unwrap_or(0) >= rss_kb().unwrap_or(u64::MAX) / 2);
-        assert!(cpu_seconds().is_ok());
+        assert!(Process::Current.rss_kb().unwrap_or(0) > 0);
+        assert!(
+            Process::Current.peak_rss_kb().unwrap_or(0)
+                >= Process::Current.rss_kb().unwrap_or(u64::MAX) / 2
+        );
+        assert!(Process::Current.cpu_seconds().is_ok());
     }
 }
