@@ -76,6 +76,8 @@ impl Actor {
         self.serve().instrument(span)
     }
 
+    // Not an `async fn`: that would keep the actor both as its argument and as a local.
+    #[allow(clippy::manual_async_fn)]
     fn serve(mut self) -> impl std::future::Future<Output = ()> {
         async move {
             let terminate = loop {
