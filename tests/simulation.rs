@@ -143,13 +143,7 @@ impl Sim {
                 return started.elapsed();
             };
             if started.elapsed() > within {
-                let held: Tuples = self
-                    .node(index)
-                    .tuples()
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .collect();
+                let held = self.held(index).await;
                 let missing: Vec<_> = expected.keys().filter(|k| !held.contains_key(*k)).collect();
                 let extra: Vec<_> = held.keys().filter(|k| !expected.contains_key(*k)).collect();
                 panic!(
@@ -168,15 +162,13 @@ impl Sim {
         }
     }
 
+    async fn held(&self, index: usize) -> Tuples {
+        let tuples = self.node(index).tuples().await.unwrap();
+        tuples.into_iter().collect()
+    }
+
     async fn differs(&self, index: usize, expected: &Tuples) -> bool {
-        let held: Tuples = self
-            .node(index)
-            .tuples()
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
-        held != *expected
+        self.held(index).await != *expected
     }
 
     /// The sum of one counter over the live nodes.
