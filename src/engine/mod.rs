@@ -33,6 +33,13 @@ pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// The longest a remote holds back its HELLO after repeated INVALIDs.
 const MAX_HELLO_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How long a HELLO is held back after `doublings` failures in a row: `base` doubled that many
+/// times, at most [`MAX_HELLO_BACKOFF`]. Shared by INVALID streaks and silent redials.
+fn hello_backoff(base: Duration, doublings: u32) -> Duration {
+    base.saturating_mul(1 << doublings.min(16))
+        .min(MAX_HELLO_BACKOFF)
+}
+
 /// PONGs in a row whose digest differs from ours, the same way each time, before a remote
 /// resyncs: a difference that stays while neither store changes is a copy that went missing.
 const DIGEST_PATIENCE: u32 = 3;
@@ -613,13 +620,8 @@ impl Engine {
         // nowhere, so they come further apart.
         let held_back = match remote.silent_redials {
             0 | 1 => None,
-            n => Some(
-                self.config
-                    .ping_interval()
-                    .saturating_mul(1 << (n - 2).min(16)),
-            ),
+            n => Some(hello_backoff(self.config.ping_interval(), n - 2)),
         };
-        let held_back = held_back.map(|wait| wait.min(MAX_HELLO_BACKOFF));
         remote.hello_due = held_back.map(|wait| now + wait);
         // After a silence, a connection is not an answer: the server stays dead until it talks.
         let answer_pending = remote.silent_redials > 0;
@@ -1143,8 +1145,7 @@ impl Engine {
             self.send_hello(now, id);
             return;
         }
-        let shift = remote.invalid_streak.min(16);
-        let wait = base.saturating_mul(1 << shift).min(MAX_HELLO_BACKOFF);
+        let wait = hello_backoff(base, remote.invalid_streak);
         warn!(endpoint = %remote.endpoint, ?wait, "server keeps saying INVALID; holding back the next HELLO");
         remote.hello_due = Some(now + wait);
     }
