@@ -4,7 +4,7 @@
 //! be reached), 2 bad usage (flags, endpoints, config file). `keygen` prints a fresh CURVE
 //! keypair for a config file's `[curve]` section.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -142,6 +142,8 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal; a log file or CI gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_env("ZGOSSIP_LOG")
                 .unwrap_or_else(|_| EnvFilter::new(default_level)),

@@ -65,6 +65,12 @@ def send(dealer, frame):
         pass
 
 
+def log(line):
+    """Diagnostics on stderr, which the tests quote when one fails."""
+    sys.stderr.write(f"{time.monotonic():.3f} {line}\n")
+    sys.stderr.flush()
+
+
 def say(line):
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
@@ -101,6 +107,7 @@ class Peer:
         dealer.curve_secretkey = self.secret_key
         dealer.curve_serverkey = server_key.encode()
         dealer.connect(endpoint)
+        log(f"dialled {endpoint}")
         self.poller.register(dealer, zmq.POLLIN)
         self.dealers.append(dealer)
         self.hello(dealer)
@@ -132,10 +139,12 @@ class Peer:
         if kind == PING:
             self.router.send_multipart([session, message(PONG)])
         elif kind == HELLO:
+            log(f"HELLO from {session.hex()}; sending {len(self.tuples)} tuples")
             self.sessions.add(session)
             for k, v in self.tuples.items():
                 self.router.send_multipart([session, publish(k, v)])
         elif session not in self.sessions:
+            log(f"{kind} from {session.hex()} before HELLO; INVALID")
             self.router.send_multipart([session, message(INVALID)])
         elif kind == PUBLISH:
             self.accept(key, value, session)
@@ -148,6 +157,7 @@ class Peer:
         if kind == PUBLISH:
             self.accept(key, value, dealer)
         elif kind == INVALID:
+            log("INVALID from a server; HELLO again")
             self.hello(dealer)
 
     def on_line(self, line):

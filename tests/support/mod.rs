@@ -51,6 +51,9 @@ const TERM_GRACE: Duration = Duration::from_secs(3);
 /// How many recent lines a failure message shows.
 const HISTORY_SHOWN: usize = 30;
 
+/// How many lines of a peer's stderr file a failure quotes.
+const STDERR_SHOWN: usize = 60;
+
 /// The C reference peer's source, relative to the crate root.
 const PEER_SOURCE: &str = "tests/czmq/zgossip_peer.c";
 
@@ -174,6 +177,10 @@ impl LinePeer {
                 let file = File::create(path)
                     .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
                 command.stderr(file);
+                // A file costs the test nothing to read, and a failure in CI is read only there.
+                if std::env::var_os("ZGOSSIP_LOG").is_none() {
+                    command.env("ZGOSSIP_LOG", "zgossip=debug");
+                }
             }
             None => {
                 command.stderr(Stdio::inherit());
@@ -470,7 +477,16 @@ impl LinePeer {
             Err(e) => report.push_str(&format!("the process state is unknown: {e}\n")),
         }
         if let Some(path) = &self.stderr_file {
-            report.push_str(&format!("its stderr is in {}\n", path.display()));
+            report.push_str(&format!("its stderr is in {}", path.display()));
+            let text = fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let shown = &lines[lines.len().saturating_sub(STDERR_SHOWN)..];
+            report.push_str(&format!(", its last {} lines:\n", shown.len()));
+            for line in shown {
+                report.push_str("    ");
+                report.push_str(line);
+                report.push('\n');
+            }
         }
         report
     }
