@@ -237,3 +237,48 @@ async fn silent_server_is_redialled_with_a_fresh_hello() {
     );
     assert!(alpha.status().await.unwrap().stats.redials >= 1);
 }
+
+/// Our nodes send each other many tuples as BATCH frames (proto/zgp.md §7), over every
+/// transport: `middle` dials `sink`, then `source`; `source`'s resync of 3,000 tuples reaches
+/// `middle` (server to client), which forwards them to `sink` (client to server), each way in a
+/// few dozen frames instead of one per tuple.
+async fn large_stores_travel_in_batches(source_at: &str, sink_at: &str) {
+    const TUPLES: usize = 3000;
+    let source = node("source");
+    let source_at = source.bind(source_at).await.unwrap();
+    for n in 0..TUPLES {
+        let key = format!("tcp://10.1.0.{}:{n}", n % 250);
+        source.publish(&key, "svc").await.unwrap();
+    }
+    let sink = node("sink");
+    let sink_at = sink.bind(sink_at).await.unwrap();
+    let middle = node("middle");
+    middle.connect(&sink_at).await.unwrap();
+    // Synced: the sink has answered a PING, so it has hailed and reads BATCH.
+    assert!(middle.wait_synced(WAIT).await.unwrap());
+    middle.connect(&source_at).await.unwrap();
+    let last = format!("tcp://10.1.0.249:{}", TUPLES - 1);
+    wait_for(&sink, &last, "svc").await;
+    for (who, node) in [("middle", &middle), ("sink", &sink)] {
+        let status = node.status().await.unwrap();
+        assert_eq!(status.tuples, TUPLES, "{who}");
+        let batches = status.stats.batches_received;
+        assert!(
+            (1..=TUPLES as u64 / 20).contains(&batches),
+            "{who} got {TUPLES} tuples in {batches} batches"
+        );
+    }
+    for node in [middle, sink, source] {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_stores_travel_in_batches_over_tcp() {
+    large_stores_travel_in_batches("tcp://127.0.0.1:*", "tcp://127.0.0.1:*").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_stores_travel_in_batches_over_inproc() {
+    large_stores_travel_in_batches("inproc://batch-source", "inproc://batch-sink").await;
+}

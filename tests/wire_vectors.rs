@@ -114,6 +114,23 @@ fn good_vectors() -> Vec<(&'static str, Message)> {
             )),
         ),
         (
+            "batch_two.hex",
+            Message::Batch(vec![
+                Publish::new("a", "x"),
+                Publish::stamped(
+                    "svc",
+                    "orders",
+                    2000,
+                    &Stamp {
+                        version: 3,
+                        origin: 42,
+                        lease_seq: 7,
+                        withdrawn: false,
+                    },
+                ),
+            ]),
+        ),
+        (
             "publish_tombstone.hex",
             Message::Publish(Publish::stamped(
                 "svc",
@@ -143,7 +160,31 @@ fn bad_vectors() -> Vec<(&'static str, DecodeError)> {
                 version: 2,
             },
         ),
-        ("unknown_id.hex", DecodeError::UnknownId { id: 6 }),
+        ("unknown_id.hex", DecodeError::UnknownId { id: 7 }),
+        (
+            "batch_empty.hex",
+            DecodeError::Truncated {
+                message: "BATCH",
+                field: "entry",
+                offset: 4,
+            },
+        ),
+        (
+            "batch_entry_past_end.hex",
+            DecodeError::Truncated {
+                message: "BATCH",
+                field: "entry",
+                offset: 23,
+            },
+        ),
+        (
+            "batch_entry_truncated.hex",
+            DecodeError::Truncated {
+                message: "BATCH",
+                field: "value",
+                offset: 14,
+            },
+        ),
         ("truncated_header.hex", DecodeError::TooShort { len: 3 }),
         (
             "truncated_value.hex",

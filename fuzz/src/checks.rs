@@ -378,10 +378,9 @@ struct Harness {
     app_view: BTreeMap<String, String>,
     /// The keys the application owned when the step began.
     owned_before: BTreeSet<String>,
-    /// This step's PUBLISH from a peer: who sent it and its key, for the no-echo check.
-    published_by: Option<(Peer, Arc<str>)>,
-    /// The copy this step's PUBLISH from a remote carried.
-    last_received: Option<(Stamp, Arc<str>)>,
+    /// This step's PUBLISH (or BATCH) from a peer: who sent it and each key with the copy it
+    /// carried (`None` when its stamp is bad), for the no-echo check and the remotes' mirrors.
+    published_by: Option<(Peer, Vec<Received>)>,
     /// The settings in force, as the node would hold them, to validate a `SET` against.
     settings: Config,
 }
@@ -444,7 +443,6 @@ impl Harness {
             app_view: BTreeMap::new(),
             owned_before: BTreeSet::new(),
             published_by: None,
-            last_received: None,
             settings: Config {
                 server_timeout: SERVER_TIMEOUT,
                 tombstone_ttl: TOMBSTONE_TTL,
@@ -607,22 +605,23 @@ impl Harness {
 
     /// A copy is not sent back to the peer it came from (`proto/zgp.md` §6, §11).
     fn check_no_echo(&self, outputs: &[Output]) {
-        let Some((from, key)) = &self.published_by else {
+        let Some((from, received)) = &self.published_by else {
             return;
         };
+        let sent_by_them = |key: &Arc<str>| received.iter().any(|(k, _)| k == key);
         for output in outputs {
             let echo = match (output, from) {
                 (Output::ToClient(c, Message::Publish(p)), Peer::Client(f)) => {
-                    c == f && p.key == *key
+                    c == f && sent_by_them(&p.key)
                 }
                 (Output::ToRemote(r, Message::Publish(p)), Peer::Remote(f)) => {
-                    r == f && p.key == *key
+                    r == f && sent_by_them(&p.key)
                 }
                 _ => false,
             };
             assert!(
                 !echo,
-                "step {}: a PUBLISH of {key:?} from {from:?} was answered with {output:?}",
+                "step {}: a PUBLISH from {from:?} was answered with {output:?}",
                 self.step
             );
         }
@@ -630,28 +629,30 @@ impl Harness {
 
     /// A remote that sent us the copy we now hold has it: nothing need be sent back.
     fn note_kept_from_remote(&mut self) {
-        let Some((Peer::Remote(id), key)) = self.published_by.clone() else {
+        let Some((Peer::Remote(id), received)) = self.published_by.clone() else {
             return;
         };
-        let Some(entry) = self.engine.store().entry(&key) else {
-            return;
-        };
-        let copy = (entry.stamp, Arc::clone(&entry.value));
-        if self.last_received.as_ref() == Some(&copy) {
-            self.remote_model(id).mirror.insert(key, copy);
+        for (key, carried) in received {
+            let Some(entry) = self.engine.store().entry(&key) else {
+                continue;
+            };
+            let copy = (entry.stamp, Arc::clone(&entry.value));
+            if carried.as_ref() == Some(&copy) {
+                self.remote_model(id).mirror.insert(key, copy);
+            }
         }
     }
 
     fn note_keys(&mut self, message: &Message) {
-        if let Message::Publish(p) = message {
-            self.keys.insert(p.key.to_string());
+        for (key, _) in carried(message).unwrap_or_default() {
+            self.keys.insert(key.to_string());
         }
     }
 
     fn client_sends(&mut self, client: ClientId, received: Result<Message, String>) {
         self.clients_heard.insert(client.to_string());
-        if let Ok(Message::Publish(p)) = &received {
-            self.published_by = Some((Peer::Client(client.clone()), Arc::clone(&p.key)));
+        if let Ok(message) = &received {
+            self.published_by = carried(message).map(|r| (Peer::Client(client.clone()), r));
         }
         match received {
             Ok(message) => self.engine.handle_client_message(self.now, client, message),
@@ -660,12 +661,8 @@ impl Harness {
     }
 
     fn remote_sends(&mut self, remote: RemoteId, received: Result<Message, String>) {
-        self.last_received = None;
-        if let Ok(Message::Publish(p)) = &received {
-            self.published_by = Some((Peer::Remote(remote), Arc::clone(&p.key)));
-            if let Ok(stamp) = p.stamp() {
-                self.last_received = Some((stamp.unwrap_or_default(), Arc::clone(&p.value)));
-            }
+        if let Ok(message) = &received {
+            self.published_by = carried(message).map(|r| (Peer::Remote(remote), r));
         }
         match received {
             Ok(message) => self.engine.handle_remote_message(self.now, remote, message),
@@ -905,6 +902,25 @@ impl Harness {
                 );
             }
         }
+    }
+}
+
+/// A key a peer sent and the copy it carried (`None`: the stamp is bad).
+type Received = (Arc<str>, Option<(Stamp, Arc<str>)>);
+
+/// The tuples a PUBLISH or BATCH carries, in order; `None` for other messages.
+fn carried(message: &Message) -> Option<Vec<Received>> {
+    let one = |p: &Publish| {
+        let copy = p
+            .stamp()
+            .ok()
+            .map(|s| (s.unwrap_or_default(), Arc::clone(&p.value)));
+        (Arc::clone(&p.key), copy)
+    };
+    match message {
+        Message::Publish(p) => Some(vec![one(p)]),
+        Message::Batch(entries) => Some(entries.iter().map(one).collect()),
+        _ => None,
     }
 }
 

@@ -202,11 +202,13 @@ pub struct Stats {
     pub expired: u64,
     /// Resyncs a remote asked for because its store and the server's stayed different.
     pub digest_resyncs: u64,
+    /// BATCH frames received (their tuples count in `publish_received`).
+    pub batches_received: u64,
 }
 
 impl Stats {
     /// Every counter by name, for `STATUS detail` and logs.
-    pub fn pairs(&self) -> [(&'static str, u64); 15] {
+    pub fn pairs(&self) -> [(&'static str, u64); 16] {
         [
             ("malformed", self.malformed),
             ("invalid_sent", self.invalid_sent),
@@ -223,6 +225,7 @@ impl Stats {
             ("expired", self.expired),
             ("frames_too_large", self.frames_too_large),
             ("digest_resyncs", self.digest_resyncs),
+            ("batches_received", self.batches_received),
         ]
     }
 }
@@ -318,6 +321,18 @@ impl Engine {
     /// The endpoint a remote was created for.
     pub fn remote_endpoint(&self, id: RemoteId) -> Option<&str> {
         self.remotes.get(id.0 as usize).map(|r| r.endpoint.as_str())
+    }
+
+    /// Whether this client hailed, so is one of ours and reads BATCH (§7).
+    pub fn client_reads_batches(&self, client: &ClientId) -> bool {
+        self.sessions.get(client).is_some_and(|s| s.node.is_some())
+    }
+
+    /// Whether this remote's server hailed back, so is one of ours and reads BATCH (§7).
+    pub fn remote_reads_batches(&self, id: RemoteId) -> bool {
+        self.remotes
+            .get(id.0 as usize)
+            .is_some_and(|r| r.node.is_some())
     }
 
     /// Every peer and its state: remotes by endpoint, connected sessions by node id.
@@ -568,6 +583,20 @@ impl Engine {
                 self.on_publish(now, Origin::Client(client.clone()), publish);
                 self.remind(client, false);
             }
+            (SessionState::Connected | SessionState::Expired { .. }, Message::Batch(entries)) => {
+                self.stats.batches_received += 1;
+                let expired = state != SessionState::Connected;
+                for publish in entries {
+                    // A bad entry ends the session: the rest of the batch goes with it.
+                    if !self.sessions.contains_key(&client) {
+                        break;
+                    }
+                    self.on_publish(now, Origin::Client(client.clone()), publish);
+                }
+                if expired {
+                    self.remind(client, false);
+                }
+            }
             (_, other) => {
                 let why = format!("{} does not fit the session", other.id().name());
                 self.refuse(client, &why);
@@ -615,6 +644,8 @@ impl Engine {
         remote.connected = true;
         remote.last_heard = now;
         remote.hello_due = None;
+        // Whoever answers now may not be the node that hailed before: no BATCH until it hails.
+        remote.node = None;
         // A server that went silent again right after a redial (one that accepts connections
         // but never answers, or one across a partition): each HELLO with our whole store goes
         // nowhere, so they come further apart.
@@ -682,6 +713,12 @@ impl Engine {
         }
         match message {
             Message::Publish(publish) => self.on_publish(now, Origin::Remote(id), publish),
+            Message::Batch(entries) => {
+                self.stats.batches_received += 1;
+                for publish in entries {
+                    self.on_publish(now, Origin::Remote(id), publish);
+                }
+            }
             Message::Invalid => self.on_invalid(now, id),
             Message::Pong(_) => {}
             other => debug!(%endpoint, message = other.id().name(), "ignored from a server"),

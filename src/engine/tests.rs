@@ -44,6 +44,7 @@ fn summary(message: &Message) -> String {
         Message::Ping(hail) => control("PING", hail),
         Message::Pong(hail) => control("PONG", hail),
         Message::Invalid => "INVALID".into(),
+        Message::Batch(entries) => format!("BATCH of {}", entries.len()),
         Message::Publish(p) => {
             let stamp = p.stamp().unwrap().unwrap_or_default();
             let mut text = if stamp.withdrawn {
@@ -406,6 +407,108 @@ fn a_bad_stamp_costs_the_session() {
     assert_eq!(to_client(&drain(&mut e), &client(1)), ["INVALID"]);
     assert_eq!(e.store().len(), 0);
     assert_eq!(e.stats().malformed, 1);
+}
+
+// ---- BATCH (§7) ----
+
+fn batch(entries: &[Message]) -> Message {
+    let entries = entries
+        .iter()
+        .map(|m| match m {
+            Message::Publish(p) => p.clone(),
+            other => panic!("not a PUBLISH: {other:?}"),
+        })
+        .collect();
+    Message::Batch(entries)
+}
+
+#[test]
+fn a_batch_from_a_client_is_stored_and_forwarded_tuple_by_tuple() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    e.handle_client_message(now, client(1), Message::Hello(hail_of(7)));
+    e.handle_client_message(now, client(2), hello());
+    drain(&mut e);
+    e.handle_client_message(now, client(1), batch(&[plain("a", "1"), plain("b", "2")]));
+    let out = drain(&mut e);
+    assert_eq!(told(&out), ["DELIVER a 1", "DELIVER b 2"]);
+    assert_eq!(to_client(&out, &client(2)), ["PUBLISH a=1", "PUBLISH b=2"]);
+    assert!(to_client(&out, &client(1)).is_empty());
+    assert_eq!(e.stats().batches_received, 1);
+    assert_eq!(e.stats().publish_received, 2);
+}
+
+#[test]
+fn a_batch_before_hello_is_invalid_and_stores_nothing() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    e.handle_client_message(now, client(1), batch(&[plain("a", "1")]));
+    assert_eq!(to_client(&drain(&mut e), &client(1)), ["INVALID"]);
+    assert_eq!(e.store().len(), 0);
+}
+
+#[test]
+fn a_bad_entry_ends_the_session_and_the_rest_of_its_batch() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    e.handle_client_message(now, client(1), hello());
+    drain(&mut e);
+    let Message::Publish(mut bad) = plain("b", "2") else {
+        unreachable!()
+    };
+    bad.extension = Bytes::from_static(&[1, 0, 0]);
+    let entries = vec![Publish::new("a", "1"), bad, Publish::new("c", "3")];
+    e.handle_client_message(now, client(1), Message::Batch(entries));
+    let out = drain(&mut e);
+    assert_eq!(told(&out), ["DELIVER a 1"]);
+    assert_eq!(to_client(&out, &client(1)), ["INVALID"]);
+    assert_eq!(e.connected_sessions(), 0);
+}
+
+#[test]
+fn a_batch_from_a_server_is_applied_in_order() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    let r = e.add_remote(now, "inproc://up").unwrap();
+    e.handle_remote_connected(now, r);
+    drain(&mut e);
+    let entries = [
+        stamped("k", "old", 0, 1, 9, 0),
+        stamped("k", "new", 0, 2, 9, 0),
+    ];
+    e.handle_remote_message(now, r, batch(&entries));
+    assert_eq!(told(&drain(&mut e)), ["DELIVER k old", "CHANGE k new"]);
+    assert_eq!(
+        e.store().entry("k").map(|t| t.value.to_string()),
+        Some("new".into())
+    );
+}
+
+#[test]
+fn batches_go_only_to_peers_that_hailed() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    e.handle_client_message(now, client(1), Message::Hello(hail_of(7)));
+    e.handle_client_message(now, client(2), hello());
+    let r = e.add_remote(now, "inproc://up").unwrap();
+    e.handle_remote_connected(now, r);
+    assert!(e.client_reads_batches(&client(1)));
+    assert!(
+        !e.client_reads_batches(&client(2)),
+        "CZMQ clients never hail"
+    );
+    assert!(
+        !e.remote_reads_batches(r),
+        "not before the server hails back"
+    );
+    e.handle_remote_message(now, r, Message::Pong(hail_of(8)));
+    assert!(e.remote_reads_batches(r));
+    e.handle_remote_disconnected(r);
+    e.handle_remote_connected(now, r);
+    assert!(
+        !e.remote_reads_batches(r),
+        "a new connection hails again first"
+    );
 }
 
 #[test]

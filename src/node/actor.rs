@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::batch::{Batches, Dest};
 use super::{Command, Config, ConfigError, Error, Event, Status, TupleInfo, parse_duration};
 use crate::engine::{ClientId, Engine, Output, RemoteId, node_name};
 use crate::transport::curve::CurveKey;
@@ -44,6 +45,8 @@ pub(super) struct Actor {
     /// The PUBLISH last encoded during this flush and its frame: the engine forwards one copy
     /// to every peer as consecutive outputs, so it is encoded once and the frame shared.
     last_publish: Option<(Message, Bytes)>,
+    /// PUBLISHes held back during a flush, to go out as BATCH frames.
+    batches: Batches,
 }
 
 fn now() -> Instant {
@@ -54,6 +57,7 @@ impl Actor {
     pub(super) fn new(config: Config, commands: mpsc::Receiver<Command>) -> Self {
         let node_id = config.node_id.unwrap_or_else(super::random_node_id);
         let label = config.name.clone().unwrap_or_else(|| node_name(node_id));
+        let batches = Batches::new(config.max_message_bytes);
         Self {
             engine: Engine::new(config.engine(node_id)),
             inproc: Inproc::new(config.limits(), &label, config.faults.clone()),
@@ -66,6 +70,7 @@ impl Actor {
             port: 0,
             verbose: false,
             last_publish: None,
+            batches,
         }
     }
 
@@ -392,11 +397,55 @@ impl Actor {
             match output {
                 Output::ToClient(client, message) => self.send_to_client(client, &message),
                 Output::ToRemote(remote, message) => self.send_to_remote(remote, &message),
-                Output::Redial(remote) => self.redial(remote),
+                Output::Redial(remote) => {
+                    self.release(&Dest::Remote(remote));
+                    self.redial(remote);
+                }
                 Output::Event(event) => self.tell(event),
             }
         }
+        if !self.batches.is_empty() {
+            let held: Vec<(Dest, Bytes)> = self.batches.drain().collect();
+            for (dest, frame) in held {
+                self.deliver(dest, frame);
+            }
+        }
         self.last_publish = None;
+    }
+
+    /// Sends what is held back for `dest` (before a message that must not overtake it).
+    fn release(&mut self, dest: &Dest) {
+        if let Some(frame) = self.batches.take(dest) {
+            self.deliver(dest.clone(), frame);
+        }
+    }
+
+    /// Sends `message` to `dest`, holding a PUBLISH back for a BATCH when the peer reads them.
+    fn send(&mut self, dest: Dest, message: &Message) {
+        let frame = match self.encode(message) {
+            Ok(frame) => frame,
+            Err(error) => return warn!(%error, "cannot encode a message"),
+        };
+        let batched = matches!(message, Message::Publish(_))
+            && match &dest {
+                Dest::Client(client) => self.engine.client_reads_batches(client),
+                Dest::Remote(remote) => self.engine.remote_reads_batches(*remote),
+            };
+        if !batched {
+            self.release(&dest);
+            return self.deliver(dest, frame);
+        }
+        let (held, alone) = self.batches.push(dest.clone(), frame);
+        for frame in held.into_iter().chain(alone) {
+            self.deliver(dest.clone(), frame);
+        }
+    }
+
+    fn deliver(&mut self, dest: Dest, frame: Bytes) {
+        match dest {
+            Dest::Client(client) => self.deliver_to_client(client, frame),
+            Dest::Remote(remote) => self.deliver_to_remote(remote, frame),
+        }
     }
 
     /// A message's frame; a PUBLISH that is the same copy as the last one reuses its frame.
@@ -421,10 +470,17 @@ impl Actor {
         if self.verbose {
             info!(to = ?client, ?message, "send");
         }
-        let frame = match self.encode(message) {
-            Ok(frame) => frame,
-            Err(error) => return warn!(%error, "cannot encode a message"),
-        };
+        self.send(Dest::Client(client), message);
+    }
+
+    fn send_to_remote(&mut self, remote: RemoteId, message: &Message) {
+        if self.verbose {
+            info!(to = self.engine.remote_endpoint(remote), ?message, "send");
+        }
+        self.send(Dest::Remote(remote), message);
+    }
+
+    fn deliver_to_client(&mut self, client: ClientId, frame: Bytes) {
         match &client {
             ClientId::Inproc(n) => match self.inproc.send_to_client(*n, frame) {
                 Sent::Queued => {}
@@ -439,14 +495,7 @@ impl Actor {
         }
     }
 
-    fn send_to_remote(&mut self, remote: RemoteId, message: &Message) {
-        if self.verbose {
-            info!(to = self.engine.remote_endpoint(remote), ?message, "send");
-        }
-        let frame = match self.encode(message) {
-            Ok(frame) => frame,
-            Err(error) => return warn!(%error, "cannot encode a message"),
-        };
+    fn deliver_to_remote(&mut self, remote: RemoteId, frame: Bytes) {
         match self.routes.get(remote.0 as usize) {
             Some(Route::Inproc) => match self.inproc.send_to_server(remote, frame) {
                 Sent::Queued | Sent::NotConnected => {}

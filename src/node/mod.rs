@@ -3,6 +3,7 @@
 //! the CZMQ-style string commands over the same handle.
 
 mod actor;
+mod batch;
 mod config;
 mod file;
 mod pipe;

@@ -34,6 +34,8 @@ pub enum MessageId {
     Pong = 4,
     /// The server refuses a message that does not fit the session's state.
     Invalid = 5,
+    /// Several PUBLISH bodies in one frame (this project's extension, §7): only between our nodes.
+    Batch = 6,
 }
 
 impl MessageId {
@@ -45,6 +47,7 @@ impl MessageId {
             3 => Some(Self::Ping),
             4 => Some(Self::Pong),
             5 => Some(Self::Invalid),
+            6 => Some(Self::Batch),
             _ => None,
         }
     }
@@ -57,6 +60,7 @@ impl MessageId {
             Self::Ping => "PING",
             Self::Pong => "PONG",
             Self::Invalid => "INVALID",
+            Self::Batch => "BATCH",
         }
     }
 }
@@ -101,6 +105,8 @@ pub enum Message {
     Pong(Option<Hail>),
     /// Server → client: that message did not fit the session; say HELLO again.
     Invalid,
+    /// Either way, between nodes that hailed: tuples in order, as if each were a PUBLISH.
+    Batch(Vec<Publish>),
 }
 
 /// Why a byte string is not a ZGP v1 message. Every variant says what was wrong and where.
@@ -194,14 +200,20 @@ impl Message {
             Self::Ping(_) => MessageId::Ping,
             Self::Pong(_) => MessageId::Pong,
             Self::Invalid => MessageId::Invalid,
+            Self::Batch(_) => MessageId::Batch,
         }
     }
 
     /// Exactly how many bytes `encode` writes.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Self::Publish(p) => {
-                HEADER_LEN + 1 + p.key.len() + 4 + p.value.len() + 4 + p.extension.len()
+            Self::Publish(p) => HEADER_LEN + publish_body_len(p),
+            Self::Batch(entries) => {
+                HEADER_LEN
+                    + entries
+                        .iter()
+                        .map(|p| BATCH_ENTRY_PREFIX + publish_body_len(p))
+                        .sum::<usize>()
             }
             Self::Hello(Some(hail)) | Self::Ping(Some(hail)) | Self::Pong(Some(hail)) => {
                 HEADER_LEN + hail.len()
@@ -212,28 +224,30 @@ impl Message {
 
     /// Appends this message's bytes to `out`.
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
-        let key_len = match self {
-            Self::Publish(p) => {
-                let key_len = u8::try_from(p.key.len())
-                    .map_err(|_| EncodeError::KeyTooLong { len: p.key.len() })?;
-                u32::try_from(p.value.len())
-                    .map_err(|_| EncodeError::ValueTooLong { len: p.value.len() })?;
-                Some(key_len)
+        match self {
+            Self::Publish(p) => check_publish(p)?,
+            Self::Batch(entries) => {
+                for p in entries {
+                    check_publish(p)?;
+                    u32::try_from(publish_body_len(p))
+                        .map_err(|_| EncodeError::ValueTooLong { len: p.value.len() })?;
+                }
             }
-            _ => None,
-        };
+            _ => {}
+        }
         out.reserve(self.encoded_len());
         out.put_u16(SIGNATURE);
         out.put_u8(self.id() as u8);
         out.put_u8(VERSION);
-        if let (Self::Publish(p), Some(key_len)) = (self, key_len) {
-            out.put_u8(key_len);
-            out.put_slice(p.key.as_bytes());
-            // Checked above: the length fits in four bytes.
-            out.put_u32(p.value.len() as u32);
-            out.put_slice(p.value.as_bytes());
-            out.put_u32(p.ttl_ms);
-            out.put_slice(&p.extension);
+        if let Self::Publish(p) = self {
+            put_publish_body(p, out);
+        }
+        if let Self::Batch(entries) = self {
+            for p in entries {
+                // Checked above: the entry's length fits in four bytes.
+                out.put_u32(publish_body_len(p) as u32);
+                put_publish_body(p, out);
+            }
         }
         if let Self::Hello(Some(hail)) | Self::Ping(Some(hail)) | Self::Pong(Some(hail)) = self {
             hail.encode(out);
@@ -285,15 +299,41 @@ impl Message {
                 message,
                 count: body.len(),
             }),
-            MessageId::Publish => decode_publish(body).map(Message::Publish),
+            MessageId::Publish => decode_publish(body, message, HEADER_LEN).map(Message::Publish),
+            MessageId::Batch => decode_batch(body).map(Message::Batch),
         }
     }
+}
+
+/// Bytes before each entry of a BATCH: the entry's length (u32, big-endian).
+pub const BATCH_ENTRY_PREFIX: usize = 4;
+
+/// A PUBLISH's bytes after the header.
+pub fn publish_body_len(p: &Publish) -> usize {
+    1 + p.key.len() + 4 + p.value.len() + 4 + p.extension.len()
+}
+
+fn check_publish(p: &Publish) -> Result<(), EncodeError> {
+    u8::try_from(p.key.len()).map_err(|_| EncodeError::KeyTooLong { len: p.key.len() })?;
+    u32::try_from(p.value.len()).map_err(|_| EncodeError::ValueTooLong { len: p.value.len() })?;
+    Ok(())
+}
+
+/// Writes a PUBLISH body whose lengths [`check_publish`] accepted.
+fn put_publish_body(p: &Publish, out: &mut BytesMut) {
+    out.put_u8(p.key.len() as u8);
+    out.put_slice(p.key.as_bytes());
+    out.put_u32(p.value.len() as u32);
+    out.put_slice(p.value.as_bytes());
+    out.put_u32(p.ttl_ms);
+    out.put_slice(&p.extension);
 }
 
 /// A cursor over a PUBLISH body that reports which field fell short and where.
 struct Reader<'a> {
     rest: &'a [u8],
     offset: usize,
+    message: &'static str,
 }
 
 impl<'a> Reader<'a> {
@@ -302,7 +342,7 @@ impl<'a> Reader<'a> {
             .rest
             .split_at_checked(n)
             .ok_or(DecodeError::Truncated {
-                message: "PUBLISH",
+                message: self.message,
                 field,
                 offset: self.offset,
             })?;
@@ -330,16 +370,22 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(bytes)
             .map(Arc::from)
             .map_err(|_| DecodeError::NotUtf8 {
-                message: "PUBLISH",
+                message: self.message,
                 field,
             })
     }
 }
 
-fn decode_publish(body: &[u8]) -> Result<Publish, DecodeError> {
+/// A PUBLISH body that starts `offset` bytes into the frame of a `message`.
+fn decode_publish(
+    body: &[u8],
+    message: &'static str,
+    offset: usize,
+) -> Result<Publish, DecodeError> {
     let mut r = Reader {
         rest: body,
-        offset: HEADER_LEN,
+        offset,
+        message,
     };
     let key_len = r.u8("key")? as usize;
     let key = r.string(key_len, "key")?;
@@ -352,6 +398,25 @@ fn decode_publish(body: &[u8]) -> Result<Publish, DecodeError> {
         ttl_ms,
         extension: Bytes::copy_from_slice(r.rest),
     })
+}
+
+/// BATCH: one or more entries, each a length and a PUBLISH body; nothing else.
+fn decode_batch(body: &[u8]) -> Result<Vec<Publish>, DecodeError> {
+    let mut r = Reader {
+        rest: body,
+        offset: HEADER_LEN,
+        message: "BATCH",
+    };
+    let mut entries = Vec::new();
+    loop {
+        let len = r.u32("entry")? as usize;
+        let offset = r.offset;
+        let entry = r.take(len, "entry")?;
+        entries.push(decode_publish(entry, "BATCH", offset)?);
+        if r.rest.is_empty() {
+            return Ok(entries);
+        }
+    }
 }
 
 #[cfg(test)]

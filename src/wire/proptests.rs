@@ -67,6 +67,7 @@ fn message() -> impl Strategy<Value = Message> {
         hail().prop_map(Message::Ping),
         hail().prop_map(Message::Pong),
         Just(Message::Invalid),
+        vec(publish(), 1..6).prop_map(Message::Batch),
     ]
 }
 
@@ -104,7 +105,7 @@ fn apply(frame: &mut Vec<u8>, m: &Mutation) {
 /// Frames with a valid header and an arbitrary body, so decoding gets past the header checks far
 /// more often than with wholly random bytes.
 fn frame_with_valid_header() -> impl Strategy<Value = Vec<u8>> {
-    (1u8..=5, vec(any::<u8>(), 0..64)).prop_map(|(id, body)| {
+    (1u8..=6, vec(any::<u8>(), 0..64)).prop_map(|(id, body)| {
         let mut frame = vec![0xaa, 0xa0, id, VERSION];
         frame.extend(body);
         frame
