@@ -7,7 +7,16 @@ use std::collections::HashMap;
 use std::process::Command;
 
 #[test]
-fn a_small_load_run_prints_its_figures_and_loses_nothing() {
+fn a_small_load_run_with_wire_clients_prints_its_figures_and_loses_nothing() {
+    small_run(&[], "wire");
+}
+
+#[test]
+fn a_small_load_run_with_node_clients_prints_its_figures_and_loses_nothing() {
+    small_run(&["--node-clients"], "nodes");
+}
+
+fn small_run(extra: &[&str], clients_as: &str) {
     let output = Command::new(env!("CARGO_BIN_EXE_zgossip"))
         .args([
             "bench",
@@ -26,6 +35,7 @@ fn a_small_load_run_prints_its_figures_and_loses_nothing() {
             "--update-every",
             "500ms",
         ])
+        .args(extra)
         .output()
         .expect("run zgossip bench load");
     let stdout = String::from_utf8(output.stdout).unwrap();
@@ -74,4 +84,6 @@ fn a_small_load_run_prints_its_figures_and_loses_nothing() {
     }
     assert!(["flat", "growing"].contains(&fields["rss"]), "{line}");
     assert!(["pass", "fail"].contains(&fields["verdict"]), "{line}");
+    assert_eq!(fields["clients_as"], clients_as, "{line}");
+    number("hellos_again");
 }

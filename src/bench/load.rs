@@ -36,8 +36,10 @@ use crate::node::{Event, Events, EventsError, parse_duration};
 use crate::rng::XorShift;
 use crate::{Config, Node};
 use server::Server;
+use wire::{Moves, Plan, WireClients};
 
 mod server;
+mod wire;
 
 /// How long a lookup client may take to sync before its lookup counts as a miss (`zgossip
 /// lookup` waits 2 s by default; a loaded node gets more).
@@ -99,6 +101,11 @@ pub struct LoadArgs {
     /// Run the node under test in this process (its RSS is then the whole process's).
     #[arg(long)]
     pub in_process: bool,
+    /// Run each client as a full node in this process (decoding and storing all C×S tuples,
+    /// as a real deployment's nodes would) instead of a bare ZGP session that drops what it
+    /// receives. On one machine, 200 full nodes take most of the cores from the node under test.
+    #[arg(long)]
+    pub node_clients: bool,
     /// Seed of the services the lookups ask for.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -445,10 +452,23 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
 
     let setup = Instant::now();
     let mut nodes = Vec::with_capacity(clients);
-    for client in 0..clients {
-        let node = Node::spawn(args.config(format!("client-{client}")))?;
-        node.connect(&endpoint).await?;
-        nodes.push(node);
+    let mut wire = None;
+    if args.node_clients {
+        for client in 0..clients {
+            let node = Node::spawn(args.config(format!("client-{client}")))?;
+            node.connect(&endpoint).await?;
+            nodes.push(node);
+        }
+    } else {
+        let config = args.config("wire");
+        let plan = Plan {
+            endpoint: endpoint.clone(),
+            clients,
+            services,
+            ttl: args.ttl,
+            ping_every: config.ping_interval.unwrap_or(config.server_timeout / 3),
+        };
+        wire = Some(WireClients::start(plan, Arc::clone(&shared))?);
     }
     let mut publishing = JoinSet::new();
     for (client, node) in nodes.iter().enumerate() {
@@ -493,6 +513,13 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
     let cpu_before = process.cpu_seconds()?;
     let start = Instant::now();
     let end = start + window;
+    if let Some(wire) = &wire {
+        wire.start_moving(Moves {
+            start,
+            every: args.update_every,
+            end,
+        });
+    }
     let mut movers = JoinSet::new();
     for (client, node) in nodes.iter().enumerate() {
         let first = start + args.update_every.mul_f64(client as f64 / clients as f64);
@@ -544,6 +571,13 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
         let (client, generation) = done??;
         expected.insert(service_key(client, 0), moving_value(client, generation));
     }
+    if let Some(wire) = &wire {
+        // The clients' thread checks its clock every few milliseconds; let it see the end.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (client, generation) in wire.generations().into_iter().enumerate() {
+            expected.insert(service_key(client, 0), moving_value(client, generation));
+        }
+    }
     lookups.await?;
 
     eprintln!("load: window over; letting the observer settle");
@@ -579,6 +613,14 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
     while let Some(status) = asking.join_next().await {
         redials += status?.map_or(0, |status| status.stats.redials);
     }
+    let hellos_again = match wire {
+        Some(wire) => {
+            tokio::task::spawn_blocking(move || wire.stop())
+                .await??
+                .hellos_again
+        }
+        None => 0,
+    };
     // The clients and the observer end as their last handles drop; the node under test says
     // goodbye to nobody that matters any more.
     drop(observer);
@@ -649,7 +691,12 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
         .add("overflows", or_na(delta("overflows")))
         .add("invalid_sent", or_na(delta("invalid_sent")))
         .add("expired", or_na(delta("expired")))
+        .add(
+            "clients_as",
+            if args.node_clients { "nodes" } else { "wire" },
+        )
         .add("redials", redials)
+        .add("hellos_again", hellos_again)
         .add("lagged", shared.lagged.load(Ordering::Relaxed))
         .add("setup_s", format!("{setup_s:.1}"))
         .add("setup_short", short)

@@ -1012,8 +1012,8 @@ impl Engine {
     }
 
     /// Every shared copy as a PUBLISH, for a peer that (re)connected.
-    fn resync_messages(&self, now: Instant) -> Vec<Message> {
-        let copies = self.store.shared().map(|(key, entry)| {
+    fn resync_messages(&mut self, now: Instant) -> Vec<Message> {
+        let copies = self.store.shared_kept_sorted().map(|(key, entry)| {
             let publish = Publish::stamped(
                 Arc::clone(key),
                 Arc::clone(&entry.value),

@@ -155,10 +155,44 @@ pub struct Store {
     live: usize,
     /// The XOR of the fingerprints of the tuples in force.
     digest: u64,
-    /// (when, key): the copy of that key may end then. Stale items are skipped when popped.
-    ends: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
-    /// (when, key): our own lease on that key may be due for a refresh then.
-    refreshes: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+    /// The copy of a key may end then. Stale items are skipped when popped.
+    ends: BinaryHeap<Reverse<Due>>,
+    /// Our own lease on a key may be due for a refresh then.
+    refreshes: BinaryHeap<Reverse<Due>>,
+    /// Orders the heaps' items that fall due at the same instant (a batch's all do).
+    pushed: u64,
+    /// Every key held, sorted; rebuilt after a key comes or goes, so that resyncs, which
+    /// list the store in key order, do not sort it each time.
+    sorted_keys: Option<Vec<Arc<str>>>,
+}
+
+/// A heap item: `key` may be due at `at`. Ordered by time, then by when it was pushed, never by
+/// key: comparing keys on every sift cost more than the rest of storing a tuple.
+#[derive(Debug)]
+struct Due {
+    at: Instant,
+    seq: u64,
+    key: Arc<str>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
 }
 
 impl Store {
@@ -207,6 +241,20 @@ impl Store {
         self.sorted(|e| e.kind != Kind::Expired).into_iter()
     }
 
+    /// The same as [`Store::shared`], from the sorted keys kept between calls: a node that
+    /// resyncs a large store often (a lookup a second) sorts it once per change of keys.
+    pub fn shared_kept_sorted(&mut self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
+        let entries = &self.entries;
+        let keys = self.sorted_keys.get_or_insert_with(|| {
+            let mut keys: Vec<Arc<str>> = entries.keys().cloned().collect();
+            keys.sort_unstable();
+            keys
+        });
+        keys.iter()
+            .filter_map(|key| Some((key, entries.get(key)?)))
+            .filter(|(_, e)| e.kind != Kind::Expired)
+    }
+
     /// The keys whose value is `service`, sorted.
     pub fn lookup(&self, service: &str) -> Vec<Arc<str>> {
         let found = self.sorted(|e| e.kind == Kind::Live && &*e.value == service);
@@ -229,13 +277,28 @@ impl Store {
     /// Holds `entry` for `key`, replacing any copy; returns the copy it replaced.
     pub fn put(&mut self, key: Arc<str>, entry: Entry) -> Option<Entry> {
         if let Some(at) = entry.ends {
-            self.ends.push(Reverse((at, Arc::clone(&key))));
+            self.pushed += 1;
+            let seq = self.pushed;
+            self.ends.push(Reverse(Due {
+                at,
+                seq,
+                key: Arc::clone(&key),
+            }));
         }
         if let Some(at) = entry.refresh_at {
-            self.refreshes.push(Reverse((at, Arc::clone(&key))));
+            self.pushed += 1;
+            let seq = self.pushed;
+            self.refreshes.push(Reverse(Due {
+                at,
+                seq,
+                key: Arc::clone(&key),
+            }));
         }
         let new = (entry.kind == Kind::Live).then(|| Tuple::of(&entry));
         let old = self.entries.insert(Arc::clone(&key), entry);
+        if old.is_none() {
+            self.sorted_keys = None;
+        }
         let old_tuple = old.as_ref().filter(|e| e.kind == Kind::Live).map(Tuple::of);
         if new.is_some() {
             self.live += 1;
@@ -261,12 +324,12 @@ impl Store {
         let stale = |key: &str, at: Instant, field: fn(&Entry) -> Option<Instant>| {
             entries.get(key).and_then(field) != Some(at)
         };
-        while let Some(Reverse((at, key))) = self.ends.peek()
+        while let Some(Reverse(Due { at, key, .. })) = self.ends.peek()
             && stale(key, *at, |e| e.ends)
         {
             self.ends.pop();
         }
-        while let Some(Reverse((at, key))) = self.refreshes.peek()
+        while let Some(Reverse(Due { at, key, .. })) = self.refreshes.peek()
             && stale(key, *at, |e| e.refresh_at.filter(|_| e.owned))
         {
             self.refreshes.pop();
@@ -276,6 +339,9 @@ impl Store {
     /// Forgets `key`.
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
         let old = self.entries.remove(key);
+        if old.is_some() {
+            self.sorted_keys = None;
+        }
         if let Some(old) = old.as_ref().filter(|e| e.kind == Kind::Live) {
             self.live -= 1;
             self.digest ^= Tuple::of(old).fingerprint(key);
@@ -292,12 +358,12 @@ impl Store {
 
     /// The earliest time a copy may end.
     pub fn next_end(&self) -> Option<Instant> {
-        self.ends.peek().map(|Reverse((at, _))| *at)
+        self.ends.peek().map(|Reverse(due)| due.at)
     }
 
     /// The earliest time one of our leases may need a refresh.
     pub fn next_refresh(&self) -> Option<Instant> {
-        self.refreshes.peek().map(|Reverse((at, _))| *at)
+        self.refreshes.peek().map(|Reverse(due)| due.at)
     }
 
     /// The next key whose copy ends by `now`, if any.
@@ -360,16 +426,16 @@ impl Tuple {
 
 /// Pops items due by `now` until one is still `current` (the entry has not moved on since).
 fn pop_due(
-    heap: &mut BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+    heap: &mut BinaryHeap<Reverse<Due>>,
     now: Instant,
     current: impl Fn(&str, Instant) -> bool,
 ) -> Option<Arc<str>> {
     loop {
-        let Reverse((at, _)) = heap.peek()?;
-        if *at > now {
+        let Reverse(due) = heap.peek()?;
+        if due.at > now {
             return None;
         }
-        let Reverse((at, key)) = heap.pop()?;
+        let Reverse(Due { at, key, .. }) = heap.pop()?;
         if current(&key, at) {
             return Some(key);
         }
@@ -423,6 +489,29 @@ mod tests {
         assert_eq!(one.digest(), two.digest(), "tombstones do not count");
         one.remove("b");
         assert_eq!(one.digest(), 0);
+    }
+
+    #[test]
+    fn the_kept_sorted_listing_follows_keys_coming_and_going() {
+        let mut store = Store::default();
+        let keys = |store: &mut Store| -> Vec<String> {
+            let kept: Vec<String> = store
+                .shared_kept_sorted()
+                .map(|(k, _)| k.to_string())
+                .collect();
+            let fresh: Vec<String> = store.shared().map(|(k, _)| k.to_string()).collect();
+            assert_eq!(kept, fresh);
+            kept
+        };
+        store.put(Arc::from("b"), entry("x", 1, Kind::Live));
+        store.put(Arc::from("a"), entry("x", 1, Kind::Live));
+        assert_eq!(keys(&mut store), ["a", "b"]);
+        store.put(Arc::from("c"), entry("x", 1, Kind::Live));
+        store.put(Arc::from("a"), entry("y", 2, Kind::Live));
+        assert_eq!(keys(&mut store), ["a", "b", "c"]);
+        store.remove("b");
+        store.put(Arc::from("c"), entry("x", 1, Kind::Expired));
+        assert_eq!(keys(&mut store), ["a"]);
     }
 
     #[test]

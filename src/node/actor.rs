@@ -572,7 +572,7 @@ fn decode(
         }
         Err(error) => return Some(Err(error.to_string())),
     };
-    Some(Message::decode(&frame).map_err(|e| e.to_string()))
+    Some(Message::decode_frame(&frame).map_err(|e| e.to_string()))
 }
 
 /// The next frame or event from the I/O thread, the backlog first; pends without one.

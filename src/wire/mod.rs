@@ -264,6 +264,20 @@ impl Message {
 
     /// Decodes exactly one message from one frame. Never panics, whatever the bytes.
     pub fn decode(frame: &[u8]) -> Result<Message, DecodeError> {
+        Self::decode_with(frame, &Bytes::copy_from_slice)
+    }
+
+    /// As [`Message::decode`], but PUBLISH extensions share `frame`'s memory instead of being
+    /// copied: one allocation fewer per tuple, which a BATCH of hundreds notices.
+    pub fn decode_frame(frame: &Bytes) -> Result<Message, DecodeError> {
+        Self::decode_with(frame, &|part| frame.slice_ref(part))
+    }
+
+    /// `extension` turns a part of `frame` into the `Bytes` a PUBLISH keeps.
+    fn decode_with(
+        frame: &[u8],
+        extension: &dyn Fn(&[u8]) -> Bytes,
+    ) -> Result<Message, DecodeError> {
         let [s0, s1, code, version, body @ ..] = frame else {
             return Err(DecodeError::TooShort { len: frame.len() });
         };
@@ -299,8 +313,10 @@ impl Message {
                 message,
                 count: body.len(),
             }),
-            MessageId::Publish => decode_publish(body, message, HEADER_LEN).map(Message::Publish),
-            MessageId::Batch => decode_batch(body).map(Message::Batch),
+            MessageId::Publish => {
+                decode_publish(body, message, HEADER_LEN, extension).map(Message::Publish)
+            }
+            MessageId::Batch => decode_batch(body, extension).map(Message::Batch),
         }
     }
 }
@@ -381,6 +397,7 @@ fn decode_publish(
     body: &[u8],
     message: &'static str,
     offset: usize,
+    extension: &dyn Fn(&[u8]) -> Bytes,
 ) -> Result<Publish, DecodeError> {
     let mut r = Reader {
         rest: body,
@@ -396,12 +413,19 @@ fn decode_publish(
         key,
         value,
         ttl_ms,
-        extension: Bytes::copy_from_slice(r.rest),
+        extension: if r.rest.is_empty() {
+            Bytes::new()
+        } else {
+            extension(r.rest)
+        },
     })
 }
 
 /// BATCH: one or more entries, each a length and a PUBLISH body; nothing else.
-fn decode_batch(body: &[u8]) -> Result<Vec<Publish>, DecodeError> {
+fn decode_batch(
+    body: &[u8],
+    extension: &dyn Fn(&[u8]) -> Bytes,
+) -> Result<Vec<Publish>, DecodeError> {
     let mut r = Reader {
         rest: body,
         offset: HEADER_LEN,
@@ -412,7 +436,7 @@ fn decode_batch(body: &[u8]) -> Result<Vec<Publish>, DecodeError> {
         let len = r.u32("entry")? as usize;
         let offset = r.offset;
         let entry = r.take(len, "entry")?;
-        entries.push(decode_publish(entry, "BATCH", offset)?);
+        entries.push(decode_publish(entry, "BATCH", offset, extension)?);
         if r.rest.is_empty() {
             return Ok(entries);
         }
