@@ -405,8 +405,7 @@ impl Actor {
             }
         }
         if !self.batches.is_empty() {
-            let held: Vec<(Dest, Bytes)> = self.batches.drain().collect();
-            for (dest, frame) in held {
+            for (dest, frame) in self.batches.drain() {
                 self.deliver(dest, frame);
             }
         }

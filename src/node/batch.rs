@@ -14,6 +14,10 @@ use crate::wire::{BATCH_ENTRY_PREFIX, HEADER_LEN, MessageId, SIGNATURE, VERSION}
 /// (64 KiB), large enough that a frame's fixed cost is spread over a hundred tuples or more.
 pub const BATCH_MAX_BYTES: usize = 16 * 1024;
 
+/// Earlier distinct frames a drained frame is compared with to share one: enough for the
+/// few different exclusions a pass makes, bounded so many distinct frames cost linear time.
+const SHARE_CANDIDATES: usize = 4;
+
 /// Where a frame goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Dest {
@@ -34,6 +38,9 @@ impl Pending {
     fn frame(self) -> Bytes {
         if self.count == 1 {
             self.first
+        } else if self.batch.capacity() > 2 * self.batch.len() {
+            // Frames can wait in queues for a while: do not keep the slack of a grown buffer.
+            Bytes::copy_from_slice(&self.batch)
         } else {
             self.batch.freeze()
         }
@@ -88,11 +95,30 @@ impl Batches {
         self.pending.remove(dest).map(Pending::frame)
     }
 
-    /// Everything held back, one frame per peer.
-    pub fn drain(&mut self) -> impl Iterator<Item = (Dest, Bytes)> + '_ {
-        self.pending
-            .drain()
-            .map(|(dest, pending)| (dest, pending.frame()))
+    /// Everything held back, one frame per peer. Peers that are sent the same tuples (a copy
+    /// forwarded to every peer but its sender) share one frame, as single PUBLISHes do: frames
+    /// queued in process toward many peers would otherwise hold a copy each.
+    pub fn drain(&mut self) -> Vec<(Dest, Bytes)> {
+        let mut sent: Vec<(Dest, Bytes)> = Vec::with_capacity(self.pending.len());
+        let mut distinct: Vec<Bytes> = Vec::new();
+        for (dest, pending) in self.pending.drain() {
+            let frame = pending.frame();
+            let same = distinct
+                .iter()
+                .rev()
+                .take(SHARE_CANDIDATES)
+                .find(|seen| **seen == frame)
+                .cloned();
+            let frame = match same {
+                Some(seen) => seen,
+                None => {
+                    distinct.push(frame.clone());
+                    frame
+                }
+            };
+            sent.push((dest, frame));
+        }
+        sent
     }
 
     /// Whether anything is held back.
@@ -102,7 +128,7 @@ impl Batches {
 }
 
 fn batch_header() -> BytesMut {
-    let mut batch = BytesMut::with_capacity(1024);
+    let mut batch = BytesMut::with_capacity(512);
     batch.put_u16(SIGNATURE);
     batch.put_u8(MessageId::Batch as u8);
     batch.put_u8(VERSION);
@@ -111,6 +137,8 @@ fn batch_header() -> BytesMut {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::wire::{Message, Publish};
 
@@ -141,7 +169,7 @@ mod tests {
             assert_eq!(sent, (None, None));
         }
         batches.push(client(2), frame("other", "v"));
-        let mut frames: Vec<_> = batches.drain().collect();
+        let mut frames = batches.drain();
         frames.sort_by_key(|(dest, _)| format!("{dest:?}"));
         let Message::Batch(entries) = Message::decode(&frames[0].1).unwrap() else {
             panic!("not a batch")
@@ -151,6 +179,26 @@ mod tests {
         assert_eq!(
             Message::decode(&frames[1].1).unwrap(),
             Message::Publish(Publish::new("other", "v"))
+        );
+    }
+
+    #[test]
+    fn peers_sent_the_same_tuples_share_one_frame() {
+        let mut batches = Batches::new(BATCH_MAX_BYTES);
+        for peer in 1..=3 {
+            for n in 0..3 {
+                batches.push(client(peer), frame(&format!("k{n}"), "v"));
+            }
+        }
+        batches.push(client(4), frame("k0", "v"));
+        batches.push(client(4), frame("other", "v"));
+        let frames = batches.drain();
+        let pointers: BTreeSet<*const u8> = frames.iter().map(|(_, f)| f.as_ptr()).collect();
+        assert_eq!(frames.len(), 4);
+        assert_eq!(
+            pointers.len(),
+            2,
+            "three peers share one batch, the fourth has its own"
         );
     }
 
