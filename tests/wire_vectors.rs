@@ -53,6 +53,17 @@ fn publish(key: &str, value: &str, ttl_ms: u32, extension: &'static [u8]) -> Mes
     })
 }
 
+/// "svc" = "orders", 2000 ms lease, version 3, origin 42, lease sequence 7.
+fn svc_orders_stamped() -> Publish {
+    let stamp = Stamp {
+        version: 3,
+        origin: 42,
+        lease_seq: 7,
+        withdrawn: false,
+    };
+    Publish::stamped("svc", "orders", 2000, &stamp)
+}
+
 fn good_vectors() -> Vec<(&'static str, Message)> {
     let max_key = "a".repeat(255);
     vec![
@@ -101,34 +112,11 @@ fn good_vectors() -> Vec<(&'static str, Message)> {
         ),
         (
             "publish_stamped.hex",
-            Message::Publish(Publish::stamped(
-                "svc",
-                "orders",
-                2000,
-                &Stamp {
-                    version: 3,
-                    origin: 42,
-                    lease_seq: 7,
-                    withdrawn: false,
-                },
-            )),
+            Message::Publish(svc_orders_stamped()),
         ),
         (
             "batch_two.hex",
-            Message::Batch(vec![
-                Publish::new("a", "x"),
-                Publish::stamped(
-                    "svc",
-                    "orders",
-                    2000,
-                    &Stamp {
-                        version: 3,
-                        origin: 42,
-                        lease_seq: 7,
-                        withdrawn: false,
-                    },
-                ),
-            ]),
+            Message::Batch(vec![Publish::new("a", "x"), svc_orders_stamped()]),
         ),
         (
             "publish_tombstone.hex",

@@ -274,25 +274,25 @@ impl Store {
         copies
     }
 
+    /// A heap item for `key` at `at`, after every item pushed so far.
+    fn due(&mut self, at: Instant, key: &Arc<str>) -> Reverse<Due> {
+        self.pushed += 1;
+        Reverse(Due {
+            at,
+            seq: self.pushed,
+            key: Arc::clone(key),
+        })
+    }
+
     /// Holds `entry` for `key`, replacing any copy; returns the copy it replaced.
     pub fn put(&mut self, key: Arc<str>, entry: Entry) -> Option<Entry> {
         if let Some(at) = entry.ends {
-            self.pushed += 1;
-            let seq = self.pushed;
-            self.ends.push(Reverse(Due {
-                at,
-                seq,
-                key: Arc::clone(&key),
-            }));
+            let due = self.due(at, &key);
+            self.ends.push(due);
         }
         if let Some(at) = entry.refresh_at {
-            self.pushed += 1;
-            let seq = self.pushed;
-            self.refreshes.push(Reverse(Due {
-                at,
-                seq,
-                key: Arc::clone(&key),
-            }));
+            let due = self.due(at, &key);
+            self.refreshes.push(due);
         }
         let new = (entry.kind == Kind::Live).then(|| Tuple::of(&entry));
         let old = self.entries.insert(Arc::clone(&key), entry);
