@@ -20,7 +20,8 @@ use crate::transport::zmq::{Answer, ZmqIo};
 use crate::transport::{Endpoint, FrameError, Incoming};
 use crate::wire::{EncodeError, Message};
 
-/// Transport events handled in one go before the engine's outputs are sent.
+/// Work done in one go before the engine's outputs are sent: a frame counts one, a BATCH one per
+/// tuple, so a pass over BATCH frames keeps as few forwarded copies waiting as one over PUBLISHes.
 const INCOMING_BATCH: usize = 256;
 
 /// Which transport carries a remote.
@@ -119,19 +120,19 @@ impl Actor {
                     event = self.inproc.recv() => {
                         let now = now();
                         let incoming = self.inproc.handle(event);
-                        self.on_incoming(now, incoming);
-                        for _ in 0..INCOMING_BATCH {
+                        let mut done = self.on_incoming(now, incoming);
+                        while done < INCOMING_BATCH {
                             let Some(event) = self.inproc.try_recv() else { break };
                             let incoming = self.inproc.handle(event);
-                            self.on_incoming(now, incoming);
+                            done += self.on_incoming(now, incoming);
                         }
                     }
                     incoming = next_zmq(&mut self.zmq, &mut self.zmq_backlog) => {
                         let now = now();
-                        self.on_incoming(now, Some(incoming));
-                        for _ in 0..INCOMING_BATCH {
+                        let mut done = self.on_incoming(now, Some(incoming));
+                        while done < INCOMING_BATCH {
                             let Some(incoming) = self.zmq_backlog.pop_front().or_else(|| self.zmq.as_mut()?.try_recv()) else { break };
-                            self.on_incoming(now, Some(incoming));
+                            done += self.on_incoming(now, Some(incoming));
                         }
                     }
                     () = sleep_until(deadline) => {
@@ -353,16 +354,23 @@ impl Actor {
         self.zmq.as_ref().ok_or(Error::Stopped)
     }
 
-    fn on_incoming(&mut self, now: Instant, incoming: Option<Incoming>) {
+    /// Hands one transport event to the engine; returns its weight in [`INCOMING_BATCH`].
+    fn on_incoming(&mut self, now: Instant, incoming: Option<Incoming>) -> usize {
         let Some(incoming) = incoming else {
-            return;
+            return 1;
+        };
+        let weight = |message: &Message| match message {
+            Message::Batch(entries) => entries.len().max(1),
+            _ => 1,
         };
         match incoming {
             Incoming::ClientFrame { client, frame } => match decode(frame, &mut self.engine) {
                 None => {}
                 Some(Ok(message)) => {
                     self.trace_in(&client, &message);
+                    let weight = weight(&message);
                     self.engine.handle_client_message(now, client, message);
+                    return weight;
                 }
                 Some(Err(error)) => self.engine.handle_client_malformed(client, &error),
             },
@@ -378,11 +386,14 @@ impl Actor {
                 None => {}
                 Some(Ok(message)) => {
                     self.trace_in(&remote, &message);
+                    let weight = weight(&message);
                     self.engine.handle_remote_message(now, remote, message);
+                    return weight;
                 }
                 Some(Err(error)) => self.engine.handle_remote_malformed(remote, &error),
             },
         }
+        1
     }
 
     fn trace_in(&self, from: &dyn std::fmt::Debug, message: &Message) {
