@@ -458,7 +458,7 @@ impl Harness {
         let mut timed_out = false;
         self.published_by = None;
         self.owned_before = (self.keys.iter())
-            .filter(|k| self.engine.store().entry(k).is_some_and(|e| e.owned))
+            .filter(|k| self.engine.store().entry(k).is_some_and(|e| e.owned()))
             .cloned()
             .collect();
         match step {
@@ -850,7 +850,7 @@ impl Harness {
                 Ok(()),
                 "step {step}: the store holds a tuple that breaks the rules"
             );
-            for at in [entry.ends, entry.refresh_at].into_iter().flatten() {
+            for at in [entry.ends, entry.refresh_at()].into_iter().flatten() {
                 assert!(
                     deadline.is_some_and(|d| d <= at),
                     "step {step}: {key:?} is due at +{:?} but poll_timeout is {:?}",

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use crate::wire::{Hail, Message, Publish, Stamp};
 pub use peers::{ClientId, PeerState, RemoteId, node_name};
 use peers::{Remote, Session, SessionState};
-pub use store::{Entry, Kind, Store, TupleError, millis, validate};
+pub use store::{Entry, Kind, Own, Store, TupleError, millis, validate};
 
 /// How long an expired session is remembered, in server timeouts. A client we expired that
 /// later PINGs is told INVALID (so it says HELLO and resyncs) instead of getting a PONG that
@@ -353,7 +353,13 @@ impl Engine {
 
     /// The next thing the actor should do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let next = self.outputs.pop_front();
+        // A resync can queue a whole store; an idle node should not keep room for it (with
+        // thousands of nodes in a process, that room was a third of its memory).
+        if next.is_none() && self.outputs.capacity() > 256 {
+            self.outputs.shrink_to(64);
+        }
+        next
     }
 
     /// When [`Engine::handle_timeout`] next has work. It may be called earlier or later.
@@ -427,10 +433,10 @@ impl Engine {
         }
         let held = self.store.entry(key);
         if let Some(held) = held
-            && held.owned
+            && held.owned()
             && held.kind == Kind::Live
             && *held.value == *value
-            && held.lease == lease
+            && held.lease() == lease
         {
             // The same tuple again: a duplicate, as in CZMQ.
             return Ok(());
@@ -873,7 +879,7 @@ impl Engine {
         let Some(entry) = self.store.entry(&key) else {
             return;
         };
-        let Some(lease) = entry.lease else {
+        let Some(lease) = entry.lease() else {
             return;
         };
         let mut refreshed = entry.clone();
@@ -886,7 +892,10 @@ impl Engine {
                 refreshed.stamp.lease_seq = 0;
             }
         }
-        refreshed.refresh_at = Some(now + lease / 3);
+        refreshed.own = Some(Box::new(Own {
+            lease: Some(lease),
+            refresh_at: Some(now + lease / 3),
+        }));
         let message = Publish::stamped(
             Arc::clone(&key),
             Arc::clone(&refreshed.value),
@@ -1103,9 +1112,12 @@ impl Engine {
             stamp,
             kind,
             ends,
-            owned: ours && kind == Kind::Live,
-            lease,
-            refresh_at: lease.map(|l| now + l / 3),
+            own: (ours && kind == Kind::Live).then(|| {
+                Box::new(Own {
+                    lease,
+                    refresh_at: lease.map(|l| now + l / 3),
+                })
+            }),
         };
         self.store.put(Arc::clone(&key), entry);
 

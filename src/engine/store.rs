@@ -3,9 +3,11 @@
 //! be a tuple in force, a tombstone, or the record of a lease that ran out.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
 
 use crate::wire::{MAX_KEY_LEN, Stamp};
 
@@ -102,10 +104,11 @@ pub enum Kind {
     Expired,
 }
 
-/// One key's copy as this node holds it.
+/// One key's copy as this node holds it. Every node holds a copy of every tuple, so this is
+/// kept small: what only our own tuples need sits behind `own`.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// The value (empty for a tombstone).
+    /// The value (empty for a tombstone); equal values share one allocation within a store.
     pub value: Arc<str>,
     /// Which copy this is.
     pub stamp: Stamp,
@@ -114,15 +117,35 @@ pub struct Entry {
     /// When this copy ends here: a lease running out, or a tombstone or expiry record being
     /// forgotten. `None`: never (a permanent tuple, or one we own).
     pub ends: Option<Instant>,
-    /// Our application published this copy and it still wins: we refresh its lease.
-    pub owned: bool,
-    /// The lease we refresh, when owned with one.
+    /// Set when our application published this copy and it still wins.
+    pub own: Option<Box<Own>>,
+}
+
+/// What a copy our application published carries besides the tuple.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Own {
+    /// The lease we refresh, if any.
     pub lease: Option<Duration>,
     /// When we next refresh it.
     pub refresh_at: Option<Instant>,
 }
 
 impl Entry {
+    /// Whether our application published this copy (and it still wins): we refresh its lease.
+    pub fn owned(&self) -> bool {
+        self.own.is_some()
+    }
+
+    /// The lease we refresh, when owned with one.
+    pub fn lease(&self) -> Option<Duration> {
+        self.own.as_ref().and_then(|own| own.lease)
+    }
+
+    /// When we next refresh our lease, when owned with one.
+    pub fn refresh_at(&self) -> Option<Instant> {
+        self.own.as_ref().and_then(|own| own.refresh_at)
+    }
+
     /// Whether `stamp` and `value` make a copy greater than this one (`proto/zgp.md` §11).
     pub fn is_older_than(&self, stamp: &Stamp, value: &str) -> bool {
         (&self.stamp, &*self.value) < (stamp, value)
@@ -131,7 +154,7 @@ impl Entry {
     /// The `ttl` to send with this copy: what is left of its lifetime here, in ms (at least 1,
     /// since 0 means "no lease"), or the full lease for a copy we own.
     pub fn ttl_ms(&self, now: Instant) -> u32 {
-        if let Some(lease) = self.lease {
+        if let Some(lease) = self.lease() {
             return millis(lease);
         }
         match self.ends {
@@ -149,9 +172,16 @@ pub fn millis(duration: Duration) -> u32 {
 /// Every copy a node holds, with the times at which some of them end or are due for a refresh.
 /// Copies are hashed by key, since every PUBLISH that arrives looks its key up (and most are
 /// duplicates that stop there); listings and resyncs sort by key, so they stay deterministic.
+/// An `IndexMap` keeps the copies in one dense vector with a small index of positions beside
+/// it, where a hash table of the copies themselves was half empty buckets of a hundred bytes
+/// each: with a copy of every tuple on every node, that was most of a large process's memory.
 #[derive(Debug, Default)]
 pub struct Store {
-    entries: HashMap<Arc<str>, Entry>,
+    entries: IndexMap<Arc<str>, Entry>,
+    /// Every value held, once: a service name is the value of all its endpoints' keys.
+    values: HashSet<Arc<str>>,
+    /// Sweep `values` only once they pass this many, as well as twice the copies held.
+    sweep_values_above: usize,
     live: usize,
     /// The XOR of the fingerprints of the tuples in force.
     digest: u64,
@@ -263,7 +293,7 @@ impl Store {
 
     /// The keys we own, sorted.
     pub fn owned(&self) -> Vec<Arc<str>> {
-        let mine = self.sorted(|e| e.owned && e.kind == Kind::Live);
+        let mine = self.sorted(|e| e.owned() && e.kind == Kind::Live);
         mine.into_iter().map(|(k, _)| Arc::clone(k)).collect()
     }
 
@@ -285,12 +315,13 @@ impl Store {
     }
 
     /// Holds `entry` for `key`, replacing any copy; returns the copy it replaced.
-    pub fn put(&mut self, key: Arc<str>, entry: Entry) -> Option<Entry> {
+    pub fn put(&mut self, key: Arc<str>, mut entry: Entry) -> Option<Entry> {
+        entry.value = self.intern(&entry.value);
         if let Some(at) = entry.ends {
             let due = self.due(at, &key);
             self.ends.push(due);
         }
-        if let Some(at) = entry.refresh_at {
+        if let Some(at) = entry.refresh_at() {
             let due = self.due(at, &key);
             self.refreshes.push(due);
         }
@@ -313,7 +344,29 @@ impl Store {
             }
         }
         self.prune();
+        self.forget_values();
         old
+    }
+
+    /// The held copy of `value`, which equal values then share.
+    fn intern(&mut self, value: &Arc<str>) -> Arc<str> {
+        if let Some(held) = self.values.get(value) {
+            return Arc::clone(held);
+        }
+        self.values.insert(Arc::clone(value));
+        Arc::clone(value)
+    }
+
+    /// Lets go of values no copy holds any more, once they may be half of those kept: a sweep
+    /// per that many puts or removals keeps this O(1) each.
+    fn forget_values(&mut self) {
+        if self.values.len() > 2 * self.entries.len() + 16
+            && self.values.len() > self.sweep_values_above
+        {
+            self.values.retain(|value| Arc::strong_count(value) > 1);
+            // Values still held elsewhere (an event on its way) must not make every put sweep.
+            self.sweep_values_above = self.values.len() + self.values.len() / 2;
+        }
     }
 
     /// Drops heap items at the top that no longer match their entry (a refresh moved the end
@@ -330,7 +383,7 @@ impl Store {
             self.ends.pop();
         }
         while let Some(Reverse(Due { at, key, .. })) = self.refreshes.peek()
-            && stale(key, *at, |e| e.refresh_at.filter(|_| e.owned))
+            && stale(key, *at, Entry::refresh_at)
         {
             self.refreshes.pop();
         }
@@ -338,7 +391,7 @@ impl Store {
 
     /// Forgets `key`.
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
-        let old = self.entries.remove(key);
+        let old = self.entries.swap_remove(key);
         if old.is_some() {
             self.sorted_keys = None;
         }
@@ -347,6 +400,7 @@ impl Store {
             self.digest ^= Tuple::of(old).fingerprint(key);
         }
         self.prune();
+        self.forget_values();
         old
     }
 
@@ -378,9 +432,7 @@ impl Store {
     pub fn pop_refresh(&mut self, now: Instant) -> Option<Arc<str>> {
         let entries = &self.entries;
         pop_due(&mut self.refreshes, now, |key, at| {
-            entries
-                .get(key)
-                .is_some_and(|e| e.owned && e.refresh_at == Some(at))
+            entries.get(key).is_some_and(|e| e.refresh_at() == Some(at))
         })
     }
 }
@@ -457,9 +509,7 @@ mod tests {
             },
             kind,
             ends: None,
-            owned: false,
-            lease: None,
-            refresh_at: None,
+            own: None,
         }
     }
 
@@ -512,6 +562,34 @@ mod tests {
         store.remove("b");
         store.put(Arc::from("c"), entry("x", 1, Kind::Expired));
         assert_eq!(keys(&mut store), ["a"]);
+    }
+
+    #[test]
+    fn equal_values_share_one_allocation_until_no_copy_holds_them() {
+        let mut store = Store::default();
+        for n in 0..100 {
+            store.put(Arc::from(format!("k{n}")), entry("svc", 1, Kind::Live));
+        }
+        let (a, b) = (store.get("k0").unwrap(), store.get("k99").unwrap());
+        assert!(Arc::ptr_eq(a, b), "two copies of one value");
+        assert_eq!(store.values.len(), 1);
+        for n in 0..100 {
+            store.put(
+                Arc::from(format!("k{n}")),
+                entry(&format!("v{n}"), 2, Kind::Live),
+            );
+        }
+        assert_eq!(store.get("k7").map(|v| &**v), Some("v7"));
+        for n in 0..100 {
+            store.remove(&format!("k{n}"));
+        }
+        store.put(Arc::from("last"), entry("svc", 1, Kind::Live));
+        // 101 values were held; sweeps are spaced out, so some may linger, but not most.
+        assert!(
+            store.values.len() < 50,
+            "values no copy holds are let go: {} kept",
+            store.values.len()
+        );
     }
 
     #[test]

@@ -146,6 +146,20 @@ fn hello_gets_every_tuple_held() {
 }
 
 #[test]
+fn a_drained_engine_does_not_keep_room_for_its_largest_resync() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    for n in 0..2000 {
+        e.publish(now, &format!("k{n}"), "svc", None).unwrap();
+    }
+    drain(&mut e);
+    e.handle_client_message(now, client(1), hello());
+    assert!(e.outputs.len() >= 2000, "the resync is queued whole");
+    assert!(drain(&mut e).len() >= 2000);
+    assert!(e.outputs.capacity() <= 64, "{}", e.outputs.capacity());
+}
+
+#[test]
 fn ping_gets_pong_before_and_after_hello() {
     let now = t0();
     let mut e = engine_with_timeout(1000);
@@ -691,7 +705,7 @@ fn publishing_a_held_key_takes_the_next_version_with_our_id() {
     e.publish(now, "k", "ours", None).unwrap();
     let entry = e.store().entry("k").unwrap();
     assert_eq!(
-        (entry.stamp.version, entry.stamp.origin, entry.owned),
+        (entry.stamp.version, entry.stamp.origin, entry.owned()),
         (5, 5, true)
     );
 }
@@ -706,7 +720,7 @@ fn an_owner_whose_copy_lost_stops_refreshing_it() {
     drain(&mut e);
     e.handle_remote_message(now, r, stamped("k", "theirs", 300, 1, 9, 0));
     drain(&mut e);
-    assert!(!e.store().entry("k").unwrap().owned);
+    assert!(!e.store().entry("k").unwrap().owned());
     e.handle_timeout(now + ms(100));
     e.handle_remote_message(now + ms(100), r, Message::Pong(None));
     let refreshes: Vec<_> = to_remote(&drain(&mut e), r)

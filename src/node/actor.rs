@@ -221,7 +221,7 @@ impl Actor {
                     key: key.to_string(),
                     value: entry.value.to_string(),
                     lease_remaining: entry.ends.map(|ends| ends.saturating_duration_since(now)),
-                    owned: entry.owned,
+                    owned: entry.owned(),
                     origin: entry.stamp.origin,
                     version: entry.stamp.version,
                 });
@@ -354,8 +354,17 @@ impl Actor {
         self.zmq.as_ref().ok_or(Error::Stopped)
     }
 
-    /// Hands one transport event to the engine; returns its weight in [`INCOMING_BATCH`].
+    /// Hands one transport event to the engine and carries out what it asked for, except that
+    /// PUBLISHes for peers that read BATCH wait for the end of the pass; returns the event's
+    /// weight in [`INCOMING_BATCH`]. Dispatching per event keeps the engine's output queue at
+    /// one message's worth instead of a whole pass's.
     fn on_incoming(&mut self, now: Instant, incoming: Option<Incoming>) -> usize {
+        let weight = self.take_incoming(now, incoming);
+        self.dispatch();
+        weight
+    }
+
+    fn take_incoming(&mut self, now: Instant, incoming: Option<Incoming>) -> usize {
         let Some(incoming) = incoming else {
             return 1;
         };
@@ -402,8 +411,19 @@ impl Actor {
         }
     }
 
-    /// Carries out everything the engine asked for.
+    /// Carries out everything the engine asked for, and sends the batches gathered.
     fn flush(&mut self) {
+        self.dispatch();
+        if !self.batches.is_empty() {
+            for (dest, frame) in self.batches.drain() {
+                self.deliver(dest, frame);
+            }
+        }
+        self.last_publish = None;
+    }
+
+    /// Carries out everything the engine asked for, gathering PUBLISHes into batches.
+    fn dispatch(&mut self) {
         while let Some(output) = self.engine.poll_output() {
             match output {
                 Output::ToClient(client, message) => self.send_to_client(client, &message),
@@ -415,12 +435,6 @@ impl Actor {
                 Output::Event(event) => self.tell(event),
             }
         }
-        if !self.batches.is_empty() {
-            for (dest, frame) in self.batches.drain() {
-                self.deliver(dest, frame);
-            }
-        }
-        self.last_publish = None;
     }
 
     /// Sends what is held back for `dest` (before a message that must not overtake it).

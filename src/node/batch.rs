@@ -78,8 +78,9 @@ impl Batches {
             .get(&dest)
             .is_some_and(|p| p.batch.len() + entry > self.max_bytes);
         let sent = if full { self.take(&dest) } else { None };
+        let max_bytes = self.max_bytes;
         let pending = self.pending.entry(dest).or_insert_with(|| Pending {
-            batch: batch_header(),
+            batch: batch_header(max_bytes),
             first: publish.clone(),
             count: 0,
         });
@@ -127,8 +128,10 @@ impl Batches {
     }
 }
 
-fn batch_header() -> BytesMut {
-    let mut batch = BytesMut::with_capacity(512);
+/// An empty BATCH with room for `max_bytes`: growing it step by step cost more (each large
+/// reallocation makes glibc sweep its small free chunks) than copying a short batch off it.
+fn batch_header(max_bytes: usize) -> BytesMut {
+    let mut batch = BytesMut::with_capacity(max_bytes);
     batch.put_u16(SIGNATURE);
     batch.put_u8(MessageId::Batch as u8);
     batch.put_u8(VERSION);

@@ -431,7 +431,8 @@ fn decode_batch(
         offset: HEADER_LEN,
         message: "BATCH",
     };
-    let mut entries = Vec::new();
+    // Counted first so the list is allocated once: a batch holds up to hundreds of entries.
+    let mut entries = Vec::with_capacity(count_entries(body));
     loop {
         let len = r.u32("entry")? as usize;
         let offset = r.offset;
@@ -441,6 +442,18 @@ fn decode_batch(
             return Ok(entries);
         }
     }
+}
+
+/// How many whole entries `body` (a BATCH after its header) holds, by their length prefixes.
+fn count_entries(mut body: &[u8]) -> usize {
+    let mut count = 0;
+    while let Some((prefix, rest)) = body.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*prefix) as usize;
+        let Some(rest) = rest.get(len..) else { break };
+        body = rest;
+        count += 1;
+    }
+    count
 }
 
 #[cfg(test)]
