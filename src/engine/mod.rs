@@ -892,10 +892,9 @@ impl Engine {
                 refreshed.stamp.lease_seq = 0;
             }
         }
-        refreshed.own = Some(Box::new(Own {
-            lease: Some(lease),
-            refresh_at: Some(now + lease / 3),
-        }));
+        if let Some(own) = refreshed.own.as_mut() {
+            own.refresh_at = Some(now + lease / 3);
+        }
         let message = Publish::stamped(
             Arc::clone(&key),
             Arc::clone(&refreshed.value),
