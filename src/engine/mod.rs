@@ -23,9 +23,16 @@ pub use store::{Entry, Kind, Own, Store, TupleError, millis, validate};
 /// would hide the tuples it missed.
 const EXPIRED_MEMORY_TIMEOUTS: u32 = 30;
 
-/// The highest version a peer may stamp. Versions grow by one per publish, so no honest copy
-/// comes near it; refusing more keeps `version + 1` from overflowing.
+/// The highest version a copy may carry. Versions start from a millisecond clock (about 2^41
+/// today) and grow by one per publish, so no honest copy comes near it; refusing more keeps
+/// `version + 1` from overflowing.
 pub const MAX_VERSION: u64 = 1 << 62;
+
+/// How far a peer's copy may reach above both the version held for its key and this node's own
+/// version clock: about 139 years of milliseconds, so nodes' clocks need only agree within a
+/// century, while one hostile copy cannot put a key out of its owner's reach (it would take a
+/// million copies in a row, each accepted, to climb to [`MAX_VERSION`]).
+pub const MAX_VERSION_LEAD: u64 = 1 << 42;
 
 /// The longest server timeout the engine takes (a day); longer ones are clamped.
 pub const MAX_SERVER_TIMEOUT: Duration = Duration::from_secs(86_400);
@@ -73,6 +80,11 @@ pub struct EngineConfig {
     pub tombstone_ttl: Duration,
     /// Withdraw our own tuples when stopping gracefully.
     pub withdraw_on_stop: bool,
+    /// Where versions start: at this instant the version clock read this many milliseconds
+    /// (since the Unix epoch, for a real node). A publish takes at least the clock's reading,
+    /// so a node restarted with a new id beats the copies its previous lives left. `None`
+    /// counts versions from 1, for tests.
+    pub version_clock: Option<(Instant, u64)>,
 }
 
 impl Default for EngineConfig {
@@ -87,11 +99,35 @@ impl Default for EngineConfig {
             max_remotes: 1024,
             tombstone_ttl: Duration::from_secs(600),
             withdraw_on_stop: true,
+            version_clock: None,
         }
     }
 }
 
 impl EngineConfig {
+    /// How long a peer may be silent before it is reported suspect: two and a half PING
+    /// intervals, so one late or lost answer on a lossy link is not a suspicion, but at least
+    /// half the timeout and at most nine tenths of it.
+    pub fn suspect_after(&self) -> Duration {
+        let timeout = self.server_timeout;
+        (self.ping_interval() * 5 / 2).clamp(timeout / 2, timeout * 9 / 10)
+    }
+
+    /// The version clock's reading at `now` (0 without a clock).
+    pub fn version_clock(&self, now: Instant) -> u64 {
+        self.version_clock.map_or(0, |(at, ms)| {
+            let since = now.saturating_duration_since(at).as_millis();
+            ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+        })
+    }
+
+    /// The version a new publish of a key held at `held` takes: past the held copy, and no
+    /// less than the clock.
+    fn next_version(&self, now: Instant, held: Option<u64>) -> u64 {
+        held.map_or(1, |v| v.saturating_add(1))
+            .max(self.version_clock(now))
+    }
+
     /// The interval remotes PING at: as set, or a third of our own timeout but never more
     /// than [`MAX_DEFAULT_PING`], since the server we dial may use CZMQ's 1 s timeout.
     pub fn ping_interval(&self) -> Duration {
@@ -204,11 +240,14 @@ pub struct Stats {
     pub digest_resyncs: u64,
     /// BATCH frames received (their tuples count in `publish_received`).
     pub batches_received: u64,
+    /// Peers' copies refused because their version was out of reach (see
+    /// [`MAX_VERSION_LEAD`]); the sender's session goes on.
+    pub versions_refused: u64,
 }
 
 impl Stats {
     /// Every counter by name, for `STATUS detail` and logs.
-    pub fn pairs(&self) -> [(&'static str, u64); 16] {
+    pub fn pairs(&self) -> [(&'static str, u64); 17] {
         [
             ("malformed", self.malformed),
             ("invalid_sent", self.invalid_sent),
@@ -226,6 +265,7 @@ impl Stats {
             ("frames_too_large", self.frames_too_large),
             ("digest_resyncs", self.digest_resyncs),
             ("batches_received", self.batches_received),
+            ("versions_refused", self.versions_refused),
         ]
     }
 }
@@ -441,8 +481,16 @@ impl Engine {
             // The same tuple again: a duplicate, as in CZMQ.
             return Ok(());
         }
+        let version = self
+            .config
+            .next_version(now, held.map(|h| h.stamp.version));
+        if version > MAX_VERSION {
+            return Err(TupleError::VersionExhausted {
+                key: key.to_owned(),
+            });
+        }
         let stamp = Stamp {
-            version: held.map_or(1, |h| h.stamp.version.saturating_add(1)),
+            version,
             origin: self.config.node_id,
             lease_seq: 0,
             withdrawn: false,
@@ -466,8 +514,14 @@ impl Engine {
                 key: key.to_owned(),
             });
         };
+        let version = self.config.next_version(now, Some(held.stamp.version));
+        if version > MAX_VERSION {
+            return Err(TupleError::VersionExhausted {
+                key: key.to_owned(),
+            });
+        }
         let stamp = Stamp {
-            version: held.stamp.version.saturating_add(1),
+            version,
             origin: self.config.node_id,
             lease_seq: 0,
             withdrawn: true,
@@ -562,9 +616,20 @@ impl Engine {
         }
         match (state, message) {
             (SessionState::Connected, Message::Ping(Some(Hail { goodbye: true, .. }))) => {
-                let session = self.sessions.remove(&client);
-                if let Some(session) = session {
-                    self.peer_event(session.name(&client), PeerState::Left, "goodbye");
+                // A goodbye ends the session it came on and nothing else: when another session
+                // claims the same node, this one is named by its connection, not the node.
+                if let Some(session) = self.sessions.remove(&client) {
+                    let claimed = session.node.is_some_and(|node| {
+                        self.sessions.values().any(|s| {
+                            s.node == Some(node) && s.state == SessionState::Connected
+                        })
+                    });
+                    let name = if claimed {
+                        client.to_string()
+                    } else {
+                        session.name(&client)
+                    };
+                    self.peer_event(name, PeerState::Left, "goodbye");
                 }
             }
             (SessionState::Expired { .. }, Message::Ping(_)) => {
@@ -809,6 +874,7 @@ impl Engine {
 
     fn check_sessions(&mut self, now: Instant) {
         let timeout = self.config.server_timeout;
+        let suspect_after = self.config.suspect_after();
         let forget_after = timeout * EXPIRED_MEMORY_TIMEOUTS;
         let mut events = Vec::new();
         let mut expired = 0;
@@ -829,7 +895,7 @@ impl Engine {
                     true
                 }
                 SessionState::Connected => {
-                    if silent >= timeout / 2 && session.liveness == PeerState::Alive {
+                    if silent >= suspect_after && session.liveness == PeerState::Alive {
                         session.liveness = PeerState::Suspect;
                         let reason = format!("silent for {}ms", silent.as_millis());
                         events.push((session.name(client), PeerState::Suspect, reason));
@@ -846,6 +912,7 @@ impl Engine {
 
     fn check_remotes(&mut self, now: Instant) {
         let timeout = self.config.server_timeout;
+        let suspect_after = self.config.suspect_after();
         for index in 0..self.remotes.len() {
             let id = RemoteId(index as u32);
             let Some(remote) = self.remotes.get_mut(index) else {
@@ -867,7 +934,7 @@ impl Engine {
                 self.set_remote_state(id, PeerState::Dead, &endpoint, &reason);
                 continue;
             }
-            if silent >= timeout / 2 && remote.liveness == PeerState::Alive {
+            if silent >= suspect_after && remote.liveness == PeerState::Alive {
                 let reason = format!("silent for {}ms", silent.as_millis());
                 self.set_remote_state(id, PeerState::Suspect, &endpoint, &reason);
             }
@@ -930,11 +997,12 @@ impl Engine {
     /// Recomputes the earliest session and remote deadline.
     fn schedule(&mut self, now: Instant) {
         let timeout = self.config.server_timeout;
+        let suspect_after = self.config.suspect_after();
         let forget_after = timeout * EXPIRED_MEMORY_TIMEOUTS;
         let ping_interval = self.config.ping_interval();
         let suspect = |last_heard: Instant, liveness: PeerState| {
             if liveness == PeerState::Alive {
-                last_heard + timeout / 2
+                last_heard + suspect_after
             } else {
                 last_heard + timeout
             }
@@ -1010,7 +1078,7 @@ impl Engine {
         if !known {
             self.peer_event(name, PeerState::Alive, "hello");
         }
-        self.schedule_at(now + self.config.server_timeout / 2);
+        self.schedule_at(now + self.config.suspect_after());
         let copies: Vec<Message> = self.resync_messages(now);
         for message in copies {
             self.stats.publish_sent += 1;
@@ -1036,13 +1104,14 @@ impl Engine {
     fn on_publish(&mut self, now: Instant, origin: Origin, publish: Publish) {
         self.stats.publish_received += 1;
         let (stamp, ttl_ms) = match publish.stamp() {
-            Ok(Some(stamp)) if stamp.version <= MAX_VERSION => (stamp, publish.ttl_ms),
-            Ok(Some(_)) => {
-                self.stats.malformed += 1;
-                warn!(?origin, key = %publish.key, "stamp version past {MAX_VERSION}; refused");
-                if let Origin::Client(client) = origin {
-                    self.refuse(client, "stamp version out of range");
-                }
+            Ok(Some(stamp)) if self.version_in_reach(now, &publish.key, stamp.version) => {
+                (stamp, publish.ttl_ms)
+            }
+            // A version out of reach is a well-formed message: refusing the copy is enough, and
+            // ending the session would cut its sender off from everything else it publishes.
+            Ok(Some(stamp)) => {
+                self.stats.versions_refused += 1;
+                warn!(?origin, key = %publish.key, version = stamp.version, "copy's version is out of reach; refused");
                 return;
             }
             // CZMQ forwards our PUBLISH with its ttl but without the stamp, and swallows the
@@ -1066,6 +1135,14 @@ impl Engine {
         if let Err(error) = self.apply(now, publish.key, publish.value, ttl_ms, stamp, origin) {
             warn!(%error, "refused a tuple");
         }
+    }
+
+    /// Whether a peer's copy of `key` may carry `version`: at most [`MAX_VERSION`], and at most
+    /// [`MAX_VERSION_LEAD`] above both the held copy and our own version clock.
+    fn version_in_reach(&self, now: Instant, key: &str, version: u64) -> bool {
+        let held = self.store.entry(key).map_or(0, |e| e.stamp.version);
+        let known = held.max(self.config.version_clock(now));
+        version <= MAX_VERSION && version <= known.saturating_add(MAX_VERSION_LEAD)
     }
 
     /// Keeps the copy if it is greater than the one held, tells the application what changed,
@@ -1103,7 +1180,13 @@ impl Engine {
         let lease = lifetime.filter(|_| ours && kind == Kind::Live);
         let ends = match kind {
             _ if lease.is_some() => None,
-            Kind::Withdrawn => Some(now + lifetime.unwrap_or(self.config.tombstone_ttl)),
+            // The sender says how long it keeps the tombstone; we keep it no longer than we
+            // would our own, whatever a peer asks for.
+            Kind::Withdrawn => Some(
+                now + lifetime.map_or(self.config.tombstone_ttl, |l| {
+                    l.min(self.config.tombstone_ttl)
+                }),
+            ),
             _ => lifetime.map(|l| now + l),
         };
         let entry = Entry {

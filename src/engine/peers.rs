@@ -1,6 +1,6 @@
 //! Client sessions and remotes, and the liveness state each reports to the application:
-//! alive, suspect (silent for half the timeout), dead (silent for the whole timeout, or its
-//! connection gone) or left (it said goodbye).
+//! alive, suspect (silent for two and a half PING intervals, see `EngineConfig::suspect_after`),
+//! dead (silent for the whole timeout, or its connection gone) or left (it said goodbye).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ pub struct RemoteId(pub u32);
 pub enum PeerState {
     /// Heard from recently.
     Alive,
-    /// Silent for half the timeout.
+    /// Silent for two and a half PING intervals (half to nine tenths of the timeout).
     Suspect,
     /// Silent for the whole timeout, or its connection is gone.
     Dead,

@@ -57,6 +57,13 @@ pub enum TupleError {
         /// The lease asked for.
         lease: Duration,
     },
+    /// The key's version reached [`super::MAX_VERSION`] (a peer pushed it there): it can no
+    /// longer be published here.
+    #[error("key {key:?} cannot take a newer version")]
+    VersionExhausted {
+        /// The key.
+        key: String,
+    },
     /// The node's limit on how many tuples it holds.
     #[error("store is full ({max} tuples)")]
     StoreFull {

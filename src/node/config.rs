@@ -260,6 +260,7 @@ impl Config {
             max_value_bytes: self.max_value_bytes,
             max_sessions: self.max_sessions,
             max_remotes: self.max_remotes,
+            version_clock: Some(version_clock()),
         }
     }
 
@@ -285,6 +286,21 @@ pub(crate) fn curve_applies(endpoint: &Endpoint) -> Result<(), crate::transport:
                 .into(),
         }),
     }
+}
+
+/// The version clock every node of this process reads (`EngineConfig::version_clock`): the
+/// wall clock's milliseconds when first read, advanced by the runtime's clock from then on, so
+/// it never steps back while the process runs and paused-time tests see it move. A node that
+/// restarts, in this process or a new one, reads it later than its previous life did.
+fn version_clock() -> (std::time::Instant, u64) {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static CLOCK: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    *CLOCK.get_or_init(|| {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(0));
+        (tokio::time::Instant::now().into_std(), ms)
+    })
 }
 
 /// A random node id, never 0: process-random hasher keys mixed with the time and a counter.
