@@ -469,3 +469,53 @@ async fn lookup_lists_the_endpoints_of_a_service_and_wait_for_service_waits() {
         "{missing:?}"
     );
 }
+
+/// The daemon setup (`Restart=on-failure`, `--ttl`): a node killed and restarted with a new id
+/// must win back its own leased service at once, whether it comes back before its old lease
+/// ran out (the old copy is still held everywhere) or after (expiry records are held).
+#[tokio::test(start_paused = true)]
+async fn a_node_killed_and_restarted_twenty_times_keeps_its_leased_service_everywhere() {
+    const LEASE: Duration = Duration::from_secs(2);
+    async fn start_owner() -> Peer {
+        let owner = peer("restart-owner", &[]).await;
+        owner
+            .node
+            .publish_for("tcp://10.0.0.9:80", "web", Some(LEASE))
+            .await
+            .unwrap();
+        owner
+    }
+    let mut others = [
+        peer("restart-a", &["restart-owner"]).await,
+        peer("restart-b", &["restart-owner"]).await,
+    ];
+    let mut owner = start_owner().await;
+    for round in 0..20 {
+        owner.node.kill().await.unwrap();
+        if round % 2 == 1 {
+            // Long enough for the old lease to run out everywhere.
+            tokio::time::sleep(LEASE * 2).await;
+        }
+        owner = start_owner().await;
+        let restarted = Instant::now();
+        for other in &mut others {
+            while other.get("tcp://10.0.0.9:80").await.as_deref() != Some("web") {
+                assert!(
+                    restarted.elapsed() < Duration::from_secs(1),
+                    "round {round}: the service is not back within 1 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        // And it stays, well past the old life's lease.
+        tokio::time::sleep(LEASE * 2).await;
+        for other in &mut others {
+            assert_eq!(
+                other.get("tcp://10.0.0.9:80").await.as_deref(),
+                Some("web"),
+                "round {round}: the service was lost after the restart"
+            );
+        }
+    }
+    drop(owner);
+}

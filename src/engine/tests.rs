@@ -1250,3 +1250,23 @@ fn a_server_that_stays_silent_is_redialled_with_ever_later_hellos_and_stays_dead
     e.handle_remote_message(now + ms(2400), r, Message::Pong(None));
     assert_eq!(peer_events(&drain(&mut e)), ["inproc://up alive"]);
 }
+
+#[test]
+fn a_peer_cannot_make_a_tombstone_outlive_our_tombstone_ttl() {
+    let now = t0();
+    let mut e = engine(5, 1000);
+    e.set_tombstone_ttl(ms(2000));
+    e.handle_client_message(now, client(1), hello());
+    let stamp = Stamp {
+        version: 3,
+        origin: 9,
+        lease_seq: 0,
+        withdrawn: true,
+    };
+    // The sender asks for the wire's longest lifetime, 49.7 days.
+    let forever = Publish::stamped("k", "", u32::MAX, &stamp);
+    e.handle_client_message(now, client(1), Message::Publish(forever));
+    assert_eq!(e.store().entry("k").map(|k| k.kind), Some(Kind::Withdrawn));
+    e.handle_timeout(now + ms(2001));
+    assert!(e.store().entry("k").is_none(), "kept past our tombstone-ttl");
+}
