@@ -422,6 +422,7 @@ impl Harness {
             max_remotes: usize::from(REMOTES),
             tombstone_ttl: TOMBSTONE_TTL,
             withdraw_on_stop: true,
+            version_clock: None,
         });
         for n in 0..REMOTES {
             // Within max_remotes by construction.
@@ -670,7 +671,11 @@ impl Harness {
         }
     }
 
+    /// What the engine asked for, with resyncs sent whole (as the actor does in-process).
     fn drain(&mut self) -> Vec<Output> {
+        for peer in self.engine.resyncs() {
+            self.engine.resync_step(self.now, &peer, usize::MAX);
+        }
         std::iter::from_fn(|| self.engine.poll_output()).collect()
     }
 

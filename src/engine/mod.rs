@@ -5,9 +5,12 @@
 //! [`Engine::poll_timeout`]. The rules it implements are in `proto/zgp.md` §5, §6 and §11.
 
 mod peers;
+mod resync;
 mod store;
 
 use std::collections::{HashMap, VecDeque};
+
+use indexmap::IndexMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +19,8 @@ use tracing::{debug, warn};
 use crate::wire::{Hail, Message, Publish, Stamp};
 pub use peers::{ClientId, PeerState, RemoteId, node_name};
 use peers::{Remote, Session, SessionState};
+pub use resync::Peer;
+use resync::Resync;
 pub use store::{Entry, Kind, Own, Store, TupleError, millis, validate};
 
 /// How long an expired session is remembered, in server timeouts. A client we expired that
@@ -243,11 +248,14 @@ pub struct Stats {
     /// Peers' copies refused because their version was out of reach (see
     /// [`MAX_VERSION_LEAD`]); the sender's session goes on.
     pub versions_refused: u64,
+    /// HELLOs that started no resync: one was under way for the session, or it had one less
+    /// than a server timeout before.
+    pub hellos_limited: u64,
 }
 
 impl Stats {
     /// Every counter by name, for `STATUS detail` and logs.
-    pub fn pairs(&self) -> [(&'static str, u64); 17] {
+    pub fn pairs(&self) -> [(&'static str, u64); 18] {
         [
             ("malformed", self.malformed),
             ("invalid_sent", self.invalid_sent),
@@ -266,6 +274,7 @@ impl Stats {
             ("digest_resyncs", self.digest_resyncs),
             ("batches_received", self.batches_received),
             ("versions_refused", self.versions_refused),
+            ("hellos_limited", self.hellos_limited),
         ]
     }
 }
@@ -277,6 +286,8 @@ pub struct Engine {
     store: Store,
     sessions: HashMap<ClientId, Session>,
     remotes: Vec<Remote>,
+    /// Resyncs under way, in the order they started.
+    resyncs: IndexMap<Peer, Resync>,
     outputs: VecDeque<Output>,
     next_deadline: Option<Instant>,
     stats: Stats,
@@ -290,6 +301,7 @@ impl Engine {
             store: Store::default(),
             sessions: HashMap::new(),
             remotes: Vec::new(),
+            resyncs: IndexMap::new(),
             outputs: VecDeque::new(),
             next_deadline: None,
             stats: Stats::default(),
@@ -481,9 +493,7 @@ impl Engine {
             // The same tuple again: a duplicate, as in CZMQ.
             return Ok(());
         }
-        let version = self
-            .config
-            .next_version(now, held.map(|h| h.stamp.version));
+        let version = self.config.next_version(now, held.map(|h| h.stamp.version));
         if version > MAX_VERSION {
             return Err(TupleError::VersionExhausted {
                 key: key.to_owned(),
@@ -620,9 +630,9 @@ impl Engine {
                 // claims the same node, this one is named by its connection, not the node.
                 if let Some(session) = self.sessions.remove(&client) {
                     let claimed = session.node.is_some_and(|node| {
-                        self.sessions.values().any(|s| {
-                            s.node == Some(node) && s.state == SessionState::Connected
-                        })
+                        self.sessions
+                            .values()
+                            .any(|s| s.node == Some(node) && s.state == SessionState::Connected)
                     });
                     let name = if claimed {
                         client.to_string()
@@ -635,6 +645,12 @@ impl Engine {
             (SessionState::Expired { .. }, Message::Ping(_)) => {
                 // The client thinks it is still connected; make it say HELLO and resync.
                 self.remind(client, true);
+            }
+            // The PONG answers after the resync: a client takes it as "the resync is in".
+            (_, Message::Ping(hail)) if self.resyncing(&Peer::Client(client.clone())) => {
+                if let Some(session) = self.sessions.get_mut(&client) {
+                    session.pong_owed = Some(hail.is_some());
+                }
             }
             (_, Message::Ping(hail)) => {
                 let hail = hail.map(|_| Hail {
@@ -684,6 +700,7 @@ impl Engine {
 
     /// The transport saw this client go away.
     pub fn handle_client_gone(&mut self, client: &ClientId) {
+        self.cancel_resync(&Peer::Client(client.clone()));
         if let Some(session) = self.sessions.remove(client)
             && session.state == SessionState::Connected
         {
@@ -700,8 +717,10 @@ impl Engine {
             warn!(%client, "client is not reading; dropping its session until it resyncs");
             self.stats.overflows += 1;
             session.state = SessionState::Expired { since: now };
+            session.pong_owed = None;
             let name = session.name(client);
             self.peer_event(name, PeerState::Dead, "not reading");
+            self.cancel_resync(&Peer::Client(client.clone()));
         }
     }
 
@@ -743,8 +762,10 @@ impl Engine {
         };
         debug!(endpoint = %remote.endpoint, "remote disconnected");
         remote.connected = false;
-        if remote.liveness != PeerState::Left {
-            let endpoint = remote.endpoint.clone();
+        let left = remote.liveness == PeerState::Left;
+        let endpoint = remote.endpoint.clone();
+        self.cancel_resync(&Peer::Remote(id));
+        if !left {
             self.set_remote_state(id, PeerState::Dead, &endpoint, "disconnected");
         }
     }
@@ -820,6 +841,10 @@ impl Engine {
     /// lack something (a lost frame, a tuple one side refused): after [`DIGEST_PATIENCE`] such
     /// PONGs, say HELLO again on the same session, which resyncs both ways. Repeats back off.
     fn compare_digests(&mut self, now: Instant, id: RemoteId, theirs: u64) {
+        // Our resync to the server is still on its way: the stores differ for now.
+        if self.resyncing(&Peer::Remote(id)) {
+            return;
+        }
         let ours = self.store.digest();
         let first_wait = self.config.server_timeout;
         let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
@@ -878,6 +903,7 @@ impl Engine {
         let forget_after = timeout * EXPIRED_MEMORY_TIMEOUTS;
         let mut events = Vec::new();
         let mut expired = 0;
+        let mut ended = Vec::new();
         self.sessions.retain(|client, session| {
             let silent = now.duration_since(session.last_heard);
             match session.state {
@@ -886,16 +912,24 @@ impl Engine {
                 SessionState::Connected if silent >= timeout => {
                     debug!(%client, "client session expired");
                     session.state = SessionState::Expired { since: now };
+                    session.pong_owed = None;
                     expired += 1;
-                    events.push((
-                        session.name(client),
-                        PeerState::Dead,
-                        "session expired".to_owned(),
-                    ));
+                    ended.push(client.clone());
+                    // A client that never hailed (CZMQ's) never PINGs: its silence says
+                    // nothing about whether it is alive, only that its session ended.
+                    let state = if session.node.is_some() {
+                        PeerState::Dead
+                    } else {
+                        PeerState::Expired
+                    };
+                    events.push((session.name(client), state, "session expired".to_owned()));
                     true
                 }
                 SessionState::Connected => {
-                    if silent >= suspect_after && session.liveness == PeerState::Alive {
+                    if silent >= suspect_after
+                        && session.liveness == PeerState::Alive
+                        && session.node.is_some()
+                    {
                         session.liveness = PeerState::Suspect;
                         let reason = format!("silent for {}ms", silent.as_millis());
                         events.push((session.name(client), PeerState::Suspect, reason));
@@ -905,6 +939,9 @@ impl Engine {
             }
         });
         self.stats.sessions_expired += expired;
+        for client in ended {
+            self.cancel_resync(&Peer::Client(client));
+        }
         for (peer, state, reason) in events {
             self.peer_event(peer, state, &reason);
         }
@@ -1065,9 +1102,22 @@ impl Engine {
     }
 
     fn on_hello(&mut self, now: Instant, client: ClientId) {
+        let peer = Peer::Client(client.clone());
+        let resyncing = self.resyncs.contains_key(&peer);
+        let gap = self.config.server_timeout;
         let Some(session) = self.sessions.get_mut(&client) else {
             return;
         };
+        // One resync at a time per session, and none sooner than a server timeout after the
+        // last: an honest client says HELLO again only after a digest mismatch that lasted
+        // longer than that, while each HELLO costs us the whole store.
+        let recent = session.last_resync.is_some_and(|at| now < at + gap);
+        if session.state == SessionState::Connected && (resyncing || recent) {
+            self.stats.hellos_limited += 1;
+            debug!(%client, resyncing, "HELLO again too soon; no new resync");
+            return;
+        }
+        session.last_resync = Some(now);
         let known =
             session.state == SessionState::Connected && session.liveness == PeerState::Alive;
         session.reminded = false;
@@ -1079,26 +1129,7 @@ impl Engine {
             self.peer_event(name, PeerState::Alive, "hello");
         }
         self.schedule_at(now + self.config.suspect_after());
-        let copies: Vec<Message> = self.resync_messages(now);
-        for message in copies {
-            self.stats.publish_sent += 1;
-            self.outputs
-                .push_back(Output::ToClient(client.clone(), message));
-        }
-    }
-
-    /// Every shared copy as a PUBLISH, for a peer that (re)connected.
-    fn resync_messages(&mut self, now: Instant) -> Vec<Message> {
-        let copies = self.store.shared_kept_sorted().map(|(key, entry)| {
-            let publish = Publish::stamped(
-                Arc::clone(key),
-                Arc::clone(&entry.value),
-                entry.ttl_ms(now),
-                &entry.stamp,
-            );
-            Message::Publish(publish)
-        });
-        copies.collect()
+        self.start_resync(now, peer);
     }
 
     fn on_publish(&mut self, now: Instant, origin: Origin, publish: Publish) {
@@ -1289,13 +1320,9 @@ impl Engine {
         let hail = Some(self.hail());
         self.outputs
             .push_back(Output::ToRemote(id, Message::Hello(hail)));
-        for message in self.resync_messages(now) {
-            self.stats.publish_sent += 1;
-            self.outputs.push_back(Output::ToRemote(id, message));
-        }
-        // The server answers in order: the PONG to this PING comes after its resync.
-        self.outputs
-            .push_back(Output::ToRemote(id, Message::Ping(hail)));
+        // Our copies follow as the server reads them, then a PING: the server answers in
+        // order, so the PONG to it comes after both resyncs.
+        self.start_resync(now, Peer::Remote(id));
         let ping_interval = self.config.ping_interval();
         self.schedule_at(now + ping_interval);
     }
@@ -1344,6 +1371,7 @@ impl Engine {
 
     fn refuse(&mut self, client: ClientId, why: &str) {
         debug!(%client, why, "INVALID");
+        self.cancel_resync(&Peer::Client(client.clone()));
         self.stats.invalid_sent += 1;
         if let Some(session) = self.sessions.remove(&client)
             && session.state == SessionState::Connected

@@ -43,6 +43,10 @@ pub enum PeerState {
     Dead,
     /// Said goodbye.
     Left,
+    /// A client that never hailed (a CZMQ client, which never PINGs) was silent for the
+    /// timeout: its session ended, which says nothing of whether it is alive. It gets copies
+    /// again after its next HELLO.
+    Expired,
 }
 
 impl PeerState {
@@ -53,6 +57,7 @@ impl PeerState {
             Self::Suspect => "suspect",
             Self::Dead => "dead",
             Self::Left => "left",
+            Self::Expired => "expired",
         }
     }
 }
@@ -88,6 +93,10 @@ pub(super) struct Session {
     pub(super) liveness: PeerState,
     /// Expired, and told so with an INVALID since.
     pub(super) reminded: bool,
+    /// When its last resync started.
+    pub(super) last_resync: Option<Instant>,
+    /// A PING came during a resync: its PONG (with a hail if the PING had one) goes after.
+    pub(super) pong_owed: Option<bool>,
 }
 
 impl Session {
@@ -98,6 +107,8 @@ impl Session {
             node: None,
             liveness: PeerState::Alive,
             reminded: false,
+            last_resync: None,
+            pong_owed: None,
         }
     }
 

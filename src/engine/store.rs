@@ -292,6 +292,26 @@ impl Store {
             .filter(|(_, e)| e.kind != Kind::Expired)
     }
 
+    /// The copies [`Store::shared_kept_sorted`] lists, from the first key after `after`: where
+    /// a streamed resync left off, whatever came or went since.
+    pub fn shared_after(
+        &mut self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
+        let entries = &self.entries;
+        let keys = self.sorted_keys.get_or_insert_with(|| {
+            let mut keys: Vec<Arc<str>> = entries.keys().cloned().collect();
+            keys.sort_unstable();
+            keys
+        });
+        let start = after.map_or(0, |after| keys.partition_point(|k| &**k <= after));
+        keys.get(start..)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|key| Some((key, entries.get(key)?)))
+            .filter(|(_, e)| e.kind != Kind::Expired)
+    }
+
     /// The keys whose value is `service`, sorted.
     pub fn lookup(&self, service: &str) -> Vec<Arc<str>> {
         let found = self.sorted(|e| e.kind == Kind::Live && &*e.value == service);

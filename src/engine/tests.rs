@@ -28,7 +28,9 @@ fn engine_with_timeout(timeout_ms: u64) -> Engine {
     engine(1, timeout_ms)
 }
 
+/// Everything the engine asked for, resyncs sent whole (as the actor does for inproc peers).
 fn drain(engine: &mut Engine) -> Vec<Output> {
+    engine.finish_resyncs();
     std::iter::from_fn(|| engine.poll_output()).collect()
 }
 
@@ -154,6 +156,7 @@ fn a_drained_engine_does_not_keep_room_for_its_largest_resync() {
     }
     drain(&mut e);
     e.handle_client_message(now, client(1), hello());
+    e.finish_resyncs();
     assert!(e.outputs.len() >= 2000, "the resync is queued whole");
     assert!(drain(&mut e).len() >= 2000);
     assert!(e.outputs.capacity() <= 64, "{}", e.outputs.capacity());
@@ -207,11 +210,46 @@ fn a_second_hello_on_a_connected_session_resyncs_it_quietly() {
     e.publish(now, "a", "1", None).unwrap();
     e.handle_client_message(now, client(1), Message::Hello(hail_of(9)));
     drain(&mut e);
-    e.handle_client_message(now, client(1), Message::Hello(hail_of(9)));
+    let later = now + ms(1000);
+    e.handle_client_message(later, client(1), Message::Hello(hail_of(9)));
     let out = drain(&mut e);
     assert_eq!(to_client(&out, &client(1)), ["PUBLISH a=1"]);
     assert!(peer_events(&out).is_empty(), "no new peer: {out:?}");
     assert_eq!(e.connected_sessions(), 1);
+}
+
+#[test]
+fn hellos_faster_than_one_a_timeout_start_no_resync_and_are_counted() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    for n in 0..100 {
+        e.publish(now, &format!("k{n:03}"), "svc", None).unwrap();
+    }
+    e.handle_client_message(now, client(1), Message::Hello(hail_of(9)));
+    // Half the resync is out when the client says HELLO again and PINGs: the resync goes on
+    // where it was, not from the start, and the PONG waits for its end.
+    e.resync_step(now, &Peer::Client(client(1)), 50 * 56);
+    let first = to_client(&drain_outputs(&mut e), &client(1));
+    assert!((40..100).contains(&first.len()), "{}", first.len());
+    e.handle_client_message(now, client(1), Message::Hello(hail_of(9)));
+    e.handle_client_message(now, client(1), Message::Ping(hail_of(9)));
+    let rest = to_client(&drain(&mut e), &client(1));
+    assert_eq!(first.len() + rest.len(), 101, "{rest:?}");
+    assert_eq!(rest.last().map(String::as_str), Some("PONG"));
+    // Twenty HELLOs a second, for a second: none of them costs a resync.
+    for n in 1..20 {
+        e.handle_client_message(now + ms(50) * n, client(1), Message::Hello(hail_of(9)));
+    }
+    assert!(to_client(&drain(&mut e), &client(1)).is_empty());
+    assert_eq!(e.stats().hellos_limited, 20);
+    // A timeout later, a HELLO is honoured again.
+    e.handle_client_message(now + ms(1000), client(1), Message::Hello(hail_of(9)));
+    assert_eq!(to_client(&drain(&mut e), &client(1)).len(), 100);
+}
+
+/// What the engine queued, without finishing resyncs.
+fn drain_outputs(engine: &mut Engine) -> Vec<Output> {
+    std::iter::from_fn(|| engine.poll_output()).collect()
 }
 
 fn hail_of(node: u64) -> Option<Hail> {
@@ -742,11 +780,9 @@ fn the_owner_refreshes_every_third_of_the_lease_without_telling_the_application(
     let mut e = engine(5, 1000);
     let r = e.add_remote(now, "inproc://up").unwrap();
     e.handle_remote_connected(now, r);
+    assert_eq!(to_remote(&drain(&mut e), r), ["HELLO", "PING"]);
     e.publish(now, "k", "v", Some(ms(300))).unwrap();
-    assert_eq!(
-        to_remote(&drain(&mut e), r),
-        ["HELLO", "PING", "PUBLISH k=v ttl=300"]
-    );
+    assert_eq!(to_remote(&drain(&mut e), r), ["PUBLISH k=v ttl=300"]);
     for step in 1..=6u32 {
         let at = now + ms(100) * step;
         e.handle_remote_message(at, r, Message::Pong(None));
@@ -1268,5 +1304,8 @@ fn a_peer_cannot_make_a_tombstone_outlive_our_tombstone_ttl() {
     e.handle_client_message(now, client(1), Message::Publish(forever));
     assert_eq!(e.store().entry("k").map(|k| k.kind), Some(Kind::Withdrawn));
     e.handle_timeout(now + ms(2001));
-    assert!(e.store().entry("k").is_none(), "kept past our tombstone-ttl");
+    assert!(
+        e.store().entry("k").is_none(),
+        "kept past our tombstone-ttl"
+    );
 }

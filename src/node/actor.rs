@@ -2,7 +2,7 @@
 //! handles and frames from transports into engine inputs, carries out the engine's outputs, and
 //! sleeps until the engine's next deadline. Nothing else touches the engine.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::batch::{Batches, Dest};
 use super::{Command, Config, ConfigError, Error, Event, Status, TupleInfo, parse_duration};
-use crate::engine::{ClientId, Engine, Output, RemoteId, node_name};
+use crate::engine::{ClientId, Engine, Output, Peer, RemoteId, node_name};
 use crate::transport::curve::CurveKey;
 use crate::transport::inproc::{Inproc, Sent};
 use crate::transport::zmq::{Answer, ZmqIo};
@@ -23,6 +23,10 @@ use crate::wire::{EncodeError, Message};
 /// Work done in one go before the engine's outputs are sent: a frame counts one, a BATCH one per
 /// tuple, so a pass over BATCH frames keeps as few forwarded copies waiting as one over PUBLISHes.
 const INCOMING_BATCH: usize = 256;
+
+/// A resync to a tcp/ipc peer goes out this many bytes of copies at a time, the next slice
+/// only once the last is in libzmq: what a peer that does not read costs us stays this small.
+const RESYNC_SLICE: usize = 128 * 1024;
 
 /// Which transport carries a remote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +52,8 @@ pub(super) struct Actor {
     last_publish: Option<(Message, Bytes)>,
     /// PUBLISHes held back during a flush, to go out as BATCH frames.
     batches: Batches,
+    /// tcp/ipc peers sent a resync slice whose [`Incoming::Drained`] has not come yet.
+    awaiting_drain: HashSet<Peer>,
 }
 
 fn now() -> Instant {
@@ -72,6 +78,7 @@ impl Actor {
             verbose: false,
             last_publish: None,
             batches,
+            awaiting_drain: HashSet::new(),
         }
     }
 
@@ -391,6 +398,9 @@ impl Actor {
                 self.engine.count_overflow();
                 self.engine.handle_remote_disconnected(remote);
             }
+            Incoming::Drained(peer) => {
+                self.awaiting_drain.remove(&peer);
+            }
             Incoming::RemoteFrame { remote, frame } => match decode(frame, &mut self.engine) {
                 None => {}
                 Some(Ok(message)) => {
@@ -414,6 +424,7 @@ impl Actor {
     /// Carries out everything the engine asked for, and sends the batches gathered.
     fn flush(&mut self) {
         self.dispatch();
+        self.pump_resyncs();
         if !self.batches.is_empty() {
             for (dest, frame) in self.batches.drain() {
                 self.deliver(dest, frame);
@@ -434,6 +445,41 @@ impl Actor {
                 }
                 Output::Event(event) => self.tell(event),
             }
+        }
+    }
+
+    /// Sends the next slice of every resync whose peer has room: all of it at once to an
+    /// in-process peer (its link counts bytes and says when it is full), one slice at a time
+    /// to a tcp/ipc peer, each once the last is in libzmq.
+    fn pump_resyncs(&mut self) {
+        if !self.engine.has_resyncs() {
+            self.awaiting_drain.clear();
+            return;
+        }
+        let now = now();
+        for peer in self.engine.resyncs() {
+            if self.awaiting_drain.contains(&peer) {
+                continue;
+            }
+            let zmq = self.is_zmq(&peer);
+            let slice = if zmq { RESYNC_SLICE } else { usize::MAX };
+            let done = self.engine.resync_step(now, &peer, slice);
+            self.dispatch();
+            if zmq && !done {
+                self.release(&peer);
+                if let Some(io) = &self.zmq {
+                    io.mark(peer.clone());
+                    self.awaiting_drain.insert(peer);
+                }
+            }
+        }
+    }
+
+    /// Whether `peer` is carried by libzmq.
+    fn is_zmq(&self, peer: &Peer) -> bool {
+        match peer {
+            Peer::Client(client) => matches!(client, ClientId::Zmq(_)),
+            Peer::Remote(remote) => self.routes.get(remote.0 as usize) == Some(&Route::Zmq),
         }
     }
 
@@ -512,8 +558,12 @@ impl Actor {
                 Sent::Overflow => self.engine.handle_client_overflow(now(), &client),
             },
             ClientId::Zmq(routing_id) => {
-                if let Some(zmq) = &self.zmq {
-                    zmq.send_to_client(routing_id.clone(), frame);
+                let sent = self
+                    .zmq
+                    .as_ref()
+                    .map(|io| io.send_to_client(routing_id.clone(), frame));
+                if let Some(Err(_)) = sent {
+                    self.engine.handle_client_overflow(now(), &client);
                 }
             }
         }
@@ -534,8 +584,11 @@ impl Actor {
                 }
             },
             Some(Route::Zmq) => {
-                if let Some(zmq) = &self.zmq {
-                    zmq.send_to_server(remote, frame);
+                let sent = self.zmq.as_ref().map(|io| io.send_to_server(remote, frame));
+                if let Some(Err(_)) = sent {
+                    self.engine.count_overflow();
+                    self.engine.handle_remote_disconnected(remote);
+                    self.redial(remote);
                 }
             }
             None => {}

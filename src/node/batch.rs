@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::engine::{ClientId, RemoteId};
 use crate::wire::{BATCH_ENTRY_PREFIX, HEADER_LEN, MessageId, SIGNATURE, VERSION};
 
 /// The longest BATCH sent. Small enough for any receiver's `max_message_bytes` near the default
@@ -18,12 +17,8 @@ pub const BATCH_MAX_BYTES: usize = 16 * 1024;
 /// few different exclusions a pass makes, bounded so many distinct frames cost linear time.
 const SHARE_CANDIDATES: usize = 4;
 
-/// Where a frame goes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Dest {
-    Client(ClientId),
-    Remote(RemoteId),
-}
+/// Where a frame goes: a client of ours or one of our remotes.
+pub use crate::engine::Peer as Dest;
 
 /// What is held back for one peer.
 struct Pending {
@@ -143,6 +138,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::engine::ClientId;
     use crate::wire::{Message, Publish};
 
     fn frame(key: &str, value: &str) -> Bytes {

@@ -37,10 +37,16 @@ pub struct Config {
     /// Connections that have not finished the ZeroMQ handshake by then are dropped (libzmq's
     /// default is 30 s, long enough for idle half-open connections to pile up).
     pub handshake_timeout: Duration,
-    /// libzmq high-water marks in messages: a full resync of a large store fits.
+    /// libzmq's receive high-water mark in messages: how much a peer may have in flight to
+    /// us before libzmq stops reading its connection. (Sends use a small fixed mark and
+    /// queues of our own that count bytes.)
     pub socket_hwm: i32,
-    /// Bytes queued toward one peer before it counts as not reading and is dropped.
+    /// Bytes queued toward one peer before it counts as not reading and is dropped: room for
+    /// a burst of forwarded copies (resyncs go out a slice at a time, as the peer reads).
     pub max_queued_bytes: usize,
+    /// Bytes queued toward all tcp/ipc peers together: past it, the peer with the most
+    /// waiting is dropped, so slow or hostile readers cannot make the node grow.
+    pub max_total_queued_bytes: usize,
     /// Events kept for a slow subscriber before it starts missing them.
     pub event_capacity: usize,
     /// How long tombstones (withdrawals) and lease-expiry records are kept: a node away for
@@ -81,8 +87,9 @@ impl Default for Config {
             max_remotes: 1024,
             max_message_bytes: 64 * 1024,
             handshake_timeout: Duration::from_secs(5),
-            socket_hwm: 100_000,
-            max_queued_bytes: 64 * 1024 * 1024,
+            socket_hwm: 1000,
+            max_queued_bytes: 32 * 1024 * 1024,
+            max_total_queued_bytes: 128 * 1024 * 1024,
             event_capacity: 4096,
             tombstone_ttl: Duration::from_secs(600),
             withdraw_on_stop: true,
@@ -145,6 +152,12 @@ impl Config {
             return bad(
                 "limits",
                 "socket_hwm, event_capacity, max_sessions, max_remotes and max_tuples must be positive",
+            );
+        }
+        if self.max_total_queued_bytes < self.max_queued_bytes {
+            return bad(
+                "max_total_queued_bytes",
+                "must be at least max_queued_bytes",
             );
         }
         if self.node_id == Some(0) {
@@ -271,6 +284,7 @@ impl Config {
                 .unwrap_or(i32::MAX),
             socket_hwm: self.socket_hwm,
             max_queued_bytes: self.max_queued_bytes,
+            max_total_queued_bytes: self.max_total_queued_bytes,
         }
     }
 }

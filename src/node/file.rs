@@ -142,6 +142,7 @@ struct Limits {
     handshake_timeout: Option<Duration>,
     socket_hwm: Option<i32>,
     max_queued_bytes: Option<usize>,
+    max_total_queued_bytes: Option<usize>,
     event_capacity: Option<usize>,
 }
 
@@ -222,6 +223,9 @@ impl Setup {
                 .unwrap_or(defaults.handshake_timeout),
             socket_hwm: limits.socket_hwm.unwrap_or(defaults.socket_hwm),
             max_queued_bytes: limits.max_queued_bytes.unwrap_or(defaults.max_queued_bytes),
+            max_total_queued_bytes: limits
+                .max_total_queued_bytes
+                .unwrap_or(defaults.max_total_queued_bytes),
             event_capacity: limits.event_capacity.unwrap_or(defaults.event_capacity),
             curve_public_key: parsed.curve.public_key,
             curve_secret_key: parsed.curve.secret_key,

@@ -14,7 +14,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::engine::{ClientId, RemoteId};
+use crate::engine::{ClientId, Peer, RemoteId};
 
 /// What a transport hands the actor.
 #[derive(Debug)]
@@ -36,6 +36,8 @@ pub enum Incoming {
     RemoteDisconnected(RemoteId),
     /// A remote's server was not reading; its connection was dropped and is being redialled.
     RemoteOverflow(RemoteId),
+    /// Everything queued for the peer before a mark ([`zmq::ZmqIo::mark`]) is in libzmq.
+    Drained(Peer),
     /// A frame from the server at the other end of a remote.
     RemoteFrame {
         /// Which remote.
@@ -75,6 +77,8 @@ pub struct Limits {
     pub socket_hwm: i32,
     /// Bytes queued toward one peer beyond which it counts as not reading and is dropped.
     pub max_queued_bytes: usize,
+    /// Bytes queued toward all peers together beyond which the peer with the most is dropped.
+    pub max_total_queued_bytes: usize,
 }
 
 /// A transport-level failure, naming the endpoint and the cause.

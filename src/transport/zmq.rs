@@ -10,13 +10,14 @@
 //! CURVE and plain listeners side by side). A CURVE listener with an allow list makes this thread
 //! also serve ZAP on the node's own context.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -24,7 +25,7 @@ use tracing::{debug, warn};
 
 use super::curve::{CurveClient, CurveKey, CurveServer, zap_answer};
 use super::{Error, FrameError, Incoming, Limits};
-use crate::engine::{ClientId, RemoteId};
+use crate::engine::{ClientId, Peer, RemoteId};
 
 /// How long closing sockets may keep trying to send what is queued (goodbyes, withdrawals)
 /// when a node stops; the I/O thread waits at most this long.
@@ -40,6 +41,16 @@ const READ_BATCH: usize = 256;
 const EVENT_CAPACITY: usize = 1024;
 /// Where libzmq asks for ZAP verdicts, in each context (RFC 27).
 const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+/// libzmq's send high-water mark, in frames, on every socket. It counts frames, not bytes, so
+/// it is kept small (at most a few hundred KB per peer at our 16 KiB batches) and what does not
+/// fit waits in our own queues, which count bytes.
+const SEND_HWM: i32 = 16;
+/// How often frames waiting for a client are offered to libzmq again: a ROUTER cannot say
+/// which of its peers has room, so the thread tries again on a clock while any wait.
+const CLIENT_RETRY: Duration = Duration::from_millis(2);
+/// A client whose queue has not moved for this long is not reading: its queue is dropped and
+/// its session with it (it resyncs when it reads again).
+const CLIENT_STALL: Duration = Duration::from_secs(10);
 /// Refused client keys remembered so each is warned about once (libzmq redials a refused client
 /// every second or so); past this many, every refusal is warned about.
 const WARNED_KEYS_MAX: usize = 1024;
@@ -59,6 +70,18 @@ enum Command {
     Redial(RemoteId),
     ToClient(Bytes, Bytes),
     ToServer(RemoteId, Bytes),
+    /// Say [`Incoming::Drained`] once everything queued for the peer so far is in libzmq.
+    Mark(Peer),
+}
+
+impl Command {
+    /// The frame bytes this command carries, as counted in the channel's budget.
+    fn bytes(&self) -> usize {
+        match self {
+            Self::ToClient(_, frame) | Self::ToServer(_, frame) => frame.len(),
+            _ => 0,
+        }
+    }
 }
 
 /// The I/O thread's answer to a bind or connect.
@@ -73,7 +96,15 @@ pub struct ZmqIo {
     events: mpsc::Receiver<Incoming>,
     thread: Option<JoinHandle<()>>,
     curve_refused: Arc<AtomicU64>,
+    /// Frame bytes in the channel to the thread, not yet taken.
+    in_channel: Arc<AtomicUsize>,
+    /// At most this many bytes wait in the channel (the node's ceiling on queued bytes).
+    channel_max: usize,
 }
+
+/// A frame the channel to the I/O thread had no room for: the peer is treated as not reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
 
 impl ZmqIo {
     /// Starts the I/O thread.
@@ -89,6 +120,8 @@ impl ZmqIo {
         let (events_tx, events) = mpsc::channel(EVENT_CAPACITY);
         let wake_pending = Arc::new(AtomicBool::new(false));
         let curve_refused = Arc::new(AtomicU64::new(0));
+        let in_channel = Arc::new(AtomicUsize::new(0));
+        let channel_max = limits.max_total_queued_bytes;
         let io = Io {
             // One context per node: stopping it waits for what this node still has to send,
             // and no node's sockets can hold up another's.
@@ -102,6 +135,10 @@ impl ZmqIo {
             limits,
             zap: None,
             curve_refused: Arc::clone(&curve_refused),
+            in_channel: Arc::clone(&in_channel),
+            clients: HashMap::new(),
+            queued: 0,
+            marks: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("zgossip-io {name}"))
@@ -114,6 +151,8 @@ impl ZmqIo {
             events,
             thread: Some(thread),
             curve_refused,
+            in_channel,
+            channel_max,
         })
     }
 
@@ -123,7 +162,12 @@ impl ZmqIo {
     }
 
     fn send(&self, command: Command) -> Result<(), Error> {
-        self.commands.send(command).map_err(|_| Error::Stopped)?;
+        let bytes = command.bytes();
+        self.in_channel.fetch_add(bytes, Ordering::SeqCst);
+        if self.commands.send(command).is_err() {
+            self.in_channel.fetch_sub(bytes, Ordering::SeqCst);
+            return Err(Error::Stopped);
+        }
         // One wake byte per batch of commands: the thread clears the flag before draining.
         if !self.wake_pending.swap(true, Ordering::SeqCst) {
             match (&self.wake).write(&[1]) {
@@ -176,14 +220,34 @@ impl ZmqIo {
         let _ = self.send(Command::Redial(remote));
     }
 
-    /// Sends a frame to a client of our ROUTER.
-    pub fn send_to_client(&self, routing_id: Bytes, frame: Bytes) {
+    /// Sends a frame to a client of our ROUTER; [`Full`] when the channel to the thread
+    /// already holds the node's ceiling of bytes.
+    pub fn send_to_client(&self, routing_id: Bytes, frame: Bytes) -> Result<(), Full> {
+        self.check_room(frame.len())?;
         let _ = self.send(Command::ToClient(routing_id, frame));
+        Ok(())
     }
 
-    /// Sends a frame through a remote's DEALER.
-    pub fn send_to_server(&self, remote: RemoteId, frame: Bytes) {
+    /// Sends a frame through a remote's DEALER; [`Full`] as for
+    /// [`ZmqIo::send_to_client`].
+    pub fn send_to_server(&self, remote: RemoteId, frame: Bytes) -> Result<(), Full> {
+        self.check_room(frame.len())?;
         let _ = self.send(Command::ToServer(remote, frame));
+        Ok(())
+    }
+
+    /// Asks for [`Incoming::Drained`] for `peer` once what is queued for it so far has gone
+    /// into libzmq: the actor sends a resync's next slice then.
+    pub fn mark(&self, peer: Peer) {
+        let _ = self.send(Command::Mark(peer));
+    }
+
+    fn check_room(&self, bytes: usize) -> Result<(), Full> {
+        let held = self.in_channel.load(Ordering::SeqCst);
+        if held.saturating_add(bytes) > self.channel_max {
+            return Err(Full);
+        }
+        Ok(())
     }
 
     /// The next thing the I/O thread saw. Pends forever once the thread is gone.
@@ -213,6 +277,8 @@ struct Dealer {
     monitor: zmq::Socket,
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
+    /// A [`Command::Mark`] waits for `pending` to empty.
+    marked: bool,
     /// A failed handshake was warned about since the last good one (libzmq retries each second).
     handshake_warned: bool,
 }
@@ -233,6 +299,17 @@ impl Drop for Dealer {
     }
 }
 
+/// Frames for one client that libzmq had no room for yet.
+#[derive(Default)]
+struct ClientQueue {
+    pending: VecDeque<Bytes>,
+    bytes: usize,
+    /// When a frame last left the queue (or the queue started).
+    moved: Option<Instant>,
+    /// A [`Command::Mark`] waits for the queue to empty.
+    marked: bool,
+}
+
 struct Io {
     context: zmq::Context,
     router: Option<zmq::Socket>,
@@ -244,6 +321,13 @@ struct Io {
     limits: Limits,
     zap: Option<Zap>,
     curve_refused: Arc<AtomicU64>,
+    in_channel: Arc<AtomicUsize>,
+    /// Frames waiting for clients, by routing id.
+    clients: HashMap<Bytes, ClientQueue>,
+    /// Bytes waiting in every queue, clients' and servers': at most the node's ceiling.
+    queued: usize,
+    /// Peers whose queue emptied while a mark waited, to be told to the actor.
+    marks: Vec<Peer>,
 }
 
 /// The ZAP handler: a REP socket on [`ZAP_ENDPOINT`] in this node's context, answered here.
@@ -287,7 +371,11 @@ impl Io {
         let mut actor_gone = self.drain_wake().is_err();
         self.wake_pending.store(false, Ordering::SeqCst);
         loop {
-            match self.commands.try_recv() {
+            let command = self.commands.try_recv();
+            if let Ok(command) = &command {
+                self.in_channel.fetch_sub(command.bytes(), Ordering::SeqCst);
+            }
+            match command {
                 // Once the actor is gone, still send what it queued last (goodbyes,
                 // withdrawals); nobody is left to hear of failures.
                 Ok(command) if actor_gone => {
@@ -323,7 +411,12 @@ impl Io {
                 items.push(dealer.socket.as_poll_item(zmq::POLLIN | out));
                 items.push(dealer.monitor.as_poll_item(zmq::POLLIN));
             }
-            match zmq::poll(&mut items, -1) {
+            let timeout = if self.clients.values().any(|q| !q.pending.is_empty()) {
+                CLIENT_RETRY.as_millis() as i64
+            } else {
+                -1
+            };
+            match zmq::poll(&mut items, timeout) {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
                 Err(e) => {
                     warn!(error = %e, "zmq poll failed; stopping the I/O thread");
@@ -351,6 +444,7 @@ impl Io {
         };
 
         tracing::trace!(router_ready, zap_ready, ?dealer_ready, "poll");
+        self.flush_clients()?;
         if zap_ready {
             self.answer_zap();
         }
@@ -367,6 +461,14 @@ impl Io {
             if writable {
                 self.flush(id)?;
             }
+        }
+        self.tell_marks()
+    }
+
+    /// Tells the actor of the peers whose queues emptied with a mark waiting.
+    fn tell_marks(&mut self) -> Running {
+        for peer in std::mem::take(&mut self.marks) {
+            self.emit(Incoming::Drained(peer))?;
         }
         Ok(())
     }
@@ -407,6 +509,7 @@ impl Io {
                 let _ = reply.send(result);
             }
             Command::Redial(remote) => {
+                self.drop_server_queue(remote);
                 if let Some(old) = self.remotes.remove(&remote) {
                     let endpoint = old.endpoint.clone();
                     let curve = old.curve.clone();
@@ -418,14 +521,38 @@ impl Io {
             }
             Command::ToClient(routing_id, frame) => self.send_to_client(routing_id, frame)?,
             Command::ToServer(remote, frame) => self.send_to_server(remote, frame)?,
+            Command::Mark(peer) => self.on_mark(peer),
         }
         Ok(())
+    }
+
+    fn on_mark(&mut self, peer: Peer) {
+        let waiting = match &peer {
+            Peer::Client(ClientId::Zmq(routing_id)) => match self.clients.get_mut(routing_id) {
+                Some(queue) if !queue.pending.is_empty() => {
+                    queue.marked = true;
+                    true
+                }
+                _ => false,
+            },
+            Peer::Remote(remote) => match self.remotes.get_mut(remote) {
+                Some(dealer) if !dealer.pending.is_empty() => {
+                    dealer.marked = true;
+                    true
+                }
+                _ => false,
+            },
+            Peer::Client(ClientId::Inproc(_)) => false,
+        };
+        if !waiting {
+            self.marks.push(peer);
+        }
     }
 
     fn socket(&self, kind: zmq::SocketType) -> Result<zmq::Socket, zmq::Error> {
         let socket = self.context.socket(kind)?;
         socket.set_linger(0)?;
-        socket.set_sndhwm(self.limits.socket_hwm)?;
+        socket.set_sndhwm(SEND_HWM)?;
         socket.set_rcvhwm(self.limits.socket_hwm)?;
         socket.set_maxmsgsize(self.limits.max_message_bytes as i64)?;
         socket.set_handshake_ivl(self.limits.handshake_timeout_ms)?;
@@ -524,6 +651,7 @@ impl Io {
                 monitor,
                 pending: VecDeque::new(),
                 pending_bytes: 0,
+                marked: false,
                 handshake_warned: false,
             },
         );
@@ -576,26 +704,156 @@ impl Io {
         }
     }
 
+    /// Sends a frame to a client, or queues it behind what already waits for that client.
     fn send_to_client(&mut self, routing_id: Bytes, frame: Bytes) -> Running {
         let Some(router) = &self.router else {
             return Ok(());
         };
-        let sent = router
-            .send(&routing_id[..], zmq::SNDMORE | zmq::DONTWAIT)
-            .and_then(|()| router.send(&frame[..], zmq::DONTWAIT));
-        match sent {
-            Ok(()) => Ok(()),
-            Err(zmq::Error::EHOSTUNREACH) => {
-                self.emit(Incoming::ClientGone(ClientId::Zmq(routing_id)))
-            }
-            Err(zmq::Error::EAGAIN) => {
-                self.emit(Incoming::ClientOverflow(ClientId::Zmq(routing_id)))
-            }
-            Err(e) => {
-                warn!(error = %e, "send to a client failed");
-                Ok(())
+        let waiting = self
+            .clients
+            .get(&routing_id)
+            .is_some_and(|q| !q.pending.is_empty());
+        if !waiting {
+            match try_send(router, &routing_id, &frame) {
+                Sent::Done | Sent::Failed => return Ok(()),
+                Sent::Gone => return self.client_gone(routing_id),
+                Sent::Full => {}
             }
         }
+        let max = self.limits.max_queued_bytes;
+        let queue = self.clients.entry(routing_id.clone()).or_default();
+        if queue.bytes + frame.len() > max {
+            debug!(client = %ClientId::Zmq(routing_id.clone()), "client is not reading; dropping what waits for it");
+            self.drop_client_queue(&routing_id);
+            return self.emit(Incoming::ClientOverflow(ClientId::Zmq(routing_id)));
+        }
+        queue.bytes += frame.len();
+        queue.moved.get_or_insert_with(Instant::now);
+        queue.pending.push_back(frame.clone());
+        self.queued += frame.len();
+        self.enforce_ceiling()
+    }
+
+    /// Offers libzmq what waits for clients; drops the queues of clients gone or stalled.
+    fn flush_clients(&mut self) -> Running {
+        let Some(router) = &self.router else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        let mut stalled = Vec::new();
+        let mut sent = 0;
+        for (routing_id, queue) in &mut self.clients {
+            while let Some(frame) = queue.pending.front() {
+                match try_send(router, routing_id, frame) {
+                    Sent::Done | Sent::Failed => {
+                        queue.bytes -= frame.len();
+                        sent += frame.len();
+                        queue.pending.pop_front();
+                        queue.moved = Some(now);
+                    }
+                    Sent::Gone => {
+                        gone.push(routing_id.clone());
+                        break;
+                    }
+                    Sent::Full => {
+                        if queue
+                            .moved
+                            .is_some_and(|at| now.duration_since(at) > CLIENT_STALL)
+                        {
+                            stalled.push(routing_id.clone());
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        self.queued -= sent;
+        let marks = &mut self.marks;
+        self.clients.retain(|routing_id, queue| {
+            let keep = !queue.pending.is_empty();
+            if !keep && queue.marked {
+                marks.push(Peer::Client(ClientId::Zmq(routing_id.clone())));
+            }
+            keep
+        });
+        for routing_id in gone {
+            self.client_gone(routing_id)?;
+        }
+        for routing_id in stalled {
+            warn!(client = %ClientId::Zmq(routing_id.clone()), "client has not read for {CLIENT_STALL:?}; dropping its session");
+            self.drop_client_queue(&routing_id);
+            self.emit(Incoming::ClientOverflow(ClientId::Zmq(routing_id)))?;
+        }
+        Ok(())
+    }
+
+    fn client_gone(&mut self, routing_id: Bytes) -> Running {
+        self.drop_client_queue(&routing_id);
+        self.emit(Incoming::ClientGone(ClientId::Zmq(routing_id)))
+    }
+
+    /// Forgets what waits for a client; a mark on it is answered (there is nothing to wait for).
+    fn drop_client_queue(&mut self, routing_id: &Bytes) {
+        if let Some(queue) = self.clients.remove(routing_id) {
+            self.queued -= queue.bytes;
+            if queue.marked {
+                self.marks
+                    .push(Peer::Client(ClientId::Zmq(routing_id.clone())));
+            }
+        }
+    }
+
+    /// Forgets what waits for a server, answering a mark on it.
+    fn drop_server_queue(&mut self, remote: RemoteId) {
+        if let Some(dealer) = self.remotes.get_mut(&remote) {
+            self.queued -= dealer.pending_bytes;
+            dealer.pending.clear();
+            dealer.pending_bytes = 0;
+            if std::mem::take(&mut dealer.marked) {
+                self.marks.push(Peer::Remote(remote));
+            }
+        }
+    }
+
+    /// Keeps the bytes waiting in all queues under the node's ceiling: the peer with the most
+    /// waiting is the one not reading, so its queue goes, and its session or connection.
+    fn enforce_ceiling(&mut self) -> Running {
+        while self.queued > self.limits.max_total_queued_bytes {
+            let client = self
+                .clients
+                .iter()
+                .max_by_key(|(_, q)| q.bytes)
+                .map(|(id, q)| (q.bytes, id.clone()));
+            let server = self
+                .remotes
+                .iter()
+                .max_by_key(|(_, d)| d.pending_bytes)
+                .map(|(id, d)| (d.pending_bytes, *id));
+            let client_first = match (&client, &server) {
+                (Some((c, _)), Some((d, _))) => c >= d,
+                (client, _) => client.is_some(),
+            };
+            match (client, server) {
+                (Some((bytes, routing_id)), _) if client_first => {
+                    warn!(client = %ClientId::Zmq(routing_id.clone()), bytes, "the node's queues are full; dropping the client with the most waiting");
+                    self.drop_client_queue(&routing_id);
+                    self.emit(Incoming::ClientOverflow(ClientId::Zmq(routing_id)))?;
+                }
+                (_, Some((bytes, remote))) => {
+                    warn!(
+                        remote = remote.0,
+                        bytes,
+                        "the node's queues are full; dropping the server with the most waiting"
+                    );
+                    self.emit(Incoming::RemoteOverflow(remote))?;
+                    self.on_command(Command::Redial(remote))?;
+                }
+                // Nothing waits, so nothing is over (the count is of what waits).
+                _ => break,
+            }
+        }
+        Ok(())
     }
 
     fn send_to_server(&mut self, remote: RemoteId, frame: Bytes) -> Running {
@@ -604,13 +862,15 @@ impl Io {
             return Ok(());
         };
         dealer.pending_bytes += frame.len();
+        self.queued += frame.len();
         dealer.pending.push_back(frame);
         if dealer.pending_bytes > max {
             warn!(endpoint = %dealer.endpoint, "server is not reading; reconnecting");
             self.emit(Incoming::RemoteOverflow(remote))?;
             return self.on_command(Command::Redial(remote));
         }
-        self.flush(remote)
+        self.flush(remote)?;
+        self.enforce_ceiling()
     }
 
     /// Sends what is queued for a server until libzmq pushes back.
@@ -622,15 +882,20 @@ impl Io {
             match dealer.socket.send(&frame[..], zmq::DONTWAIT) {
                 Ok(()) => {
                     dealer.pending_bytes -= frame.len();
+                    self.queued -= frame.len();
                     dealer.pending.pop_front();
                 }
                 Err(zmq::Error::EAGAIN) => break,
                 Err(e) => {
                     warn!(endpoint = %dealer.endpoint, error = %e, "send to a server failed");
+                    self.queued -= dealer.pending_bytes;
                     dealer.pending.clear();
                     dealer.pending_bytes = 0;
                 }
             }
+        }
+        if dealer.pending.is_empty() && std::mem::take(&mut dealer.marked) {
+            self.marks.push(Peer::Remote(remote));
         }
         Ok(())
     }
@@ -708,8 +973,7 @@ impl Io {
                 zmq::SocketEvent::DISCONNECTED => {
                     debug!(endpoint = %dealer.endpoint, "disconnected");
                     // What was queued is moot: the reconnect resyncs everything.
-                    dealer.pending.clear();
-                    dealer.pending_bytes = 0;
+                    self.drop_server_queue(remote);
                     self.emit(Incoming::RemoteDisconnected(remote))?;
                 }
                 zmq::SocketEvent::HANDSHAKE_FAILED_AUTH
@@ -727,6 +991,33 @@ impl Io {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// How offering one frame to libzmq went.
+enum Sent {
+    Done,
+    /// No room for it now (the peer's pipe is at its high-water mark).
+    Full,
+    /// The peer is not connected any more.
+    Gone,
+    /// Some other failure, logged; the frame is dropped.
+    Failed,
+}
+
+/// Offers a frame for one client to the ROUTER without waiting.
+fn try_send(router: &zmq::Socket, routing_id: &[u8], frame: &[u8]) -> Sent {
+    let sent = router
+        .send(routing_id, zmq::SNDMORE | zmq::DONTWAIT)
+        .and_then(|()| router.send(frame, zmq::DONTWAIT));
+    match sent {
+        Ok(()) => Sent::Done,
+        Err(zmq::Error::EAGAIN) => Sent::Full,
+        Err(zmq::Error::EHOSTUNREACH) => Sent::Gone,
+        Err(error) => {
+            debug!(%error, "send to a client failed");
+            Sent::Failed
         }
     }
 }
