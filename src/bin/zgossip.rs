@@ -65,12 +65,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node; its pipe is stdin (commands) and stdout (replies and events).
+    #[command(after_help = EXIT_CODES)]
     Node(NodeArgs),
     /// Print the endpoints of a service, one per line (exit 1 when there are none, 3 when the
     /// network does not answer).
     #[command(after_help = EXIT_CODES)]
     Lookup(LookupArgs),
     /// Print every event as it happens until interrupted.
+    #[command(after_help = EXIT_CODES)]
     Watch(ClientArgs),
     /// Print every tuple known, with its remaining lease, and the count (exit 3 when the
     /// network does not answer).

@@ -419,6 +419,20 @@ mod tests {
         assert_eq!(value_and_lease("orders"), ("orders", None));
     }
 
+    #[tokio::test]
+    async fn bytes_that_are_not_utf8_get_an_error_in_their_turn() {
+        let node = Node::spawn(super::super::Config::default()).unwrap();
+        let mut pipe = node.pipe().await.unwrap();
+        pipe.writer
+            .send_bytes(b"PUBLISH k caf\xe9\n")
+            .await
+            .unwrap();
+        pipe.writer.send_bytes(b"STATUS\n").await.unwrap();
+        let error = pipe.recv().await.unwrap();
+        assert!(error.starts_with("ERROR the line is not UTF-8"), "{error}");
+        assert_eq!(pipe.recv().await.as_deref(), Some("STATUS 0"));
+    }
+
     #[test]
     fn first_word_keeps_the_rest_of_the_line() {
         assert_eq!(first_word("k  orders service"), ("k", "orders service"));
