@@ -389,31 +389,39 @@ async fn run_node(args: NodeArgs, logs: Logs) -> Result<()> {
     }
     tokio::spawn(forward_stdin(writer));
 
-    let signalled = tokio::select! {
-        _ = sigterm.recv() => true,
-        _ = sigint.recv() => true,
-        // The pipe ended: `$TERM`, or the node stopped.
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+        // The pipe ended: `$TERM`, the node stopped, or stdout is gone.
         printed = &mut printer => {
-            printed??;
-            false
-        }
-    };
-    if signalled {
-        let deadline = tokio::time::Instant::now() + STOP_LIMIT;
-        if tokio::time::timeout_at(deadline, node.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the node did not stop within {STOP_LIMIT:?}; exiting anyway");
-        }
-        let grace = deadline
-            .saturating_duration_since(tokio::time::Instant::now())
-            .min(STDOUT_GRACE);
-        if let Ok(printed) = tokio::time::timeout(grace, printer).await {
-            printed??;
+            let printed = printed.map_err(anyhow::Error::from).and_then(|r| Ok(r?));
+            if printed.is_err() {
+                // Nobody hears the node any more; it still withdraws what it announced.
+                stop(&node, tokio::time::Instant::now() + STOP_LIMIT).await;
+            }
+            return printed.context("writing to stdout");
         }
     }
+    let deadline = tokio::time::Instant::now() + STOP_LIMIT;
+    stop(&node, deadline).await;
+    let grace = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .min(STDOUT_GRACE);
+    if let Ok(printed) = tokio::time::timeout(grace, printer).await {
+        printed??;
+    }
     Ok(())
+}
+
+/// Stops the node gracefully (withdrawals, goodbyes), giving up at `deadline`.
+async fn stop(node: &Node, deadline: tokio::time::Instant) {
+    // A node already stopped is as good as stopped.
+    if tokio::time::timeout_at(deadline, node.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the node did not stop within {STOP_LIMIT:?}; exiting anyway");
+    }
 }
 
 /// Feeds stdin to the pipe line by line, in order. A line that is not UTF-8 gets its `ERROR`
