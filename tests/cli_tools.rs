@@ -4,16 +4,49 @@
 
 mod support;
 
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use support::{LINE_TIMEOUT, LinePeer, TCP_ANY, tcp_endpoint};
 
+/// Runs `zgossip args` to its end; one that is still running after 30 s is killed and fails
+/// the test.
 fn zgossip(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_zgossip"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zgossip"))
         .args(args)
-        .output()
-        .expect("run zgossip")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run zgossip");
+    let read = |mut stream: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stream.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("zgossip {args:?} still running after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 fn stdout(output: &Output) -> String {
@@ -55,7 +88,7 @@ fn lookup_prints_the_endpoints_of_a_service_one_per_line() {
         "tcp://10.0.0.1:9000\ntcp://10.0.0.2:9000\n"
     );
     assert!(
-        stderr(&output).contains("waiting up to 2s"),
+        stderr(&output).contains("waiting up to 5s for"),
         "progress on stderr: {}",
         stderr(&output)
     );
@@ -130,20 +163,161 @@ fn status_lists_every_tuple_with_its_lease_and_the_count() {
 }
 
 #[test]
-fn status_of_an_unreachable_network_exits_1_and_says_so() {
+fn status_of_a_network_that_does_not_answer_exits_3_and_says_so() {
     let output = zgossip(&[
         "status",
         "--connect",
         "tcp://127.0.0.1:1",
-        "--wait",
+        "--timeout",
         "300ms",
     ]);
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(
-        stderr(&output).contains("cannot reach tcp://127.0.0.1:1"),
+        stderr(&output).contains("tcp://127.0.0.1:1 did not answer within 300ms"),
         "{}",
         stderr(&output)
     );
+    assert_eq!(stdout(&output), "");
+}
+
+#[test]
+fn lookup_tells_a_network_that_does_not_answer_from_a_missing_service() {
+    let output = zgossip(&[
+        "lookup",
+        "orders",
+        "--connect",
+        "tcp://127.0.0.1:1",
+        "--timeout",
+        "300ms",
+    ]);
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("tcp://127.0.0.1:1 did not answer within 300ms"),
+        "{said}"
+    );
+    assert!(!said.contains("no endpoint offers"), "{said}");
+}
+
+#[test]
+fn lookup_wait_0_answers_from_what_the_network_holds_now() {
+    let (_node, endpoint) = registry();
+    let output = zgossip(&["lookup", "orders", "--connect", &endpoint, "--wait", "0"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "tcp://10.0.0.1:9000\ntcp://10.0.0.2:9000\n"
+    );
+    let output = zgossip(&["lookup", "nothing", "--connect", &endpoint, "--wait", "0"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no endpoint offers nothing"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn status_counts_one_tuple_in_the_singular() {
+    let mut node = LinePeer::zgossip(&["--bind", TCP_ANY, "--publish", "k=v"]);
+    let endpoint = tcp_endpoint(node.port());
+    let output = zgossip(&["status", "--connect", &endpoint]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "k v -\n1 tuple\n");
+}
+
+#[test]
+fn client_commands_refuse_inproc_endpoints_with_a_reason() {
+    for args in [
+        &["lookup", "orders", "--connect", "inproc://x"][..],
+        &["watch", "--connect", "inproc://x"],
+        &["status", "--connect", "inproc://x"],
+    ] {
+        let output = zgossip(args);
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {said}");
+        assert!(
+            said.contains("inproc://x") && said.contains("process"),
+            "{args:?}: {said}"
+        );
+    }
+}
+
+#[test]
+fn durations_without_a_unit_are_refused_suggesting_one() {
+    let (_node, endpoint) = registry();
+    for (args, flag, suggestion) in [
+        (&["node", "--ttl", "30"][..], "--ttl", "30s"),
+        (&["node", "--timeout", "100"], "--timeout", "100ms"),
+        (
+            &["lookup", "orders", "--connect", &endpoint, "--wait", "5"],
+            "--wait",
+            "5s",
+        ),
+        (
+            &["lookup", "orders", "--connect", &endpoint, "--timeout", "2"],
+            "--timeout",
+            "2s",
+        ),
+        (
+            &["status", "--connect", &endpoint, "--timeout", "2"],
+            "--timeout",
+            "2s",
+        ),
+    ] {
+        let output = zgossip(args);
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {said}");
+        assert!(
+            said.contains(flag) && said.contains("needs a unit") && said.contains(suggestion),
+            "{args:?}: {said}"
+        );
+        assert_eq!(stdout(&output), "", "{args:?}: nothing started");
+    }
+}
+
+#[test]
+fn a_bind_to_a_host_name_says_what_libzmq_wants_once() {
+    let output = zgossip(&["node", "--bind", "tcp://localhost:*"]);
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(said.contains("IP address"), "{said}");
+    assert!(said.contains("tcp://127.0.0.1:* or tcp://*:*"), "{said}");
+    assert_eq!(said.matches("cannot bind").count(), 1, "said once: {said}");
+}
+
+#[test]
+fn curve_connect_takes_a_server_key_that_starts_with_a_dash() {
+    // About one key in 82 starts with '-'.
+    let keys = (0..100_000)
+        .map(|_| zgossip::CurveKeys::generate().unwrap())
+        .find(|keys| keys.public.to_string().starts_with('-'))
+        .expect("a public key starting with '-'");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("curve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[curve]\npublic-key = \"{}\"\nsecret-key = \"{}\"\n",
+            keys.public, keys.secret
+        ),
+    )
+    .unwrap();
+    let mut node = LinePeer::zgossip(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--bind",
+        TCP_ANY,
+        "--publish",
+        "tcp://10.0.0.1:9000=orders",
+    ]);
+    let endpoint = tcp_endpoint(node.port());
+    let public = keys.public.to_string();
+    let found = zgossip(&["lookup", "orders", "--curve-connect", &endpoint, &public]);
+    assert!(found.status.success(), "{}", stderr(&found));
+    assert_eq!(stdout(&found), "tcp://10.0.0.1:9000\n");
+    let mut client = LinePeer::zgossip(&["--curve-connect", &endpoint, &public]);
+    client.wait_for_delivers(&[("tcp://10.0.0.1:9000", "orders")], LINE_TIMEOUT);
 }
 
 #[test]
@@ -170,7 +344,13 @@ fn bad_usage_exits_2() {
     for args in [
         &["lookup", "orders"][..],
         &["lookup", "orders", "--connect", "nowhere"],
-        &["status", "--connect", "tcp://127.0.0.1:1", "--wait", "soon"],
+        &[
+            "status",
+            "--connect",
+            "tcp://127.0.0.1:1",
+            "--timeout",
+            "soon",
+        ],
         &["node", "--publish", "two words=v"],
         &["node", "--bind", "udp://1.2.3.4:5"],
         &["frobnicate"],
@@ -235,10 +415,17 @@ fn a_bad_config_file_fails_before_starting_and_names_the_key() {
             "[[announce]]\nkey = \"a b\"\nvalue = \"v\"\n",
             "announce[0]",
         ),
+        ("[node]\nttl = 30\n", "ttl = 30"),
+        ("[server]\ntimeout = \"100\"\n", "timeout"),
     ] {
         std::fs::write(&file, text).unwrap();
         let output = zgossip(&["node", "--config", file.to_str().unwrap()]);
-        assert_eq!(output.status.code(), Some(2), "{text:?}");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{text:?}: {}",
+            stderr(&output)
+        );
         let error = stderr(&output);
         assert!(
             error.contains("bad.toml") && error.contains(key),
@@ -276,6 +463,11 @@ fn keygen_configures_a_curve_node_that_only_curve_clients_reach() {
     let output = zgossip(&["keygen"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let keys = stdout(&output);
+    assert_eq!(
+        keys.lines().next(),
+        Some("[curve]"),
+        "a whole section: {keys}"
+    );
     let public = keys
         .lines()
         .find_map(|l| l.strip_prefix("public-key = \""))
@@ -284,7 +476,7 @@ fn keygen_configures_a_curve_node_that_only_curve_clients_reach() {
         .to_owned();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("curve.toml");
-    std::fs::write(&config, format!("[curve]\n{keys}")).unwrap();
+    std::fs::write(&config, &keys).unwrap();
     let mut node = LinePeer::zgossip_named(
         "curve-registry",
         &[
@@ -302,8 +494,16 @@ fn keygen_configures_a_curve_node_that_only_curve_clients_reach() {
     assert!(found.status.success(), "{}", stderr(&found));
     assert_eq!(stdout(&found), "tcp://10.0.0.1:9000\n");
 
-    let plain = zgossip(&["lookup", "orders", "--connect", &endpoint, "--wait", "1s"]);
-    assert_eq!(plain.status.code(), Some(1), "{}", stderr(&plain));
+    // A plain client never completes the handshake: the network did not answer it.
+    let plain = zgossip(&[
+        "lookup",
+        "orders",
+        "--connect",
+        &endpoint,
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(plain.status.code(), Some(3), "{}", stderr(&plain));
     assert_eq!(stdout(&plain), "");
 
     let bad = zgossip(&["lookup", "orders", "--curve-connect", &endpoint, "nokey"]);

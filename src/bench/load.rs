@@ -32,7 +32,7 @@ use clap::Args;
 use tokio::task::JoinSet;
 
 use super::{Process, Report};
-use crate::node::{Event, Events, EventsError, parse_duration};
+use crate::node::{Event, Events, EventsError, parse_duration_with_unit};
 use crate::rng::XorShift;
 use crate::{Config, Node};
 use server::Server;
@@ -76,24 +76,24 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 60)]
     pub seconds: u64,
     /// The services' lease; each client's node refreshes it every third of it.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration_with_unit)]
     pub ttl: Duration,
     /// How often each client gives its moving service a new value (the timed publishes).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_duration_with_unit)]
     pub update_every: Duration,
     /// The start of the window not judged for memory; default: one lease, at most half the
     /// window.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration_with_unit)]
     pub warmup: Option<Duration>,
     /// Growth of the node's RSS after warm-up, in percent, above which it is not flat.
     #[arg(long, default_value_t = 10.0)]
     pub rss_limit_pct: f64,
     /// Longest wait after the window for the observer to hold every latest value.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration_with_unit)]
     pub settle: Duration,
     /// `server_timeout` of every node, the one under test included (e.g. `10s`); default: the
     /// node's own (1 s). A session or remote silent this long is dropped and resyncs.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_with_unit)]
     pub server_timeout: Option<Duration>,
     /// The zgossip binary that runs the node under test; default: this one.
     #[arg(long, value_name = "PATH", conflicts_with = "in_process")]
@@ -111,7 +111,7 @@ pub struct LoadArgs {
     pub seed: u64,
     /// Longest wait for every client and the observer to hold all tuples before the window
     /// starts (it starts anyway, and `setup_short` says how many nodes lacked some).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration_with_unit)]
     pub setup_timeout: Duration,
 }
 

@@ -108,7 +108,7 @@ pub struct MeshArgs {
     pub timeout_s: u64,
     /// The nodes' `server_timeout` (e.g. `10s`); default: the node's own default (1 s). Under
     /// a load that delays answers past it, remotes are redialled and resync.
-    #[arg(long, value_name = "DURATION", value_parser = crate::node::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::node::parse_duration_with_unit)]
     pub server_timeout: Option<Duration>,
 }
 

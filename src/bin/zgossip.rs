@@ -1,8 +1,15 @@
 //! The `zgossip` command. `zgossip node` runs one node whose pipe is this process's stdin and
 //! stdout; `lookup`, `watch` and `status` join a network as a short-lived client node to ask it
-//! something. Exit codes: 0 success, 1 what was asked for was not found (or the network could not
-//! be reached), 2 bad usage (flags, endpoints, config file). `keygen` prints a fresh CURVE
-//! keypair for a config file's `[curve]` section.
+//! something. `keygen` prints a fresh CURVE keypair as a config file's `[curve]` section.
+//!
+//! Exit codes (also in `--help`):
+//! - 0: success.
+//! - 1: what was asked for is not there (`lookup`: the network answered and no endpoint offers
+//!   the service), or the node failed while running (`cannot bind ...`).
+//! - 2: bad usage (flags, endpoints, durations without a unit, config file), before anything
+//!   starts.
+//! - 3: the network did not answer (`lookup`, `status`: no node dialled sent its resync within
+//!   `--timeout`).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,21 +18,41 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{ArgAction, Args, Parser, Subcommand};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::EnvFilter;
+use tokio::sync::watch;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 use zgossip::engine::validate;
 use zgossip::node::{
-    Announcement, LineFormat, SecureConnect, Setup, event_json, format_event, parse_duration,
+    Announcement, LineFormat, PipeReader, PipeWriter, SecureConnect, Setup, event_json,
+    format_event, parse_duration_with_unit,
 };
 use zgossip::transport::Endpoint;
 use zgossip::{Config, CurveKey, CurveKeys, Node};
+
+/// What the exit codes mean, for `--help`.
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 not found (lookup: the network answered and \
+no endpoint offers the service) or the node failed while running; 2 bad usage (flags, endpoints, \
+durations without a unit, config file); 3 the network did not answer within --timeout (lookup, \
+status).";
+
+/// How long a stop by signal waits for the node's withdrawals and goodbyes, and then for lines
+/// already queued to reach stdout, before exiting anyway: a stop is due within a second, and a
+/// reader that stopped reading must not hold it up.
+const STOP_LIMIT: Duration = Duration::from_millis(800);
+
+/// How much of [`STOP_LIMIT`] the queued lines get once the node has stopped.
+const STDOUT_GRACE: Duration = Duration::from_millis(200);
 
 #[derive(Parser)]
 #[command(
     name = "zgossip",
     version,
-    about = "Gossip service discovery, wire-compatible with CZMQ's zgossip"
+    about = "Gossip service discovery, wire-compatible with CZMQ's zgossip",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     /// More logging on stderr: -v info, -vv debug (ZGOSSIP_LOG overrides).
@@ -38,17 +65,23 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one node; its pipe is stdin (commands) and stdout (replies and events).
+    #[command(after_help = EXIT_CODES)]
     Node(NodeArgs),
-    /// Print the endpoints of a service, one per line (exit 1 when there are none).
+    /// Print the endpoints of a service, one per line (exit 1 when there are none, 3 when the
+    /// network does not answer).
+    #[command(after_help = EXIT_CODES)]
     Lookup(LookupArgs),
     /// Print every event as it happens until interrupted.
+    #[command(after_help = EXIT_CODES)]
     Watch(ClientArgs),
-    /// Print every tuple known, with its remaining lease, and the count.
+    /// Print every tuple known, with its remaining lease, and the count (exit 3 when the
+    /// network does not answer).
+    #[command(after_help = EXIT_CODES)]
     Status(StatusArgs),
     /// Benchmarks: many nodes in this process; one result line on stdout.
     #[command(subcommand)]
     Bench(zgossip::bench::Bench),
-    /// Print a fresh CURVE keypair as `[curve]` lines of a config file.
+    /// Print a fresh CURVE keypair as the `[curve]` section of a config file.
     Keygen,
 }
 
@@ -66,7 +99,8 @@ struct NodeArgs {
     connect: Vec<String>,
     /// Peer endpoint to dial over CURVE, with its server's public key (Z85); repeatable;
     /// replaces the file's [[curve.connect]] list. This node's own keys come from the file only.
-    #[arg(long, num_args = 2, value_names = ["EP", "SERVER_KEY"])]
+    // A Z85 key may start with '-'.
+    #[arg(long, num_args = 2, value_names = ["EP", "SERVER_KEY"], allow_hyphen_values = true)]
     curve_connect: Vec<String>,
     /// Tuple to announce, as KEY=VALUE; repeatable; added to the file's announcements.
     #[arg(long, value_name = "KEY=VALUE")]
@@ -74,7 +108,7 @@ struct NodeArgs {
     /// Lease for announcements that do not name their own (e.g. 30s); none by default.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     ttl: Option<Duration>,
-    /// Client session timeout (e.g. 1000, 250ms, 2s).
+    /// Client session timeout (e.g. 250ms, 2s).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     timeout: Option<Duration>,
     /// A name for this node's logs.
@@ -92,7 +126,7 @@ struct ClientArgs {
     connect: Vec<String>,
     /// A node to ask over CURVE, with its server's public key (Z85); repeatable. This client
     /// presents a throwaway keypair, so a server with an allow list refuses it.
-    #[arg(long, num_args = 2, value_names = ["EP", "SERVER_KEY"])]
+    #[arg(long, num_args = 2, value_names = ["EP", "SERVER_KEY"], allow_hyphen_values = true)]
     curve_connect: Vec<String>,
     /// Print JSON instead of words.
     #[arg(long)]
@@ -105,8 +139,13 @@ struct LookupArgs {
     service: String,
     #[command(flatten)]
     client: ClientArgs,
-    /// How long to wait for the network to sync, and then for the service to appear.
-    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "2s")]
+    /// How long to wait for the network to answer (its resync); exit 3 when it does not.
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "5s")]
+    timeout: Duration,
+    /// How long to wait, once the network has answered, for the service to appear. 0 (the
+    /// default): answer from what the network holds now, as a query should; a script that has
+    /// just started the service says how long it may take.
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "0")]
     wait: Duration,
 }
 
@@ -114,9 +153,9 @@ struct LookupArgs {
 struct StatusArgs {
     #[command(flatten)]
     client: ClientArgs,
-    /// How long to wait for the network to sync.
-    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "2s")]
-    wait: Duration,
+    /// How long to wait for the network to answer (its resync); exit 3 when it does not.
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "5s")]
+    timeout: Duration,
 }
 
 /// A mistake in what the user asked for: exit code 2.
@@ -129,26 +168,74 @@ struct Usage(String);
 #[error("{0}")]
 struct NotFound(String);
 
+/// The network did not answer: exit code 3, with this said on stderr.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NoAnswer(String);
+
+/// Durations on the command line need a unit: `--ttl 30` is refused, suggesting `30s`.
 fn duration(text: &str) -> Result<Duration, String> {
-    parse_duration(text)
+    parse_duration_with_unit(text)
+}
+
+/// The log filter on stderr, which the node's verbosity can raise while the process runs.
+struct Logs {
+    /// The filter given by `-v` or `ZGOSSIP_LOG`.
+    base: String,
+    reload: reload::Handle<EnvFilter, Registry>,
+}
+
+impl Logs {
+    fn init(verbose: u8) -> Logs {
+        let default_level = match verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        };
+        let base = std::env::var("ZGOSSIP_LOG")
+            .ok()
+            .filter(|filter| EnvFilter::try_new(filter).is_ok())
+            .unwrap_or_else(|| default_level.to_owned());
+        let (filter, reload) = reload::Layer::new(EnvFilter::new(&base));
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colour codes only for a terminal; a log file or CI gets plain text.
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .init();
+        Logs { base, reload }
+    }
+
+    /// Follows the node's verbosity (`VERBOSE`, `SET server/animate`): its message logs are at
+    /// info level, so a filter quieter than that lets this node's info through while it is on.
+    async fn follow(self, mut verbose: watch::Receiver<bool>) {
+        let base = EnvFilter::new(&self.base);
+        if base
+            .max_level_hint()
+            .is_none_or(|max| max >= LevelFilter::INFO)
+        {
+            return;
+        }
+        while verbose.changed().await.is_ok() {
+            let filter = if *verbose.borrow_and_update() {
+                format!("{},zgossip=info", self.base)
+            } else {
+                self.base.clone()
+            };
+            if let Err(error) = self.reload.reload(EnvFilter::new(filter)) {
+                eprintln!("zgossip: cannot change the log level: {error}");
+                return;
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal; a log file or CI gets plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_env("ZGOSSIP_LOG")
-                .unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .init();
+    let logs = Logs::init(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -161,7 +248,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Node(args) => run_node(args).await,
+            Command::Node(args) => run_node(args, logs).await,
             Command::Lookup(args) => run_lookup(args).await,
             Command::Watch(args) => run_watch(args).await,
             Command::Status(args) => run_status(args).await,
@@ -177,6 +264,8 @@ fn main() -> ExitCode {
             eprintln!("zgossip: {error:#}");
             if error.downcast_ref::<Usage>().is_some() {
                 ExitCode::from(2)
+            } else if error.downcast_ref::<NoAnswer>().is_some() {
+                ExitCode::from(3)
             } else {
                 ExitCode::FAILURE
             }
@@ -245,10 +334,12 @@ fn curve_connects(words: &[String]) -> Result<Vec<SecureConnect>> {
     Ok(remotes)
 }
 
-/// Prints a fresh keypair as TOML: paste it under `[curve]`, hand out the public key.
+/// Prints a fresh keypair as a TOML `[curve]` section: append it to a config file, hand out the
+/// public key.
 fn keygen() -> Result<()> {
     let keys = CurveKeys::generate()?;
     let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "[curve]")?;
     writeln!(stdout, "public-key = \"{}\"", keys.public)?;
     writeln!(stdout, "secret-key = \"{}\"", keys.secret)?;
     Ok(())
@@ -266,9 +357,22 @@ async fn dial_all(node: &Node, plain: &[String], curve: &[SecureConnect]) -> Res
     Ok(())
 }
 
-async fn run_node(args: NodeArgs) -> Result<()> {
+async fn run_node(args: NodeArgs, logs: Logs) -> Result<()> {
     let setup = node_setup(&args)?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     let node = Node::spawn(setup.config.clone())?;
+    tokio::spawn(logs.follow(node.verbosity()));
+    let format = if args.json {
+        LineFormat::Json
+    } else {
+        LineFormat::Words
+    };
+    // The pipe first, so its events include this node's own announcements.
+    let (writer, reader) = node.pipe_with(format).await?.split();
+    // stdin and stdout each have a task of their own: a writer that does not read its replies
+    // holds up only the commands behind them, never the signals below.
+    let mut printer = tokio::spawn(print_lines(reader));
     if setup.verbose {
         node.verbose(true).await?;
     }
@@ -283,44 +387,93 @@ async fn run_node(args: NodeArgs) -> Result<()> {
             .await
             .with_context(|| format!("announcing {}={}", announce.key, announce.value))?;
     }
+    tokio::spawn(forward_stdin(writer));
 
-    let format = if args.json {
-        LineFormat::Json
-    } else {
-        LineFormat::Words
-    };
-    let (writer, mut reader) = node.pipe_with(format).await?.split();
-    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    let mut stdin_open = true;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut stdout = std::io::stdout().lock();
-    loop {
-        tokio::select! {
-            line = stdin.next_line(), if stdin_open => match line {
-                Ok(Some(line)) => writer.send(&line).await?,
-                // EOF (or an unreadable stdin) leaves the node running.
-                Ok(None) | Err(_) => stdin_open = false,
-            },
-            line = reader.recv() => match line {
-                Some(line) => {
-                    writeln!(stdout, "{line}")?;
-                    stdout.flush()?;
-                }
-                None => break,
-            },
-            _ = sigterm.recv() => writer.send("$TERM").await?,
-            _ = sigint.recv() => writer.send("$TERM").await?,
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+        // The pipe ended: `$TERM`, the node stopped, or stdout is gone.
+        printed = &mut printer => {
+            let printed = printed.map_err(anyhow::Error::from).and_then(|r| Ok(r?));
+            if printed.is_err() {
+                // Nobody hears the node any more; it still withdraws what it announced.
+                stop(&node, tokio::time::Instant::now() + STOP_LIMIT).await;
+            }
+            return printed.context("writing to stdout");
         }
     }
+    let deadline = tokio::time::Instant::now() + STOP_LIMIT;
+    stop(&node, deadline).await;
+    let grace = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .min(STDOUT_GRACE);
+    if let Ok(printed) = tokio::time::timeout(grace, printer).await {
+        printed??;
+    }
     Ok(())
+}
+
+/// Stops the node gracefully (withdrawals, goodbyes), giving up at `deadline`.
+async fn stop(node: &Node, deadline: tokio::time::Instant) {
+    // A node already stopped is as good as stopped.
+    if tokio::time::timeout_at(deadline, node.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the node did not stop within {STOP_LIMIT:?}; exiting anyway");
+    }
+}
+
+/// Feeds stdin to the pipe line by line, in order. A line that is not UTF-8 gets its `ERROR`
+/// reply from the pipe; EOF (or an unreadable stdin) leaves the node running.
+async fn forward_stdin(writer: PipeWriter) {
+    let mut stdin = BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match stdin.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if writer.send_bytes(&line).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Prints every reply and event line until the pipe ends, flushing whenever it has caught up.
+async fn print_lines(mut reader: PipeReader) -> std::io::Result<()> {
+    let mut stdout = BufWriter::new(tokio::io::stdout());
+    while let Some(mut line) = reader.recv().await {
+        loop {
+            line.push('\n');
+            stdout.write_all(line.as_bytes()).await?;
+            match reader.try_recv() {
+                Some(next) => line = next,
+                None => break,
+            }
+        }
+        stdout.flush().await?;
+    }
+    stdout.flush().await
 }
 
 impl ClientArgs {
     /// The plain and CURVE remotes, checked before anything starts.
     fn remotes(&self) -> Result<Vec<SecureConnect>> {
         for endpoint in &self.connect {
-            Endpoint::parse(endpoint).map_err(|e| Usage(e.to_string()))?;
+            match Endpoint::parse(endpoint).map_err(|e| Usage(e.to_string()))? {
+                Endpoint::Zmq(_) => {}
+                Endpoint::Inproc(_) => {
+                    return Err(Usage(format!(
+                        "--connect {endpoint}: an inproc:// endpoint exists only inside the \
+                         process that bound it, and this command runs in a process of its own; \
+                         dial the node's tcp:// or ipc:// endpoint"
+                    ))
+                    .into());
+                }
+            }
         }
         curve_connects(&self.curve_connect)
     }
@@ -349,39 +502,42 @@ async fn client_node(args: &ClientArgs) -> Result<Node> {
     Ok(node)
 }
 
-/// Waits for every remote's resync, saying so on stderr.
-async fn sync(node: &Node, args: &ClientArgs, wait: Duration) -> Result<bool> {
+/// Waits for every remote's resync, saying so on stderr. Fails with [`NoAnswer`] when none
+/// answered within `timeout`; when only some did, says so and goes on with what they sent.
+async fn sync(node: &Node, args: &ClientArgs, timeout: Duration) -> Result<()> {
     let endpoints = args.endpoints();
-    eprintln!(
-        "zgossip: waiting up to {} for {endpoints} to sync",
-        humantime::format_duration(wait)
-    );
-    let synced = node.wait_synced(wait).await?;
-    if !synced {
-        eprintln!(
-            "zgossip: {endpoints} did not answer within {}",
-            humantime::format_duration(wait)
-        );
+    let timeout_text = humantime::format_duration(timeout);
+    eprintln!("zgossip: waiting up to {timeout_text} for {endpoints} to answer");
+    if node.wait_synced(timeout).await? {
+        return Ok(());
     }
-    Ok(synced)
+    let status = node.status().await?;
+    if status.remotes_synced == 0 {
+        node.shutdown().await?;
+        return Err(NoAnswer(format!(
+            "{endpoints} did not answer within {timeout_text} (is a node listening there?)"
+        ))
+        .into());
+    }
+    eprintln!(
+        "zgossip: only {} of {} nodes answered within {timeout_text}; going on with theirs",
+        status.remotes_synced, status.remotes
+    );
+    Ok(())
 }
 
 async fn run_lookup(args: LookupArgs) -> Result<()> {
-    let started = tokio::time::Instant::now();
     let node = client_node(&args.client).await?;
-    let synced = sync(&node, &args.client, args.wait).await?;
+    sync(&node, &args.client, args.timeout).await?;
     let mut found = node.lookup(&args.service).await?;
-    // Whole milliseconds, so progress messages stay readable.
-    let left =
-        Duration::from_millis(args.wait.saturating_sub(started.elapsed()).as_millis() as u64);
-    if found.is_empty() && synced && !left.is_zero() {
+    if found.is_empty() && !args.wait.is_zero() {
         eprintln!(
             "zgossip: no {} yet; waiting up to {}",
             args.service,
-            humantime::format_duration(left)
+            humantime::format_duration(args.wait)
         );
         found = node
-            .wait_for_service(&args.service, left)
+            .wait_for_service(&args.service, args.wait)
             .await
             .unwrap_or_default();
     }
@@ -406,10 +562,7 @@ async fn run_lookup(args: LookupArgs) -> Result<()> {
 
 async fn run_status(args: StatusArgs) -> Result<()> {
     let node = client_node(&args.client).await?;
-    if !sync(&node, &args.client, args.wait).await? {
-        node.shutdown().await?;
-        return Err(NotFound(format!("cannot reach {}", args.client.endpoints())).into());
-    }
+    sync(&node, &args.client, args.timeout).await?;
     let tuples = node.tuple_details().await?;
     node.shutdown().await?;
     let mut stdout = std::io::stdout().lock();
@@ -434,7 +587,8 @@ async fn run_status(args: StatusArgs) -> Result<()> {
             };
             writeln!(stdout, "{} {} {lease}", t.key, t.value)?;
         }
-        writeln!(stdout, "{} tuples", tuples.len())?;
+        let noun = if tuples.len() == 1 { "tuple" } else { "tuples" };
+        writeln!(stdout, "{} {noun}", tuples.len())?;
     }
     Ok(())
 }

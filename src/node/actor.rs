@@ -268,7 +268,7 @@ impl Actor {
             }
             Err(error) => {
                 self.port = -1;
-                warn!(%error, "bind failed");
+                debug!(%error, "bind failed");
             }
         }
         Ok(result?)

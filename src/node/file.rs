@@ -1,7 +1,8 @@
 //! The TOML configuration file: everything `SET` can change (keys follow the SET paths, so
 //! `[server] timeout` is `SET server/timeout`), the endpoints to bind, the seed list of remotes,
-//! and the services to announce. Durations are humantime (`250ms`, `30s`, `10m`). Unknown keys and
-//! bad values are errors naming the file and the key, found before anything starts. `[curve]`
+//! and the services to announce. Durations are strings with a unit (`"250ms"`, `"30s"`, `"10m"`);
+//! a bare number is refused. Unknown keys and bad values are errors naming the file and the key,
+//! found before anything starts. `[curve]`
 //! holds the node's CURVE keypair (`public-key`, `secret-key`, as `SET PUBLICKEY`/`SECRETKEY`),
 //! the client keys it admits (`allow`), `zap-domain`, and `[[curve.connect]]` remotes dialled
 //! with a server key (`CONNECT endpoint server-key`).
@@ -9,10 +10,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, de};
 
 use super::Config;
-use super::config::curve_applies;
+use super::config::{curve_applies, parse_duration_with_unit};
 use crate::engine::validate;
 use crate::transport::Endpoint;
 use crate::transport::curve::CurveKey;
@@ -45,7 +46,7 @@ pub struct Announcement {
     /// The value: the service's name.
     pub value: String,
     /// Its lease; the file's `[node] ttl` when absent; none when both are absent.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     pub ttl: Option<Duration>,
 }
 
@@ -109,14 +110,14 @@ struct Curve {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Server {
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Remote {
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     ping_interval: Option<Duration>,
 }
 
@@ -124,9 +125,9 @@ struct Remote {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct NodeSection {
     withdraw_on_stop: Option<bool>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     tombstone_ttl: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     ttl: Option<Duration>,
 }
 
@@ -138,12 +139,46 @@ struct Limits {
     max_sessions: Option<usize>,
     max_remotes: Option<usize>,
     max_message_bytes: Option<usize>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, deserialize_with = "duration")]
     handshake_timeout: Option<Duration>,
     socket_hwm: Option<i32>,
     max_queued_bytes: Option<usize>,
     max_total_queued_bytes: Option<usize>,
     event_capacity: Option<usize>,
+}
+
+/// A duration in the file: a string with a unit (`"30s"`). A bare number, quoted or not, is
+/// refused with the units it could have meant, as on the command line.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    struct Visitor;
+    impl de::Visitor<'_> for Visitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a duration with a unit, such as \"30s\" or \"500ms\"")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            parse_duration_with_unit(text).map_err(E::custom)
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "a duration needs a unit, e.g. \"{n}s\" or \"{n}ms\""
+            )))
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
+            self.visit_i64(n.try_into().unwrap_or(i64::MAX))
+        }
+
+        fn visit_f64<E: de::Error>(self, n: f64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "a duration needs a unit, e.g. \"{n}s\" or \"{n}ms\""
+            )))
+        }
+    }
+    deserializer.deserialize_any(Visitor).map(Some)
 }
 
 /// The file key for a [`Config`] field, for error messages.
@@ -393,6 +428,26 @@ mod tests {
     }
 
     #[test]
+    fn a_duration_without_a_unit_is_refused_naming_the_key_and_a_unit() {
+        for (text, key, unit) in [
+            ("[node]\nttl = 30\n", "ttl", "\"30s\""),
+            ("[server]\ntimeout = \"250\"\n", "timeout", "250ms"),
+            (
+                "[limits]\nhandshake-timeout = 3\n",
+                "handshake-timeout",
+                "\"3s\"",
+            ),
+        ] {
+            let error = Setup::parse(text, "bad.toml").unwrap_err().to_string();
+            assert!(error.starts_with("config file bad.toml: "), "{error}");
+            assert!(
+                error.contains(key) && error.contains("needs a unit") && error.contains(unit),
+                "{text:?} gave {error}"
+            );
+        }
+    }
+
+    #[test]
     fn errors_name_the_file_and_the_key() {
         let cases = [
             ("[server]\ntimout = \"1s\"\n", "timout"),
@@ -408,6 +463,12 @@ mod tests {
                 "limits.max-value-bytes",
             ),
             ("colour = \"blue\"\n", "colour"),
+            ("[node]\nttl = 30\n", "ttl = 30"),
+            ("[server]\ntimeout = \"30\"\n", "timeout"),
+            (
+                "[[announce]]\nkey = \"k\"\nvalue = \"v\"\nttl = 2.5\n",
+                "ttl = 2.5",
+            ),
         ];
         for (text, key) in cases {
             let error = Setup::parse(text, "bad.toml").unwrap_err().to_string();

@@ -10,12 +10,12 @@ mod pipe;
 
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::engine::TupleError;
 pub use crate::engine::{Event, PeerState, Stats};
 pub use crate::transport::curve::{CurveKey, CurveKeys, KeyError};
-pub use config::{Config, ConfigError, parse_duration, random_node_id};
+pub use config::{Config, ConfigError, parse_duration, parse_duration_with_unit, random_node_id};
 pub use file::{Announcement, FileError, SecureConnect, Setup};
 pub use pipe::{LineFormat, Pipe, PipeReader, PipeWriter, event_json, format_event};
 
@@ -142,6 +142,8 @@ pub(crate) enum Command {
 #[derive(Debug, Clone)]
 pub struct Node {
     commands: mpsc::Sender<Command>,
+    /// Whether the actor logs every message; changed only through handles, so they keep it.
+    verbose: watch::Sender<bool>,
 }
 
 impl Node {
@@ -153,7 +155,10 @@ impl Node {
         let (commands, receiver) = mpsc::channel(COMMAND_CAPACITY);
         let actor = actor::Actor::new(config, receiver);
         runtime.spawn(actor.run());
-        Ok(Node { commands })
+        Ok(Node {
+            commands,
+            verbose: watch::Sender::new(false),
+        })
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
@@ -166,9 +171,12 @@ impl Node {
     }
 
     /// Binds a listener; returns the endpoint as bound (with the real port for `tcp://host:*`).
+    /// A tcp bind takes an IP address, `*` or a network interface name, not a host name.
     pub async fn bind(&self, endpoint: &str) -> Result<String, Error> {
         let endpoint = endpoint.to_owned();
-        self.ask(|reply| Command::Bind { endpoint, reply }).await?
+        self.ask(|reply| Command::Bind { endpoint, reply })
+            .await?
+            .map_err(explain_bind)
     }
 
     /// Dials a peer's listener; the node says HELLO and republishes on every (re)connect.
@@ -321,9 +329,16 @@ impl Node {
     /// `server/animate`, `PUBLICKEY`, `SECRETKEY`, `curve/zap-domain`). CURVE keys apply to
     /// later binds and connects.
     pub async fn set(&self, path: &str, value: &str) -> Result<(), Error> {
+        let animate = matches!(path, "server/animate" | "server/verbose");
+        let on = matches!(value, "1" | "true" | "on");
         let (path, value) = (path.to_owned(), value.to_owned());
         self.ask(|reply| Command::Set { path, value, reply })
-            .await?
+            .await??;
+        // The actor took the value, so it was a flag: anything but an "on" word is off.
+        if animate {
+            self.verbose.send_replace(on);
+        }
+        Ok(())
     }
 
     /// Logs every message in and out at info level (or stops doing so).
@@ -331,7 +346,17 @@ impl Node {
         self.commands
             .send(Command::Verbose(on))
             .await
-            .map_err(|_| Error::Stopped)
+            .map_err(|_| Error::Stopped)?;
+        self.verbose.send_replace(on);
+        Ok(())
+    }
+
+    /// Whether the node logs every message ([`Node::verbose`], the pipe's `VERBOSE` or
+    /// `SET server/animate 1`), and each change of it. Those logs are `tracing` events at info
+    /// level: an application whose subscriber filters info out can watch this and raise its
+    /// filter, as `zgossip node` does.
+    pub fn verbosity(&self) -> watch::Receiver<bool> {
+        self.verbose.subscribe()
     }
 
     /// A stream of everything the node tells the application from now on.
@@ -340,7 +365,8 @@ impl Node {
         Ok(Events { receiver })
     }
 
-    /// A CZMQ-style string pipe on this node.
+    /// A CZMQ-style string pipe on this node. Each direction queues a bounded number of lines:
+    /// to write many commands, read the replies from another task ([`Pipe::split`]).
     pub async fn pipe(&self) -> Result<Pipe, Error> {
         Pipe::open(self.clone(), LineFormat::Words).await
     }
@@ -369,6 +395,35 @@ impl Node {
         })
         .await
     }
+}
+
+/// libzmq binds tcp to an IP address, `*` or an interface name and resolves no host names: it
+/// answers `tcp://localhost:5670` with "no such device". Say what it wants instead.
+fn explain_bind(error: Error) -> Error {
+    let Error::Transport(crate::transport::Error::Bind { endpoint, why }) = error else {
+        return error;
+    };
+    let tcp = endpoint
+        .strip_prefix("tcp://")
+        .and_then(|a| a.rsplit_once(':'));
+    let why = match tcp {
+        Some((host, port))
+            if why.contains("no such device")
+                && host != "*"
+                && host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_err() =>
+        {
+            format!(
+                "{why}: {host} is neither an IP address nor a network interface, and libzmq \
+                 binds need one of those or * (e.g. tcp://127.0.0.1:{port} or tcp://*:{port})"
+            )
+        }
+        _ => why,
+    };
+    Error::Transport(crate::transport::Error::Bind { endpoint, why })
 }
 
 impl Status {

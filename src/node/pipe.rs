@@ -2,6 +2,11 @@
 //! application talks to its zgossip actor. One line is one command, words separated by
 //! whitespace; each reply or event is one line whose first word names it. A bad command gets an
 //! `ERROR <why>` line and changes nothing.
+//!
+//! Each direction queues `LINE_CAPACITY` lines. Commands are run one at a time and their
+//! replies queued behind the events before them, so a program that writes many commands must
+//! read from another task ([`Pipe::split`]), or both queues fill and each side waits for the
+//! other.
 
 use std::time::Duration;
 
@@ -22,7 +27,15 @@ pub struct Pipe {
 /// The command half of a [`Pipe`].
 #[derive(Debug, Clone)]
 pub struct PipeWriter {
-    lines: mpsc::Sender<String>,
+    lines: mpsc::Sender<Input>,
+}
+
+/// One command line as written.
+#[derive(Debug)]
+enum Input {
+    Line(String),
+    /// Bytes that are not UTF-8, and why: answered with an `ERROR` in their turn.
+    NotUtf8(String),
 }
 
 /// The reply-and-event half of a [`Pipe`].
@@ -68,10 +81,21 @@ impl Pipe {
 impl PipeWriter {
     /// Sends one command line.
     pub async fn send(&self, line: &str) -> Result<(), Error> {
-        self.lines
-            .send(line.to_owned())
-            .await
-            .map_err(|_| Error::Stopped)
+        self.push(Input::Line(line.to_owned())).await
+    }
+
+    /// Sends one command line as read from a file, a socket or stdin: bytes that are not UTF-8
+    /// get an `ERROR` reply in their turn, and the pipe goes on.
+    pub async fn send_bytes(&self, line: &[u8]) -> Result<(), Error> {
+        let input = match std::str::from_utf8(line) {
+            Ok(text) => Input::Line(text.to_owned()),
+            Err(error) => Input::NotUtf8(format!("the line is not UTF-8 ({error})")),
+        };
+        self.push(input).await
+    }
+
+    async fn push(&self, input: Input) -> Result<(), Error> {
+        self.lines.send(input).await.map_err(|_| Error::Stopped)
     }
 }
 
@@ -79,6 +103,12 @@ impl PipeReader {
     /// The next reply or event line; `None` once the node has stopped.
     pub async fn recv(&mut self) -> Option<String> {
         self.lines.recv().await
+    }
+
+    /// The next line if one is waiting: lets a printer write a burst of lines before it
+    /// flushes.
+    pub fn try_recv(&mut self) -> Option<String> {
+        self.lines.try_recv().ok()
     }
 }
 
@@ -108,14 +138,14 @@ enum Flow {
 }
 
 impl Worker {
-    async fn run(mut self, mut commands: mpsc::Receiver<String>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<Input>) {
         let mut writer_open = true;
         loop {
             tokio::select! {
                 biased;
-                line = commands.recv(), if writer_open => match line {
-                    Some(line) => {
-                        if let Flow::Stop = self.execute(&line).await {
+                input = commands.recv(), if writer_open => match input {
+                    Some(input) => {
+                        if let Flow::Stop = self.execute(input).await {
                             return;
                         }
                     }
@@ -133,15 +163,26 @@ impl Worker {
     }
 
     /// Runs one command line and writes its reply, after any events that came before it.
-    async fn execute(&mut self, line: &str) -> Flow {
-        let reply = match run(&self.node, line).await {
-            Ok(Reply::Line(reply)) => Some(self.reply_line(&reply)),
-            Ok(Reply::None) => None,
-            Ok(Reply::Stopped) => return Flow::Stop,
-            Err(error) => Some(match self.format {
-                LineFormat::Words => format!("ERROR {error}"),
-                LineFormat::Json => serde_json::json!({ "error": error.to_string() }).to_string(),
-            }),
+    async fn execute(&mut self, input: Input) -> Flow {
+        let result = match input {
+            Input::Line(line) => run(&self.node, &line).await,
+            Input::NotUtf8(why) => Err(CommandError::NotUtf8(why)),
+        };
+        let (reply, flow) = match result {
+            Ok(Reply::Line(verb, args)) => (Some(self.reply_line(verb, &args)), Flow::Continue),
+            Ok(Reply::None) => (None, Flow::Continue),
+            // The node is gone: the pipe ends, after the events the node sent before it went,
+            // rather than refuse every queued command.
+            Ok(Reply::Stopped) | Err(CommandError::Node(Error::Stopped)) => (None, Flow::Stop),
+            Err(error) => {
+                let line = match self.format {
+                    LineFormat::Words => format!("ERROR {error}"),
+                    LineFormat::Json => {
+                        serde_json::json!({ "error": error.to_string() }).to_string()
+                    }
+                };
+                (Some(line), Flow::Continue)
+            }
         };
         while let Some(event) = self.events.try_recv() {
             let Some(line) = self.event_line(event) else {
@@ -156,7 +197,7 @@ impl Worker {
         {
             return Flow::Stop;
         }
-        Flow::Continue
+        flow
     }
 }
 
@@ -175,16 +216,18 @@ impl Worker {
         }
     }
 
-    /// A reply line in this pipe's format.
-    fn reply_line(&self, reply: &str) -> String {
+    /// A reply line in this pipe's format. Each argument stays whole in JSON, spaces and all.
+    fn reply_line(&self, verb: &str, args: &[String]) -> String {
         match self.format {
-            LineFormat::Words => reply.to_owned(),
-            LineFormat::Json => {
-                let mut words = reply.split(' ');
-                let verb = words.next().unwrap_or_default();
-                let args: Vec<&str> = words.collect();
-                serde_json::json!({ "reply": verb, "args": args }).to_string()
+            LineFormat::Words => {
+                let mut line = verb.to_owned();
+                for arg in args {
+                    line.push(' ');
+                    line.push_str(arg);
+                }
+                line
             }
+            LineFormat::Json => serde_json::json!({ "reply": verb, "args": args }).to_string(),
         }
     }
 }
@@ -238,7 +281,8 @@ fn value_and_lease(text: &str) -> (&str, Option<Duration>) {
 }
 
 enum Reply {
-    Line(String),
+    /// A reply: its first word and its arguments (a value or service may hold spaces).
+    Line(&'static str, Vec<String>),
     None,
     Stopped,
 }
@@ -252,6 +296,8 @@ enum CommandError {
     Unknown(String),
     #[error("usage: {0}")]
     Usage(&'static str),
+    #[error("{0}")]
+    NotUtf8(String),
 }
 
 /// Splits off the first word and the rest of the line.
@@ -276,7 +322,7 @@ async fn run(node: &Node, line: &str) -> Result<Reply, CommandError> {
             .map(|_| Reply::None)
             .map_err(Into::into),
         ("BIND", _) => Err(CommandError::Usage("BIND endpoint")),
-        ("PORT", []) => Ok(Reply::Line(format!("PORT {}", node.port().await?))),
+        ("PORT", []) => Ok(Reply::Line("PORT", vec![node.port().await?.to_string()])),
         ("CONNECT", [endpoint]) => node.connect(endpoint).await.map(done).map_err(Into::into),
         ("CONNECT", [endpoint, server_key]) => {
             let server_key = CurveKey::from_z85(server_key).map_err(Error::from)?;
@@ -305,29 +351,31 @@ async fn run(node: &Node, line: &str) -> Result<Reply, CommandError> {
         ("PUBLISH", _) => Err(CommandError::Usage("PUBLISH key value [ttl]")),
         ("UNPUBLISH", [key]) => node.unpublish(key).await.map(done).map_err(Into::into),
         ("UNPUBLISH", _) => Err(CommandError::Usage("UNPUBLISH key")),
-        ("LOOKUP", [service]) => {
-            let mut line = format!("LOOKUP {service}");
-            for endpoint in node.lookup(service).await? {
-                line.push(' ');
-                line.push_str(&endpoint);
-            }
-            Ok(Reply::Line(line))
+        ("LOOKUP", [_, ..]) => {
+            // The service is the rest of the line, as PUBLISH's value is.
+            let service = rest.trim_end();
+            let mut args = vec![service.to_owned()];
+            args.extend(node.lookup(service).await?);
+            Ok(Reply::Line("LOOKUP", args))
         }
         ("LOOKUP", _) => Err(CommandError::Usage("LOOKUP service")),
-        ("GET", [key]) => Ok(Reply::Line(match node.get(key).await? {
-            Some(value) => format!("VALUE {key} {value}"),
-            None => format!("NOVALUE {key}"),
-        })),
+        ("GET", [key]) => Ok(match node.get(key).await? {
+            Some(value) => Reply::Line("VALUE", vec![(*key).to_owned(), value]),
+            None => Reply::Line("NOVALUE", vec![(*key).to_owned()]),
+        }),
         ("GET", _) => Err(CommandError::Usage("GET key")),
         ("ANNOUNCE", _) => Err(CommandError::Usage("ANNOUNCE endpoint service")),
-        ("STATUS", []) => Ok(Reply::Line(format!(
-            "STATUS {}",
-            node.status().await?.tuples
-        ))),
-        ("STATUS", ["detail"]) => Ok(Reply::Line(format!(
-            "STATUS {}",
-            node.status().await?.detail()
-        ))),
+        ("STATUS", []) => Ok(Reply::Line(
+            "STATUS",
+            vec![node.status().await?.tuples.to_string()],
+        )),
+        ("STATUS", ["detail"]) => {
+            let detail = node.status().await?.detail();
+            Ok(Reply::Line(
+                "STATUS",
+                detail.split(' ').map(str::to_owned).collect(),
+            ))
+        }
         ("SET", [path, value]) => node.set(path, value).await.map(done).map_err(Into::into),
         ("SET", _) => Err(CommandError::Usage("SET path value")),
         ("VERBOSE", []) => node.verbose(true).await.map(done).map_err(Into::into),
@@ -347,7 +395,7 @@ fn is_known(verb: &str) -> bool {
 fn usage(verb: &str) -> &'static str {
     match verb {
         "PORT" => "PORT",
-        "STATUS" => "STATUS",
+        "STATUS" => "STATUS [detail]",
         "VERBOSE" => "VERBOSE",
         _ => "$TERM",
     }
@@ -369,6 +417,20 @@ mod tests {
         );
         assert_eq!(value_and_lease("orders 5"), ("orders 5", None));
         assert_eq!(value_and_lease("orders"), ("orders", None));
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_utf8_get_an_error_in_their_turn() {
+        let node = Node::spawn(super::super::Config::default()).unwrap();
+        let mut pipe = node.pipe().await.unwrap();
+        pipe.writer
+            .send_bytes(b"PUBLISH k caf\xe9\n")
+            .await
+            .unwrap();
+        pipe.writer.send_bytes(b"STATUS\n").await.unwrap();
+        let error = pipe.recv().await.unwrap();
+        assert!(error.starts_with("ERROR the line is not UTF-8"), "{error}");
+        assert_eq!(pipe.recv().await.as_deref(), Some("STATUS 0"));
     }
 
     #[test]
