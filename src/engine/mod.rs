@@ -1047,6 +1047,8 @@ impl Engine {
         let sessions = self.sessions.values().map(|s| match s.state {
             SessionState::Expired { since } => since + forget_after,
             SessionState::Start => s.last_heard + timeout,
+            // A client that never hailed is never suspected (it may never PING): only expired.
+            SessionState::Connected if s.node.is_none() => s.last_heard + timeout,
             SessionState::Connected => suspect(s.last_heard, s.liveness),
         });
         let remotes = self
