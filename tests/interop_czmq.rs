@@ -36,6 +36,7 @@ macro_rules! over_both_transports {
             $(
                 #[test]
                 fn $scenario() {
+                    let _ports = super::tcp_ports(stringify!($scenario));
                     super::$scenario(super::Transport::Tcp);
                 }
             )*
@@ -60,6 +61,25 @@ over_both_transports!(
     czmq_node_survives_our_pings_and_stays_consistent,
     leased_tuples_cross_a_czmq_node_which_stays_healthy,
 );
+
+/// The tcp restart scenario binds a port the OS chose, lets it go, and binds it again while our
+/// node keeps dialling it: a concurrent test binding `*` can be given that port meanwhile (and
+/// our node would then talk to that test's peer). It runs alone; the others share.
+static TCP_PORTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+enum PortsGuard {
+    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>),
+}
+
+fn tcp_ports(scenario: &str) -> PortsGuard {
+    // A failed test poisons the lock; the ports are free again all the same.
+    if scenario == "czmq_server_restart_gets_our_tuples_back" {
+        PortsGuard::Alone(TCP_PORTS.write().unwrap_or_else(|e| e.into_inner()))
+    } else {
+        PortsGuard::Shared(TCP_PORTS.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Transport {

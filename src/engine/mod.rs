@@ -444,12 +444,15 @@ impl Engine {
     /// not silent. [`Engine::handle_timeout`] does this and the rest once the input is read.
     pub fn handle_outbound_timeout(&mut self, now: Instant) {
         let ping_interval = self.config.ping_interval();
-        let ping = Message::Ping(Some(self.hail()));
+        let hail = self.hail();
         for (index, remote) in self.remotes.iter_mut().enumerate() {
             if remote.connected && now.duration_since(remote.last_sent) >= ping_interval {
                 remote.last_sent = now;
+                // A server that answered without a hail is CZMQ's: plain v1 from then on.
+                let cz = remote.synced && remote.node.is_none();
+                let ping = Message::Ping((!cz).then_some(hail));
                 self.outputs
-                    .push_back(Output::ToRemote(RemoteId(index as u32), ping.clone()));
+                    .push_back(Output::ToRemote(RemoteId(index as u32), ping));
             }
         }
         while let Some(key) = self.store.pop_refresh(now) {
@@ -561,7 +564,7 @@ impl Engine {
             ..self.hail()
         });
         for (index, remote) in self.remotes.iter().enumerate() {
-            if remote.connected {
+            if remote.connected && remote.node.is_some() {
                 self.outputs
                     .push_back(Output::ToRemote(RemoteId(index as u32), Message::Ping(bye)));
             }
@@ -789,6 +792,8 @@ impl Engine {
             remote.synced = true;
             remote.invalid_since_hello = false;
         }
+        let resync_due =
+            matches!(message, Message::Pong(_)) && std::mem::take(&mut remote.resync_owed);
         if let Message::Pong(Some(hail)) = &message {
             remote.node = Some(hail.node);
             if hail.goodbye {
@@ -812,6 +817,7 @@ impl Engine {
                 }
             }
             Message::Invalid => self.on_invalid(now, id),
+            Message::Pong(_) if resync_due => self.start_resync(now, Peer::Remote(id)),
             Message::Pong(_) => {}
             other => debug!(%endpoint, message = other.id().name(), "ignored from a server"),
         }
@@ -1260,23 +1266,41 @@ impl Engine {
     }
 
     /// Sends a copy to every connected remote and session except where it came from.
+    /// A peer that never hailed (CZMQ's) is sent the copy as ZGP v1 defines it, or nothing
+    /// for a withdrawal, which v1 cannot say.
     fn forward(&mut self, message: &Message, origin: &Origin) {
+        let plain = v1_copy(message);
         for (index, remote) in self.remotes.iter().enumerate() {
             let id = RemoteId(index as u32);
-            if remote.connected && *origin != Origin::Remote(id) {
-                self.stats.publish_sent += 1;
-                self.outputs
-                    .push_back(Output::ToRemote(id, message.clone()));
+            if !remote.connected || *origin == Origin::Remote(id) {
+                continue;
             }
+            let copy = if remote.node.is_some() {
+                message
+            } else if let Some(plain) = &plain {
+                plain
+            } else {
+                continue;
+            };
+            self.stats.publish_sent += 1;
+            self.outputs.push_back(Output::ToRemote(id, copy.clone()));
         }
         for (client, session) in &self.sessions {
-            if session.state == SessionState::Connected
-                && !matches!(origin, Origin::Client(c) if c == client)
+            if session.state != SessionState::Connected
+                || matches!(origin, Origin::Client(c) if c == client)
             {
-                self.stats.publish_sent += 1;
-                self.outputs
-                    .push_back(Output::ToClient(client.clone(), message.clone()));
+                continue;
             }
+            let copy = if session.node.is_some() {
+                message
+            } else if let Some(plain) = &plain {
+                plain
+            } else {
+                continue;
+            };
+            self.stats.publish_sent += 1;
+            self.outputs
+                .push_back(Output::ToClient(client.clone(), copy.clone()));
         }
     }
 
@@ -1322,9 +1346,14 @@ impl Engine {
         let hail = Some(self.hail());
         self.outputs
             .push_back(Output::ToRemote(id, Message::Hello(hail)));
-        // Our copies follow as the server reads them, then a PING: the server answers in
-        // order, so the PONG to it comes after both resyncs.
-        self.start_resync(now, Peer::Remote(id));
+        // The server answers in order: the PONG to this PING comes after its resync to us, and
+        // says whether it is one of ours. Our copies follow it, stamped or as plain v1.
+        self.outputs
+            .push_back(Output::ToRemote(id, Message::Ping(hail)));
+        self.cancel_resync(&Peer::Remote(id));
+        if let Some(remote) = self.remotes.get_mut(id.0 as usize) {
+            remote.resync_owed = true;
+        }
         let ping_interval = self.config.ping_interval();
         self.schedule_at(now + ping_interval);
     }
@@ -1387,3 +1416,19 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+/// `message` as ZGP v1 defines it, for a peer that never hailed: a PUBLISH without the bytes
+/// after its ttl, and no withdrawal at all (v1 would take one for an empty value). Other
+/// messages are unchanged.
+fn v1_copy(message: &Message) -> Option<Message> {
+    let Message::Publish(publish) = message else {
+        return Some(message.clone());
+    };
+    if matches!(publish.stamp(), Ok(Some(stamp)) if stamp.withdrawn) {
+        return None;
+    }
+    Some(Message::Publish(Publish {
+        extension: bytes::Bytes::new(),
+        ..publish.clone()
+    }))
+}

@@ -146,6 +146,8 @@ pub(super) struct Remote {
     pub(super) digest_quiet_until: Option<Instant>,
     /// The wait after the last digest resync (doubles while stores keep differing).
     pub(super) digest_backoff: Duration,
+    /// We said HELLO: our resync starts when the server answers our PING after it.
+    pub(super) resync_owed: bool,
 }
 
 impl Remote {
@@ -166,6 +168,7 @@ impl Remote {
             digest_mismatch: None,
             digest_quiet_until: None,
             digest_backoff: Duration::ZERO,
+            resync_owed: false,
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use tracing::debug;
 
 use super::peers::SessionState;
-use super::{ClientId, Engine, Output, RemoteId};
+use super::{ClientId, Engine, Kind, Output, RemoteId};
 use crate::wire::{Hail, Message, Publish};
 
 /// A peer of either role: a client of our listener or one of our remotes.
@@ -50,8 +50,8 @@ impl Engine {
 
     /// Queues the next slice of `peer`'s resync, about `max_bytes` of copies (`usize::MAX`:
     /// the rest at once). Returns whether the resync is over (or was not under way); at its
-    /// end, a session that PINGed meanwhile gets its PONG and a remote its PING, which the
-    /// other side answers only after everything before it.
+    /// end, a session that PINGed meanwhile gets its PONG, which a client takes to mean the
+    /// resync is in.
     pub fn resync_step(&mut self, now: Instant, peer: &Peer, max_bytes: usize) -> bool {
         let Some(resync) = self.resyncs.get(peer) else {
             return true;
@@ -67,23 +67,41 @@ impl Engine {
             self.resyncs.shift_remove(peer);
             return true;
         }
+        // A peer that never hailed (CZMQ's) gets plain v1: no stamps, no withdrawals.
+        let hailed = match peer {
+            Peer::Client(client) => self.client_reads_batches(client),
+            Peer::Remote(id) => self.remote_reads_batches(*id),
+        };
         let mut bytes = 0;
         let mut slice = Vec::new();
         let mut done = true;
+        let mut last = None;
         for (key, entry) in self.store.shared_after(resync.after.as_deref()) {
+            last = Some(key);
+            if !hailed && entry.kind == Kind::Withdrawn {
+                continue;
+            }
             bytes += key.len() + entry.value.len() + COPY_OVERHEAD;
-            slice.push(Publish::stamped(
-                Arc::clone(key),
-                Arc::clone(&entry.value),
-                entry.ttl_ms(now),
-                &entry.stamp,
-            ));
+            let ttl_ms = entry.ttl_ms(now);
+            slice.push(if hailed {
+                Publish::stamped(
+                    Arc::clone(key),
+                    Arc::clone(&entry.value),
+                    ttl_ms,
+                    &entry.stamp,
+                )
+            } else {
+                Publish {
+                    ttl_ms,
+                    ..Publish::new(Arc::clone(key), Arc::clone(&entry.value))
+                }
+            });
             if bytes >= max_bytes {
                 done = false;
                 break;
             }
         }
-        let last = slice.last().map(|p| Arc::clone(&p.key));
+        let last = last.map(Arc::clone);
         self.stats.publish_sent += slice.len() as u64;
         for publish in slice {
             let message = Message::Publish(publish);
@@ -140,12 +158,7 @@ impl Engine {
                         .push_back(Output::ToClient(client.clone(), Message::Pong(hail)));
                 }
             }
-            Peer::Remote(id) => {
-                debug!(remote = id.0, "resync sent");
-                let hail = Some(self.hail());
-                self.outputs
-                    .push_back(Output::ToRemote(*id, Message::Ping(hail)));
-            }
+            Peer::Remote(id) => debug!(remote = id.0, "resync sent"),
         }
     }
 
