@@ -2,7 +2,52 @@
 //!
 //! An application spawns a [`Node`] in-process; the node binds a ROUTER-style listener, dials its
 //! peers with DEALER-style connections and spreads `key=value` tuples (in service discovery,
-//! `endpoint=service`) to every node it can reach, with ping-pong heartbeats.
+//! `endpoint=service`) to every node it can reach, with ping-pong heartbeats. Endpoints are
+//! `tcp://`, `ipc://` or `inproc://`; tcp and ipc links may use CURVE.
+//!
+//! # Example
+//!
+//! With these in `Cargo.toml` (zgossip links the system's libzmq: on Debian,
+//! `apt-get install libzmq3-dev pkg-config`):
+//!
+//! ```toml
+//! [dependencies]
+//! zgossip = { path = "../zgossip" }
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
+//! ```
+//!
+//! three nodes in one process: a registry, a service that announces itself, and a client that
+//! finds it by name.
+//!
+//! ```
+//! use std::time::Duration;
+//! use zgossip::{Config, Node};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), zgossip::Error> {
+//!     let registry = Node::spawn(Config::default())?;
+//!     let endpoint = registry.bind("tcp://127.0.0.1:*").await?; // the real port comes back
+//!
+//!     let service = Node::spawn(Config::default())?;
+//!     service.connect(&endpoint).await?;
+//!     // Lives while this node does: refreshed every 10 s, gone 30 s after a crash.
+//!     let lease = Some(Duration::from_secs(30));
+//!     service.publish_for("tcp://10.0.0.2:6000", "orders", lease).await?;
+//!
+//!     let client = Node::spawn(Config::default())?;
+//!     client.connect(&endpoint).await?;
+//!     let found = client.wait_for_service("orders", Duration::from_secs(5)).await?;
+//!     assert_eq!(found, ["tcp://10.0.0.2:6000"]);
+//!
+//!     for node in [client, service, registry] {
+//!         node.shutdown().await?;
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! [`Node::events`] is a [`Stream`](futures_core::Stream) of [`Event`]s, and [`Node::pipe`]
+//! speaks CZMQ's string protocol (`BIND`, `PUBLISH`, `LOOKUP`, ...) for tools and tests.
 //!
 //! # Layout
 //! A message's path, outside in:
@@ -21,4 +66,14 @@ pub mod rng;
 pub mod transport;
 pub mod wire;
 
-pub use node::{Config, CurveKey, CurveKeys, Error, Event, Events, Node, Pipe, Status, TupleInfo};
+pub use engine::{TooManyRemotes, TupleError};
+pub use node::{
+    Config, ConfigError, CurveKey, CurveKeys, Error, Event, Events, EventsError, KeyError, Lagged,
+    LineFormat, Node, PeerState, Pipe, PipeReader, PipeWriter, Stats, Status, TupleInfo,
+};
+pub use transport::Error as TransportError;
+
+/// Every Rust example in README.md runs as a doctest, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

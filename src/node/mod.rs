@@ -5,6 +5,7 @@
 mod actor;
 mod batch;
 mod config;
+mod events;
 mod file;
 mod pipe;
 
@@ -16,6 +17,7 @@ use crate::engine::TupleError;
 pub use crate::engine::{Event, PeerState, Stats};
 pub use crate::transport::curve::{CurveKey, CurveKeys, KeyError};
 pub use config::{Config, ConfigError, parse_duration, parse_duration_with_unit, random_node_id};
+pub use events::{Events, EventsError, Lagged};
 pub use file::{Announcement, FileError, SecureConnect, Setup};
 pub use pipe::{LineFormat, Pipe, PipeReader, PipeWriter, event_json, format_event};
 
@@ -147,7 +149,23 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node on the current tokio runtime.
+    /// Starts a node on the current tokio runtime; fails with [`Error::NoRuntime`] outside one,
+    /// and with [`Error::Config`] for settings that do not fit together.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use zgossip::{Config, Node};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), zgossip::Error> {
+    /// let node = Node::spawn(Config {
+    ///     name: Some("registry".into()),
+    ///     server_timeout: Duration::from_secs(2),
+    ///     ..Config::default()
+    /// })?;
+    /// assert_eq!(node.status().await?.tuples, 0);
+    /// node.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn spawn(config: Config) -> Result<Node, Error> {
         config.validate()?;
         config.curve_keys()?;
@@ -172,6 +190,19 @@ impl Node {
 
     /// Binds a listener; returns the endpoint as bound (with the real port for `tcp://host:*`).
     /// A tcp bind takes an IP address, `*` or a network interface name, not a host name.
+    ///
+    /// One node may listen on several endpoints of any transports.
+    ///
+    /// ```
+    /// # use zgossip::{Config, Node};
+    /// # #[tokio::main] async fn main() -> Result<(), zgossip::Error> {
+    /// let node = Node::spawn(Config::default())?;
+    /// let tcp = node.bind("tcp://127.0.0.1:*").await?;
+    /// assert!(tcp.starts_with("tcp://127.0.0.1:") && !tcp.ends_with(":*"));
+    /// assert_eq!(node.bind("inproc://bind-example").await?, "inproc://bind-example");
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn bind(&self, endpoint: &str) -> Result<String, Error> {
         let endpoint = endpoint.to_owned();
         self.ask(|reply| Command::Bind { endpoint, reply })
@@ -179,7 +210,24 @@ impl Node {
             .map_err(explain_bind)
     }
 
-    /// Dials a peer's listener; the node says HELLO and republishes on every (re)connect.
+    /// Dials a peer's listener; the node says HELLO and republishes on every (re)connect. It
+    /// returns at once: the connection is made, and remade, in the background.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use zgossip::{Config, Node};
+    /// # #[tokio::main] async fn main() -> Result<(), zgossip::Error> {
+    /// let server = Node::spawn(Config::default())?;
+    /// server.bind("inproc://connect-example").await?;
+    /// let client = Node::spawn(Config::default())?;
+    /// client.connect("inproc://connect-example").await?;
+    /// client.publish("tcp://10.0.0.2:6000", "orders").await?;
+    /// let found = server.wait_for_service("orders", Duration::from_secs(5)).await?;
+    /// assert_eq!(found, ["tcp://10.0.0.2:6000"]);
+    /// # client.shutdown().await?;
+    /// # server.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(&self, endpoint: &str) -> Result<(), Error> {
         self.dial(endpoint, None).await
     }
@@ -189,6 +237,29 @@ impl Node {
     /// presents its own keypair (`curve_public_key`/`curve_secret_key`) or, without one, a
     /// throwaway keypair made for this connection. `inproc://` endpoints are refused: CURVE does
     /// not apply inside one process.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use zgossip::{Config, CurveKeys, Node};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), zgossip::Error> {
+    /// let keys = CurveKeys::generate()?;
+    /// let server = Node::spawn(Config {
+    ///     curve_public_key: Some(keys.public),
+    ///     curve_secret_key: Some(keys.secret), // later tcp/ipc binds are CURVE listeners
+    ///     ..Config::default()
+    /// })?;
+    /// let endpoint = server.bind("tcp://127.0.0.1:*").await?;
+    /// server.publish("tcp://10.0.0.2:6000", "orders").await?;
+    ///
+    /// let client = Node::spawn(Config::default())?;
+    /// client.connect_secure(&endpoint, &keys.public).await?;
+    /// let found = client.wait_for_service("orders", Duration::from_secs(5)).await?;
+    /// assert_eq!(found, ["tcp://10.0.0.2:6000"]);
+    /// # client.shutdown().await?;
+    /// # server.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect_secure(&self, endpoint: &str, server_key: &CurveKey) -> Result<(), Error> {
         self.dial(endpoint, Some(*server_key)).await
     }
@@ -203,7 +274,24 @@ impl Node {
         .await?
     }
 
-    /// Publishes a tuple to every node this one can reach, for as long as this node lives.
+    /// Publishes a tuple to every node this one can reach, for as long as this node lives (and,
+    /// unless `withdraw_on_stop` is off, until it stops gracefully). The node delivers it to
+    /// itself too.
+    ///
+    /// ```
+    /// # use zgossip::{Config, Node};
+    /// # #[tokio::main] async fn main() -> Result<(), zgossip::Error> {
+    /// let node = Node::spawn(Config::default())?;
+    /// node.publish("tcp://10.0.0.2:6000", "orders").await?;
+    /// node.publish("tcp://10.0.0.3:6000", "orders").await?;
+    /// assert_eq!(
+    ///     node.lookup("orders").await?,
+    ///     ["tcp://10.0.0.2:6000", "tcp://10.0.0.3:6000"]
+    /// );
+    /// assert!(node.publish("bad key", "orders").await.is_err()); // keys have no spaces
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn publish(&self, key: &str, value: &str) -> Result<(), Error> {
         self.publish_for(key, value, None).await
     }
@@ -211,6 +299,19 @@ impl Node {
     /// Publishes a tuple with a lease: every other node drops it `lease` after it last heard a
     /// refresh, and this node refreshes it every third of the lease while it runs. `None` or
     /// zero: no lease.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use zgossip::{Config, Node};
+    /// # #[tokio::main] async fn main() -> Result<(), zgossip::Error> {
+    /// let node = Node::spawn(Config::default())?;
+    /// let lease = Some(Duration::from_secs(30));
+    /// node.publish_for("tcp://10.0.0.2:6000", "orders", lease).await?;
+    /// let held = node.tuple_details().await?;
+    /// assert!(held[0].owned); // ours: refreshed while we run, so no countdown here
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn publish_for(
         &self,
         key: &str,
@@ -228,6 +329,17 @@ impl Node {
     }
 
     /// Withdraws a key at every node.
+    ///
+    /// ```
+    /// # use zgossip::{Config, Node};
+    /// # #[tokio::main] async fn main() -> Result<(), zgossip::Error> {
+    /// let node = Node::spawn(Config::default())?;
+    /// node.publish("tcp://10.0.0.2:6000", "orders").await?;
+    /// node.unpublish("tcp://10.0.0.2:6000").await?;
+    /// assert!(node.lookup("orders").await?.is_empty());
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn unpublish(&self, key: &str) -> Result<(), Error> {
         let key = key.to_owned();
         self.ask(|reply| Command::Unpublish { key, reply }).await?
@@ -239,7 +351,26 @@ impl Node {
         self.ask(|reply| Command::Lookup { service, reply }).await
     }
 
-    /// Waits until at least one endpoint offers `service`, for at most `timeout`.
+    /// Waits until at least one endpoint offers `service`, for at most `timeout`; then
+    /// [`Error::Timeout`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use zgossip::{Config, Error, Node};
+    /// # #[tokio::main] async fn main() -> Result<(), zgossip::Error> {
+    /// let server = Node::spawn(Config::default())?;
+    /// server.bind("inproc://wait-example").await?;
+    /// let client = Node::spawn(Config::default())?;
+    /// client.connect("inproc://wait-example").await?;
+    /// let absent = client.wait_for_service("billing", Duration::from_millis(50)).await;
+    /// assert!(matches!(absent, Err(Error::Timeout { .. })));
+    /// server.publish("tcp://10.0.0.2:6000", "billing").await?;
+    /// let found = client.wait_for_service("billing", Duration::from_secs(5)).await?;
+    /// assert_eq!(found, ["tcp://10.0.0.2:6000"]);
+    /// # client.shutdown().await?;
+    /// # server.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_for_service(
         &self,
         service: &str,
@@ -359,14 +490,31 @@ impl Node {
         self.verbose.subscribe()
     }
 
-    /// A stream of everything the node tells the application from now on.
+    /// Everything the node tells the application from now on, as a [`Stream`] or one event at a
+    /// time ([`Events`] has an example).
+    ///
+    /// [`Stream`]: futures_core::Stream
     pub async fn events(&self) -> Result<Events, Error> {
         let receiver = self.ask(|reply| Command::Subscribe { reply }).await?;
-        Ok(Events { receiver })
+        Ok(Events::new(receiver))
     }
 
     /// A CZMQ-style string pipe on this node. Each direction queues a bounded number of lines:
     /// to write many commands, read the replies from another task ([`Pipe::split`]).
+    ///
+    ///
+    /// ```
+    /// # use zgossip::{Config, Node};
+    /// # #[tokio::main] async fn main() -> Result<(), zgossip::Error> {
+    /// let node = Node::spawn(Config::default())?;
+    /// let mut pipe = node.pipe().await?;
+    /// pipe.send("PUBLISH tcp://10.0.0.2:6000 orders").await?;
+    /// assert_eq!(pipe.recv().await.as_deref(), Some("DELIVER tcp://10.0.0.2:6000 orders"));
+    /// pipe.send("LOOKUP orders").await?;
+    /// assert_eq!(pipe.recv().await.as_deref(), Some("LOOKUP orders tcp://10.0.0.2:6000"));
+    /// # node.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn pipe(&self) -> Result<Pipe, Error> {
         Pipe::open(self.clone(), LineFormat::Words).await
     }
@@ -377,7 +525,18 @@ impl Node {
     }
 
     /// Stops the node gracefully: withdraws its own tuples (unless `withdraw_on_stop` is off),
-    /// says goodbye to its peers, and waits until its sockets are closed.
+    /// says goodbye to its peers, and waits until its sockets are closed. Other handles on the
+    /// node then get [`Error::Stopped`].
+    ///
+    /// ```
+    /// # use zgossip::{Config, Error, Node};
+    /// # #[tokio::main] async fn main() -> Result<(), zgossip::Error> {
+    /// let node = Node::spawn(Config::default())?;
+    /// let other = node.clone();
+    /// node.shutdown().await?;
+    /// assert_eq!(other.lookup("orders").await, Err(Error::Stopped));
+    /// # Ok(()) }
+    /// ```
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.ask(|reply| Command::Terminate {
             graceful: true,
@@ -462,42 +621,4 @@ pub struct TupleInfo {
     pub origin: u64,
     /// Its version.
     pub version: u64,
-}
-
-/// Why [`Events::recv`] returned no event.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EventsError {
-    /// The subscriber fell behind and this many events were dropped for it.
-    #[error("missed {0} events")]
-    Lagged(u64),
-    /// The node has stopped.
-    #[error("the node has stopped")]
-    Closed,
-}
-
-/// Events from a node, in order. A subscriber that falls more than `event_capacity` behind
-/// misses the oldest ones and is told how many.
-#[derive(Debug)]
-pub struct Events {
-    receiver: broadcast::Receiver<Event>,
-}
-
-impl Events {
-    /// The next event.
-    pub async fn recv(&mut self) -> Result<Event, EventsError> {
-        self.receiver.recv().await.map_err(|e| match e {
-            broadcast::error::RecvError::Lagged(n) => EventsError::Lagged(n),
-            broadcast::error::RecvError::Closed => EventsError::Closed,
-        })
-    }
-
-    /// The next event if one is waiting.
-    pub fn try_recv(&mut self) -> Option<Result<Event, EventsError>> {
-        match self.receiver.try_recv() {
-            Ok(event) => Some(Ok(event)),
-            Err(broadcast::error::TryRecvError::Empty) => None,
-            Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(EventsError::Lagged(n))),
-            Err(broadcast::error::TryRecvError::Closed) => Some(Err(EventsError::Closed)),
-        }
-    }
 }

@@ -17,16 +17,32 @@ const Z85: &[u8; 85] =
 /// Characters in a Z85-encoded key.
 pub const KEY_Z85_LEN: usize = 40;
 
+/// What CURVE calls say when the libzmq this process runs on was built without CURVE.
+pub(crate) const NO_CURVE: &str = "the libzmq this program runs on was built without CURVE (no libsodium); plain tcp and ipc still work";
+
+/// Whether the libzmq this process runs on can do CURVE (it was built with libsodium). When it
+/// cannot, keypairs, CURVE listeners and CURVE connects are refused with an error saying so.
+pub fn curve_available() -> bool {
+    zmq::has("curve") == Some(true)
+}
+
 /// A CURVE public or secret key. `Display` and [`CurveKey::to_z85`] write it as Z85; `Debug`
 /// does not show it, so a secret key in a logged `Config` stays secret.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
 #[serde(try_from = "String")]
 pub struct CurveKey([u8; 32]);
 
-/// Why text is not a CURVE key. It never quotes the text: it may be a secret key with a typo.
+/// Why text is not a CURVE key, or why no keypair could be made. It never quotes the text: it
+/// may be a secret key with a typo.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad CURVE key: {0}")]
+#[error("{0}")]
 pub struct KeyError(String);
+
+impl KeyError {
+    fn bad_key(why: String) -> Self {
+        Self(format!("bad CURVE key: {why}"))
+    }
+}
 
 impl CurveKey {
     /// The key from its 32 raw bytes.
@@ -44,7 +60,7 @@ impl CurveKey {
     pub fn from_z85(text: &str) -> Result<Self, KeyError> {
         let len = text.chars().count();
         if len != KEY_Z85_LEN {
-            return Err(KeyError(format!(
+            return Err(KeyError::bad_key(format!(
                 "expected {KEY_Z85_LEN} Z85 characters, got {len}"
             )));
         }
@@ -58,7 +74,7 @@ impl CurveKey {
             let mut value: u64 = 0;
             for (offset, c) in group.iter().enumerate() {
                 let digit = Z85.iter().position(|z| z == c).ok_or_else(|| {
-                    KeyError(format!(
+                    KeyError::bad_key(format!(
                         "character {} is not Z85",
                         at * 5 + offset + 1 // 1-based, as people count
                     ))
@@ -66,7 +82,7 @@ impl CurveKey {
                 value = value * 85 + digit as u64;
             }
             let word = u32::try_from(value).map_err(|_| {
-                KeyError(format!("characters {}-{} overflow", at * 5 + 1, at * 5 + 5))
+                KeyError::bad_key(format!("characters {}-{} overflow", at * 5 + 1, at * 5 + 5))
             })?;
             out.copy_from_slice(&word.to_be_bytes());
         }
@@ -127,8 +143,11 @@ pub struct CurveKeys {
 impl CurveKeys {
     /// A fresh keypair from libzmq (libsodium's random source).
     pub fn generate() -> Result<Self, KeyError> {
+        if !curve_available() {
+            return Err(KeyError(format!("cannot make a CURVE keypair: {NO_CURVE}")));
+        }
         let pair = zmq::CurveKeyPair::new()
-            .map_err(|e| KeyError(format!("libzmq cannot make a keypair: {e}")))?;
+            .map_err(|e| KeyError(format!("libzmq cannot make a CURVE keypair: {e}")))?;
         Ok(Self {
             public: CurveKey(pair.public_key),
             secret: CurveKey(pair.secret_key),

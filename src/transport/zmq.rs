@@ -8,7 +8,8 @@
 //! CURVE: a bind or connect may carry a [`CurveServer`] or [`CurveClient`], applied to that
 //! listener or DEALER (libzmq copies a socket's options when it binds, so one ROUTER can hold
 //! CURVE and plain listeners side by side). A CURVE listener with an allow list makes this thread
-//! also serve ZAP on the node's own context.
+//! also serve ZAP on the node's own context. Plain sockets never get a CURVE option: a libzmq
+//! built without CURVE refuses them all, and plain tcp/ipc must work there too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
@@ -23,7 +24,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::curve::{CurveClient, CurveKey, CurveServer, zap_answer};
+use super::curve::{CurveClient, CurveKey, CurveServer, NO_CURVE, curve_available, zap_answer};
 use super::{Error, FrameError, Incoming, Limits};
 use crate::engine::{ClientId, Peer, RemoteId};
 
@@ -127,6 +128,7 @@ impl ZmqIo {
             // and no node's sockets can hold up another's.
             context: zmq::Context::new(),
             router: None,
+            router_curve: false,
             remotes: BTreeMap::new(),
             events: events_tx,
             commands: commands_rx,
@@ -313,6 +315,8 @@ struct ClientQueue {
 struct Io {
     context: zmq::Context,
     router: Option<zmq::Socket>,
+    /// The ROUTER's options make a CURVE server: set by a CURVE bind, cleared by a later plain one.
+    router_curve: bool,
     remotes: BTreeMap<RemoteId, Dealer>,
     events: mpsc::Sender<Incoming>,
     commands: std_mpsc::Receiver<Command>,
@@ -564,6 +568,12 @@ impl Io {
             endpoint: endpoint.to_owned(),
             why: e.to_string().to_lowercase(),
         };
+        if curve.is_some() && !curve_available() {
+            return Err(Error::Bind {
+                endpoint: endpoint.to_owned(),
+                why: NO_CURVE.to_owned(),
+            });
+        }
         if self.router.is_none() {
             let router = self.socket(zmq::ROUTER).map_err(failed)?;
             router.set_router_mandatory(true).map_err(failed)?;
@@ -585,8 +595,14 @@ impl Io {
                     .set_curve_secretkey(curve.secret_key.as_bytes())
                     .map_err(failed)?;
                 router.set_curve_server(true).map_err(failed)?;
+                self.router_curve = true;
             }
-            None => router.set_curve_server(false).map_err(failed)?,
+            // Only undo an earlier CURVE bind: a plain listener needs no CURVE option.
+            None if self.router_curve => {
+                router.set_curve_server(false).map_err(failed)?;
+                self.router_curve = false;
+            }
+            None => {}
         }
         // Port 0 means "any free port", as `*` does for libzmq.
         let spelled = match endpoint.strip_suffix(":0") {
@@ -610,6 +626,12 @@ impl Io {
             endpoint: endpoint.to_owned(),
             why: e.to_string().to_lowercase(),
         };
+        if curve.is_some() && !curve_available() {
+            return Err(Error::Connect {
+                endpoint: endpoint.to_owned(),
+                why: NO_CURVE.to_owned(),
+            });
+        }
         let socket = self.socket(zmq::DEALER).map_err(failed)?;
         if let Some(curve) = &curve {
             socket
@@ -698,7 +720,12 @@ impl Io {
                     debug!(%key, ?address, "refused a CURVE client not in the allow list");
                 }
             }
-            if let Err(error) = zap.socket.send_multipart(answer.reply, 0) {
+            // Slices are copied; zmq 0.9 hands a Vec to libzmq zero-copy and frees it later
+            // with the wrong layout.
+            if let Err(error) = zap
+                .socket
+                .send_multipart(answer.reply.iter().map(Vec::as_slice), 0)
+            {
                 warn!(%error, "cannot answer a ZAP request");
             }
         }

@@ -97,7 +97,15 @@ impl Client {
     /// Sends the frames as one multipart message.
     pub async fn send_multipart(&self, frames: Vec<Vec<u8>>) {
         let socket = Arc::clone(&self.socket);
-        blocking(move || socket.lock().unwrap().send_multipart(frames, 0).unwrap()).await;
+        // Slices are copied; zmq 0.9 hands a Vec to libzmq zero-copy and frees it with the
+        // wrong layout.
+        blocking(move || {
+            let socket = socket.lock().unwrap();
+            socket
+                .send_multipart(frames.iter().map(Vec::as_slice), 0)
+                .unwrap()
+        })
+        .await;
     }
 
     /// The next message (all its frames), or `None` if nothing comes within `timeout`.
