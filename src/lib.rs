@@ -64,6 +64,7 @@ pub mod engine;
 pub mod node;
 pub mod rng;
 pub mod transport;
+mod warnings;
 pub mod wire;
 
 pub use engine::{TooManyRemotes, TupleError};

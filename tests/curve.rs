@@ -278,3 +278,64 @@ async fn bad_keys_and_curve_on_inproc_get_clear_errors() {
     let status = ask(&mut pipe, "STATUS", "").await;
     assert_eq!(status, "STATUS 0", "no ERROR before the STATUS reply");
 }
+
+/// Waits (at most 10 s) for a PEER event about `peer` going dead for a reason holding `why`.
+async fn expect_dead(events: &mut zgossip::Events, peer: &str, why: &str) -> String {
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(zgossip::Event::Peer {
+                peer: p,
+                state: zgossip::PeerState::Dead,
+                reason,
+            }) = events.recv().await
+                && p == peer
+                && reason.contains(why)
+            {
+                return reason;
+            }
+        }
+    });
+    found
+        .await
+        .unwrap_or_else(|_| panic!("no PEER {peer} dead ({why}) within 10 s"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_handshake_is_told_on_both_sides_and_counted_on_the_listener() {
+    let server = node("server", Some(keys()), &[]);
+    let endpoint = server.bind("tcp://127.0.0.1:*").await.unwrap();
+    let plain = node("plain", None, &[]);
+    let mut events = plain.events().await.unwrap();
+    plain.connect(&endpoint).await.unwrap();
+    let reason = expect_dead(&mut events, &endpoint, "handshake failed").await;
+    println!("client told: {reason}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = server.status().await.unwrap();
+        if status.handshakes_failed >= 1 {
+            assert!(status.detail().contains(" handshakes_failed="));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not counted: {}",
+            status.detail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_that_refuses_connections_is_a_dead_peer_with_the_reason() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let client = node("lonely", None, &[]);
+    let mut events = client.events().await.unwrap();
+    client.connect(&endpoint).await.unwrap();
+    expect_dead(&mut events, &endpoint, "refused").await;
+}

@@ -657,7 +657,9 @@ impl Harness {
         }
         match received {
             Ok(message) => self.engine.handle_client_message(self.now, client, message),
-            Err(error) => self.engine.handle_client_malformed(client, &error),
+            Err(error) => self
+                .engine
+                .handle_client_malformed(self.now, client, &error),
         }
     }
 
@@ -667,7 +669,9 @@ impl Harness {
         }
         match received {
             Ok(message) => self.engine.handle_remote_message(self.now, remote, message),
-            Err(error) => self.engine.handle_remote_malformed(remote, &error),
+            Err(error) => self
+                .engine
+                .handle_remote_malformed(self.now, remote, &error),
         }
     }
 
@@ -684,8 +688,12 @@ impl Harness {
         let me = innocent_id();
         let refused_before = self.engine.stats().sessions_refused;
         let hello = !self.innocent.connected;
+        // It hails, as our own nodes do, so it is sent stamped copies and withdrawals.
         let message = if hello {
-            Message::Hello(None)
+            Message::Hello(Some(Hail {
+                node: 0x1_2345,
+                ..Hail::default()
+            }))
         } else {
             Message::Ping(None)
         };
@@ -745,7 +753,7 @@ impl Harness {
                         ),
                         "a server does not send {message:?} to a client"
                     );
-                    check_sent(message);
+                    check_sent(message, self.engine.client_reads_batches(client));
                     if let (true, Message::Publish(p)) = (*client == me, message) {
                         let stamp = p.stamp().ok().flatten().unwrap_or_default();
                         let copy = (stamp, Arc::clone(&p.value));
@@ -761,7 +769,7 @@ impl Harness {
                         ),
                         "a client does not send {message:?} to a server"
                     );
-                    check_sent(message);
+                    check_sent(message, self.engine.remote_reads_batches(*remote));
                     if let Message::Publish(p) = message {
                         let stamp = p.stamp().ok().flatten().unwrap_or_default();
                         let copy = (stamp, Arc::clone(&p.value));
@@ -878,8 +886,15 @@ impl Harness {
             live, self.app_view,
             "step {step}: the store's live tuples and what the events told the application differ"
         );
+        let resyncing = self.engine.resyncs();
         for (n, remote) in self.remotes.iter().enumerate() {
-            if !remote.connected {
+            // Only a server that hailed gets every copy as we hold it (stamped, withdrawals
+            // too), and only once our resync to it, which follows its first answer, is out.
+            let id = remote_id(n as u8);
+            if !remote.connected
+                || !self.engine.remote_reads_batches(id)
+                || resyncing.contains(&zgossip::engine::Peer::Remote(id))
+            {
                 continue;
             }
             for (key, entry) in store.shared() {
@@ -930,8 +945,9 @@ fn carried(message: &Message) -> Option<Vec<Received>> {
 }
 
 /// What any message the engine sends must be: encodable, decoding to itself, and for a PUBLISH,
-/// stamped and within the rules.
-fn check_sent(message: &Message) {
+/// within the rules, and stamped to a peer that hailed or plain ZGP v1 (no bytes after the
+/// ttl, and no withdrawal) to one that did not.
+fn check_sent(message: &Message, hailed: bool) {
     let bytes = match message.to_bytes() {
         Ok(bytes) => bytes,
         Err(error) => panic!("the engine sent a message that cannot be encoded: {error}"),
@@ -942,10 +958,17 @@ fn check_sent(message: &Message) {
         "a message the engine sent does not survive the wire"
     );
     if let Message::Publish(p) = message {
-        assert!(
-            matches!(p.stamp(), Ok(Some(_))),
-            "the engine sent a PUBLISH without a valid stamp: {p:?}"
-        );
+        if hailed {
+            assert!(
+                matches!(p.stamp(), Ok(Some(_))),
+                "the engine sent a PUBLISH without a valid stamp to a peer that hailed: {p:?}"
+            );
+        } else {
+            assert!(
+                p.extension.is_empty(),
+                "the engine sent extension bytes to a peer that never hailed: {p:?}"
+            );
+        }
         assert_eq!(
             validate(&p.key, &p.value, MAX_VALUE_BYTES),
             Ok(()),

@@ -14,8 +14,9 @@ use indexmap::IndexMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::warnings::Warnings;
 use crate::wire::{Hail, Message, Publish, Stamp};
 pub use peers::{ClientId, PeerState, RemoteId, node_name};
 use peers::{Remote, Session, SessionState};
@@ -157,6 +158,16 @@ enum Origin {
     Remote(RemoteId),
 }
 
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::App => f.write_str("app"),
+            Self::Client(client) => client.fmt(f),
+            Self::Remote(remote) => write!(f, "remote {}", remote.0),
+        }
+    }
+}
+
 /// What the application is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -291,6 +302,8 @@ pub struct Engine {
     outputs: VecDeque<Output>,
     next_deadline: Option<Instant>,
     stats: Stats,
+    /// What peers can make us log, rate-limited.
+    warnings: Warnings,
 }
 
 impl Engine {
@@ -305,6 +318,7 @@ impl Engine {
             outputs: VecDeque::new(),
             next_deadline: None,
             stats: Stats::default(),
+            warnings: Warnings::default(),
         }
     }
 
@@ -601,8 +615,11 @@ impl Engine {
     }
 
     /// An in-process frame over `max_message_bytes` arrived: counted.
-    pub fn count_frame_too_large(&mut self) {
+    pub fn handle_frame_too_large(&mut self, now: Instant, len: usize, max: usize) {
         self.stats.frames_too_large += 1;
+        if self.warnings.allow(now, "oversized frame", &"in-process") {
+            warn!(len, max, "dropped an oversized frame");
+        }
     }
 
     /// A message arrived from a client of our listener.
@@ -695,9 +712,16 @@ impl Engine {
     }
 
     /// A client sent bytes that are not a ZGP message: that session ends, nothing else changes.
-    pub fn handle_client_malformed(&mut self, client: ClientId, error: &dyn std::fmt::Display) {
+    pub fn handle_client_malformed(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        error: &dyn std::fmt::Display,
+    ) {
         self.stats.malformed += 1;
-        warn!(%client, %error, "malformed message from a client; ending its session");
+        if self.warnings.allow(now, "malformed", &client) {
+            warn!(%client, %error, "malformed message from a client; ending its session");
+        }
         self.refuse(client, "malformed message");
     }
 
@@ -717,7 +741,9 @@ impl Engine {
         if let Some(session) = self.sessions.get_mut(client)
             && session.state == SessionState::Connected
         {
-            warn!(%client, "client is not reading; dropping its session until it resyncs");
+            if self.warnings.allow(now, "not reading", client) {
+                warn!(%client, "client is not reading; dropping its session until it resyncs");
+            }
             self.stats.overflows += 1;
             session.state = SessionState::Expired { since: now };
             session.pong_owed = None;
@@ -734,6 +760,11 @@ impl Engine {
             return;
         };
         debug!(endpoint = %remote.endpoint, "remote connected");
+        if remote.failures > 0 {
+            info!(endpoint = %remote.endpoint, attempts = remote.failures, "reached the peer");
+        }
+        remote.failures = 0;
+        remote.failure_told = None;
         remote.connected = true;
         remote.last_heard = now;
         remote.hello_due = None;
@@ -755,6 +786,25 @@ impl Engine {
         }
         if held_back.is_none() {
             self.send_hello(now, id);
+        }
+    }
+
+    /// A connection attempt of a remote failed (`cause` says how); the transport retries. The
+    /// application hears of it once per cause (a PEER event, dead); the log says so at the
+    /// first failure and then at the 2nd, 4th, 8th... in a row, as retries go on for ever.
+    pub fn handle_remote_unreachable(&mut self, id: RemoteId, cause: &'static str) {
+        let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
+            return;
+        };
+        remote.failures = remote.failures.saturating_add(1);
+        let endpoint = remote.endpoint.clone();
+        if remote.failures.is_power_of_two() {
+            warn!(%endpoint, attempts = remote.failures, "cannot reach a peer: {cause}");
+        }
+        if remote.failure_told != Some(cause) {
+            remote.failure_told = Some(cause);
+            remote.liveness = PeerState::Dead;
+            self.peer_event(endpoint, PeerState::Dead, cause);
         }
     }
 
@@ -886,9 +936,16 @@ impl Engine {
     }
 
     /// A server sent bytes that are not a ZGP message. Counted; the connection stays.
-    pub fn handle_remote_malformed(&mut self, id: RemoteId, error: &dyn std::fmt::Display) {
+    pub fn handle_remote_malformed(
+        &mut self,
+        now: Instant,
+        id: RemoteId,
+        error: &dyn std::fmt::Display,
+    ) {
         self.stats.malformed += 1;
-        warn!(endpoint = self.remote_endpoint(id), %error, "malformed message from a server; ignored");
+        if self.warnings.allow(now, "malformed", &id.0) {
+            warn!(endpoint = self.remote_endpoint(id), %error, "malformed message from a server; ignored");
+        }
     }
 
     /// Expires silent sessions and leases, forgets old tombstones, refreshes our leases,
@@ -900,6 +957,7 @@ impl Engine {
         while let Some(key) = self.store.pop_ended(now) {
             self.on_end(now, key);
         }
+        self.warnings.flush(now);
         self.schedule(now);
     }
 
@@ -1091,7 +1149,9 @@ impl Engine {
         }
         if self.sessions.len() >= self.config.max_sessions {
             self.stats.sessions_refused += 1;
-            warn!(%client, max = self.config.max_sessions, "too many client sessions; ignoring a new client");
+            if self.warnings.allow(now, "too many sessions", client) {
+                warn!(%client, max = self.config.max_sessions, "too many client sessions; ignoring a new client");
+            }
             return false;
         }
         self.sessions.insert(client.clone(), Session::new(now));
@@ -1150,7 +1210,9 @@ impl Engine {
             // ending the session would cut its sender off from everything else it publishes.
             Ok(Some(stamp)) => {
                 self.stats.versions_refused += 1;
-                warn!(?origin, key = %publish.key, version = stamp.version, "copy's version is out of reach; refused");
+                if self.warnings.allow(now, "version out of reach", &origin) {
+                    warn!(?origin, key = %publish.key, version = stamp.version, "copy's version is out of reach; refused");
+                }
                 return;
             }
             // CZMQ forwards our PUBLISH with its ttl but without the stamp, and swallows the
@@ -1158,7 +1220,9 @@ impl Engine {
             Ok(None) => (Stamp::default(), 0),
             Err(error) => {
                 self.stats.malformed += 1;
-                warn!(?origin, %error, "bad stamp");
+                if self.warnings.allow(now, "bad stamp", &origin) {
+                    warn!(?origin, %error, "bad stamp");
+                }
                 if let Origin::Client(client) = origin {
                     self.refuse(client, "bad stamp");
                 }
@@ -1168,12 +1232,13 @@ impl Engine {
         // A tombstone's value is empty, so the same rules cover both kinds of copy.
         if let Err(error) = validate(&publish.key, &publish.value, self.config.max_value_bytes) {
             self.stats.tuples_refused += 1;
-            warn!(?origin, %error, "refused a tuple that breaks the rules");
+            if self.warnings.allow(now, "tuple refused", &origin) {
+                warn!(?origin, %error, "refused a tuple that breaks the rules");
+            }
             return;
         }
-        if let Err(error) = self.apply(now, publish.key, publish.value, ttl_ms, stamp, origin) {
-            warn!(%error, "refused a tuple");
-        }
+        // A refusal (the store is full) was counted and logged where it was made.
+        let _ = self.apply(now, publish.key, publish.value, ttl_ms, stamp, origin);
     }
 
     /// Whether a peer's copy of `key` may carry `version`: at most [`MAX_VERSION`], and at most
@@ -1203,7 +1268,9 @@ impl Engine {
         }
         if held.is_none() && self.store.held() >= self.config.max_tuples {
             self.stats.store_full += 1;
-            warn!(max = self.config.max_tuples, %key, "store full; refusing a new key");
+            if self.warnings.allow(now, "store full", &origin) {
+                warn!(max = self.config.max_tuples, %key, "store full; refusing a new key");
+            }
             return Err(TupleError::StoreFull {
                 max: self.config.max_tuples,
             });

@@ -148,6 +148,9 @@ pub(super) struct Remote {
     pub(super) digest_backoff: Duration,
     /// We said HELLO: our resync starts when the server answers our PING after it.
     pub(super) resync_owed: bool,
+    /// Failed connection attempts since the last success, and the last cause told.
+    pub(super) failures: u32,
+    pub(super) failure_told: Option<&'static str>,
 }
 
 impl Remote {
@@ -169,6 +172,8 @@ impl Remote {
             digest_quiet_until: None,
             digest_backoff: Duration::ZERO,
             resync_owed: false,
+            failures: 0,
+            failure_told: None,
         }
     }
 }

@@ -442,7 +442,7 @@ fn malformed_message_ends_only_its_own_session() {
     e.handle_client_message(now, client(1), hello());
     e.handle_client_message(now, client(2), hello());
     drain(&mut e);
-    e.handle_client_malformed(client(1), &DecodeError::TooShort { len: 1 });
+    e.handle_client_malformed(t0(), client(1), &DecodeError::TooShort { len: 1 });
     assert_eq!(to_client(&drain(&mut e), &client(1)), ["INVALID"]);
     assert_eq!(e.connected_sessions(), 1);
     e.handle_client_message(now, client(2), plain("k", "v"));

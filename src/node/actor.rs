@@ -214,6 +214,7 @@ impl Actor {
                     node_id: self.engine.config().node_id,
                     stats: self.engine.stats().clone(),
                     curve_refused: self.zmq.as_ref().map_or(0, ZmqIo::curve_refused),
+                    handshakes_failed: self.zmq.as_ref().map_or(0, ZmqIo::handshakes_failed),
                 });
             }
             Command::Port { reply } => {
@@ -380,7 +381,7 @@ impl Actor {
             _ => 1,
         };
         match incoming {
-            Incoming::ClientFrame { client, frame } => match decode(frame, &mut self.engine) {
+            Incoming::ClientFrame { client, frame } => match decode(now, frame, &mut self.engine) {
                 None => {}
                 Some(Ok(message)) => {
                     self.trace_in(&client, &message);
@@ -388,7 +389,7 @@ impl Actor {
                     self.engine.handle_client_message(now, client, message);
                     return weight;
                 }
-                Some(Err(error)) => self.engine.handle_client_malformed(client, &error),
+                Some(Err(error)) => self.engine.handle_client_malformed(now, client, &error),
             },
             Incoming::ClientGone(client) => self.engine.handle_client_gone(&client),
             Incoming::ClientOverflow(client) => self.engine.handle_client_overflow(now, &client),
@@ -398,10 +399,13 @@ impl Actor {
                 self.engine.count_overflow();
                 self.engine.handle_remote_disconnected(remote);
             }
+            Incoming::RemoteUnreachable(remote, cause) => {
+                self.engine.handle_remote_unreachable(remote, cause);
+            }
             Incoming::Drained(peer) => {
                 self.awaiting_drain.remove(&peer);
             }
-            Incoming::RemoteFrame { remote, frame } => match decode(frame, &mut self.engine) {
+            Incoming::RemoteFrame { remote, frame } => match decode(now, frame, &mut self.engine) {
                 None => {}
                 Some(Ok(message)) => {
                     self.trace_in(&remote, &message);
@@ -409,7 +413,7 @@ impl Actor {
                     self.engine.handle_remote_message(now, remote, message);
                     return weight;
                 }
-                Some(Err(error)) => self.engine.handle_remote_malformed(remote, &error),
+                Some(Err(error)) => self.engine.handle_remote_malformed(now, remote, &error),
             },
         }
         1
@@ -637,14 +641,14 @@ impl Actor {
 /// A frame as a ZGP message, or what is wrong with it; `None` for a frame over our size limit,
 /// which is counted and dropped like a refused tuple, without costing the session.
 fn decode(
+    now: Instant,
     frame: Result<bytes::Bytes, FrameError>,
     engine: &mut Engine,
 ) -> Option<Result<Message, String>> {
     let frame = match frame {
         Ok(frame) => frame,
         Err(FrameError::TooLarge { len, max }) => {
-            engine.count_frame_too_large();
-            warn!(len, max, "dropped an oversized frame");
+            engine.handle_frame_too_large(now, len, max);
             return None;
         }
         Err(error) => return Some(Err(error.to_string())),

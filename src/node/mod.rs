@@ -79,6 +79,9 @@ pub struct Status {
     pub stats: Stats,
     /// CURVE clients the allow list refused (each handshake attempt counts).
     pub curve_refused: u64,
+    /// Connections to our tcp/ipc listeners whose handshake failed: a plain client on a CURVE
+    /// listener, a wrong server key, a refused key (each attempt counts).
+    pub handshakes_failed: u64,
 }
 
 #[derive(Debug)]
@@ -602,6 +605,7 @@ impl Status {
             line.push_str(&format!(" {name}={value}"));
         }
         line.push_str(&format!(" curve_refused={}", self.curve_refused));
+        line.push_str(&format!(" handshakes_failed={}", self.handshakes_failed));
         line
     }
 }

@@ -32,6 +32,8 @@ pub enum Incoming {
     ClientOverflow(ClientId),
     /// A remote finished connecting (also after a reconnect).
     RemoteConnected(RemoteId),
+    /// A remote's connection attempt failed, and why; libzmq keeps retrying.
+    RemoteUnreachable(RemoteId, &'static str),
     /// A remote lost its connection and is reconnecting.
     RemoteDisconnected(RemoteId),
     /// A remote's server was not reading; its connection was dropped and is being redialled.

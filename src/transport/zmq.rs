@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 use super::curve::{CurveClient, CurveKey, CurveServer, NO_CURVE, curve_available, zap_answer};
 use super::{Error, FrameError, Incoming, Limits};
 use crate::engine::{ClientId, Peer, RemoteId};
+use crate::warnings::Warnings;
 
 /// How long closing sockets may keep trying to send what is queued (goodbyes, withdrawals)
 /// when a node stops; the I/O thread waits at most this long.
@@ -97,6 +98,7 @@ pub struct ZmqIo {
     events: mpsc::Receiver<Incoming>,
     thread: Option<JoinHandle<()>>,
     curve_refused: Arc<AtomicU64>,
+    handshakes_failed: Arc<AtomicU64>,
     /// Frame bytes in the channel to the thread, not yet taken.
     in_channel: Arc<AtomicUsize>,
     /// At most this many bytes wait in the channel (the node's ceiling on queued bytes).
@@ -122,6 +124,7 @@ impl ZmqIo {
         let wake_pending = Arc::new(AtomicBool::new(false));
         let curve_refused = Arc::new(AtomicU64::new(0));
         let in_channel = Arc::new(AtomicUsize::new(0));
+        let handshakes_failed = Arc::new(AtomicU64::new(0));
         let channel_max = limits.max_total_queued_bytes;
         let io = Io {
             // One context per node: stopping it waits for what this node still has to send,
@@ -141,6 +144,9 @@ impl ZmqIo {
             clients: HashMap::new(),
             queued: 0,
             marks: Vec::new(),
+            router_monitor: None,
+            handshakes_failed: Arc::clone(&handshakes_failed),
+            warnings: Warnings::default(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("zgossip-io {name}"))
@@ -153,6 +159,7 @@ impl ZmqIo {
             events,
             thread: Some(thread),
             curve_refused,
+            handshakes_failed,
             in_channel,
             channel_max,
         })
@@ -161,6 +168,12 @@ impl ZmqIo {
     /// CURVE clients refused by the allow list so far.
     pub fn curve_refused(&self) -> u64 {
         self.curve_refused.load(Ordering::Relaxed)
+    }
+
+    /// Connections to our listeners whose ZeroMQ handshake failed so far (a plain client on a
+    /// CURVE listener, a client with the wrong server key, a refused key).
+    pub fn handshakes_failed(&self) -> u64 {
+        self.handshakes_failed.load(Ordering::Relaxed)
     }
 
     fn send(&self, command: Command) -> Result<(), Error> {
@@ -281,8 +294,6 @@ struct Dealer {
     pending_bytes: usize,
     /// A [`Command::Mark`] waits for `pending` to empty.
     marked: bool,
-    /// A failed handshake was warned about since the last good one (libzmq retries each second).
-    handshake_warned: bool,
 }
 
 impl Drop for Dealer {
@@ -332,6 +343,11 @@ struct Io {
     queued: usize,
     /// Peers whose queue emptied while a mark waited, to be told to the actor.
     marks: Vec<Peer>,
+    /// Failed handshakes on our listeners, from this monitor of the ROUTER.
+    router_monitor: Option<zmq::Socket>,
+    handshakes_failed: Arc<AtomicU64>,
+    /// What peers can make this thread log, rate-limited.
+    warnings: Warnings,
 }
 
 /// The ZAP handler: a REP socket on [`ZAP_ENDPOINT`] in this node's context, answered here.
@@ -357,14 +373,24 @@ impl Io {
         for socket in sockets {
             let _ = socket.set_linger(LINGER_ON_STOP_MS);
         }
+        // As for a DEALER's (see `Dealer`'s Drop): stop the monitor while its reader listens.
+        if let Some(router) = &self.router {
+            let quiet = format!(
+                "inproc://zgossip-monitor-off-{}",
+                NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
+            );
+            let _ = router.monitor(&quiet, 0);
+        }
         let Io {
             context,
             router,
+            router_monitor,
             remotes,
             zap,
             ..
         } = self;
         drop(router);
+        drop(router_monitor);
         drop(remotes);
         drop(zap);
         drop(context);
@@ -406,6 +432,9 @@ impl Io {
             if let Some(zap) = &self.zap {
                 items.push(zap.socket.as_poll_item(zmq::POLLIN));
             }
+            if let Some(monitor) = &self.router_monitor {
+                items.push(monitor.as_poll_item(zmq::POLLIN));
+            }
             for dealer in self.remotes.values() {
                 let out = if dealer.pending.is_empty() {
                     zmq::PollEvents::empty()
@@ -432,6 +461,8 @@ impl Io {
                 self.router.is_some() && rest.next().is_some_and(zmq::PollItem::is_readable);
             let zap_ready =
                 self.zap.is_some() && rest.next().is_some_and(zmq::PollItem::is_readable);
+            let monitor_ready = self.router_monitor.is_some()
+                && rest.next().is_some_and(zmq::PollItem::is_readable);
             let dealer_ready: Vec<(bool, bool, bool)> = ids
                 .iter()
                 .map(|_| {
@@ -444,11 +475,12 @@ impl Io {
                     )
                 })
                 .collect();
-            (router_ready, zap_ready, dealer_ready)
+            (router_ready, zap_ready || monitor_ready, dealer_ready)
         };
 
         tracing::trace!(router_ready, zap_ready, ?dealer_ready, "poll");
         self.flush_clients()?;
+        self.read_router_monitor();
         if zap_ready {
             self.answer_zap();
         }
@@ -577,7 +609,21 @@ impl Io {
         if self.router.is_none() {
             let router = self.socket(zmq::ROUTER).map_err(failed)?;
             router.set_router_mandatory(true).map_err(failed)?;
+            // Handshakes that fail on our listeners (a plain client on a CURVE listener, a
+            // wrong key) are otherwise invisible here: counted and logged from this monitor.
+            let monitor_endpoint = format!(
+                "inproc://zgossip-monitor-{}",
+                NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
+            );
+            let events = zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
+                | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
+                | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32;
+            router.monitor(&monitor_endpoint, events).map_err(failed)?;
+            let monitor = self.context.socket(zmq::PAIR).map_err(failed)?;
+            monitor.set_linger(0).map_err(failed)?;
+            monitor.connect(&monitor_endpoint).map_err(failed)?;
             self.router = Some(router);
+            self.router_monitor = Some(monitor);
         }
         if let Some(curve) = &curve {
             // Before the listener exists, so its first handshake already finds the handler.
@@ -655,6 +701,7 @@ impl Io {
         );
         let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
             | zmq::SocketEvent::DISCONNECTED as i32
+            | zmq::SocketEvent::CONNECT_RETRIED as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32;
@@ -674,7 +721,6 @@ impl Io {
                 pending: VecDeque::new(),
                 pending_bytes: 0,
                 marked: false,
-                handshake_warned: false,
             },
         );
         Ok(())
@@ -808,7 +854,10 @@ impl Io {
             self.client_gone(routing_id)?;
         }
         for routing_id in stalled {
-            warn!(client = %ClientId::Zmq(routing_id.clone()), "client has not read for {CLIENT_STALL:?}; dropping its session");
+            let client = ClientId::Zmq(routing_id.clone());
+            if self.warnings.allow(now, "client stalled", &client) {
+                warn!(%client, "client has not read for {CLIENT_STALL:?}; dropping its session");
+            }
             self.drop_client_queue(&routing_id);
             self.emit(Incoming::ClientOverflow(ClientId::Zmq(routing_id)))?;
         }
@@ -863,7 +912,10 @@ impl Io {
             };
             match (client, server) {
                 (Some((bytes, routing_id)), _) if client_first => {
-                    warn!(client = %ClientId::Zmq(routing_id.clone()), bytes, "the node's queues are full; dropping the client with the most waiting");
+                    let client = ClientId::Zmq(routing_id.clone());
+                    if self.warnings.allow(Instant::now(), "queues full", &client) {
+                        warn!(%client, bytes, "the node's queues are full; dropping the client with the most waiting");
+                    }
                     self.drop_client_queue(&routing_id);
                     self.emit(Incoming::ClientOverflow(ClientId::Zmq(routing_id)))?;
                 }
@@ -994,7 +1046,6 @@ impl Io {
             match zmq::SocketEvent::from_raw(u16::from_le_bytes([*lo, *hi])) {
                 zmq::SocketEvent::HANDSHAKE_SUCCEEDED => {
                     debug!(endpoint = %dealer.endpoint, "connected");
-                    dealer.handshake_warned = false;
                     self.emit(Incoming::RemoteConnected(remote))?;
                 }
                 zmq::SocketEvent::DISCONNECTED => {
@@ -1008,13 +1059,16 @@ impl Io {
                 | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL => {
                     // Most often CURVE: a wrong server key, a plain/CURVE mismatch, or our key
                     // not on the server's allow list.
-                    let curve = dealer.curve.is_some();
-                    if dealer.handshake_warned {
-                        debug!(endpoint = %dealer.endpoint, curve, "handshake failed again");
+                    let cause = if dealer.curve.is_some() {
+                        "CURVE handshake failed (wrong server key, or our key not allowed?)"
                     } else {
-                        warn!(endpoint = %dealer.endpoint, curve, "handshake failed; retrying");
-                        dealer.handshake_warned = true;
-                    }
+                        "handshake failed (a CURVE server dialled without its key?)"
+                    };
+                    self.emit(Incoming::RemoteUnreachable(remote, cause))?;
+                }
+                zmq::SocketEvent::CONNECT_RETRIED => {
+                    let cause = "connection refused or no route (retrying)";
+                    self.emit(Incoming::RemoteUnreachable(remote, cause))?;
                 }
                 _ => {}
             }
@@ -1045,6 +1099,28 @@ fn try_send(router: &zmq::Socket, routing_id: &[u8], frame: &[u8]) -> Sent {
         Err(error) => {
             debug!(%error, "send to a client failed");
             Sent::Failed
+        }
+    }
+}
+
+impl Io {
+    /// Counts and logs (rate-limited) the failed handshakes on our listeners.
+    fn read_router_monitor(&mut self) {
+        let Some(monitor) = &self.router_monitor else {
+            return;
+        };
+        while let Ok(frames) = monitor.recv_multipart(zmq::DONTWAIT) {
+            self.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+            let address = frames
+                .get(1)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .unwrap_or_default();
+            if self
+                .warnings
+                .allow(Instant::now(), "handshake failed", &address)
+            {
+                warn!(%address, "a client's handshake failed on our listener (a plain client on a CURVE listener, or the wrong server key?)");
+            }
         }
     }
 }
