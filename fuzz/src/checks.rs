@@ -417,6 +417,8 @@ impl Harness {
             server_timeout: SERVER_TIMEOUT,
             ping_interval: None,
             max_tuples: MAX_TUPLES,
+            max_store_bytes: usize::MAX,
+            max_origin_bytes: usize::MAX,
             max_value_bytes: MAX_VALUE_BYTES,
             max_sessions: MAX_SESSIONS,
             max_remotes: usize::from(REMOTES),

@@ -76,6 +76,12 @@ pub struct EngineConfig {
     pub ping_interval: Option<Duration>,
     /// At most this many copies (tuples, tombstones, expiry records) are held.
     pub max_tuples: usize,
+    /// What the copies held may weigh in all ([`Store::weight`]); an eighth of it is kept for
+    /// this node's own publishes, which peers' copies cannot take.
+    pub max_store_bytes: usize,
+    /// What the copies made by any one origin node may weigh (CZMQ's unstamped copies share
+    /// origin 0): one publisher cannot fill every node's store.
+    pub max_origin_bytes: usize,
     /// At most this many bytes in a value.
     pub max_value_bytes: usize,
     /// At most this many client sessions (expired ones included) are held.
@@ -100,6 +106,8 @@ impl Default for EngineConfig {
             server_timeout: Duration::from_millis(1000),
             ping_interval: None,
             max_tuples: 1_000_000,
+            max_store_bytes: 96 << 20,
+            max_origin_bytes: 24 << 20,
             max_value_bytes: 16 * 1024,
             max_sessions: 10_000,
             max_remotes: 1024,
@@ -252,6 +260,8 @@ pub struct Stats {
     pub refreshes: u64,
     /// Tuples dropped because their lease ran out.
     pub expired: u64,
+    /// Peers' new copies refused because their origin's share of the store was taken.
+    pub origin_full: u64,
     /// Resyncs a remote asked for because its store and the server's stayed different.
     pub digest_resyncs: u64,
     /// BATCH frames received (their tuples count in `publish_received`).
@@ -266,7 +276,7 @@ pub struct Stats {
 
 impl Stats {
     /// Every counter by name, for `STATUS detail` and logs.
-    pub fn pairs(&self) -> [(&'static str, u64); 18] {
+    pub fn pairs(&self) -> [(&'static str, u64); 19] {
         [
             ("malformed", self.malformed),
             ("invalid_sent", self.invalid_sent),
@@ -274,6 +284,7 @@ impl Stats {
             ("sessions_refused", self.sessions_refused),
             ("tuples_refused", self.tuples_refused),
             ("store_full", self.store_full),
+            ("origin_full", self.origin_full),
             ("remotes_refused", self.remotes_refused),
             ("overflows", self.overflows),
             ("redials", self.redials),
@@ -1241,6 +1252,42 @@ impl Engine {
         let _ = self.apply(now, publish.key, publish.value, ttl_ms, stamp, origin);
     }
 
+    /// Whether the store has room for this copy (in place of the one held for `key`): room in
+    /// all, less the eighth kept for our own publishes when it is a peer's, and room in its
+    /// origin's share. Refusals are counted.
+    fn check_room(
+        &mut self,
+        key: &str,
+        value: &str,
+        stamp: &Stamp,
+        origin: &Origin,
+    ) -> Result<(), TupleError> {
+        let weight = Store::weight(key, value);
+        let held = self.store.entry(key);
+        let freed = held.map_or(0, |h| Store::weight(key, &h.value));
+        let freed_here = held
+            .filter(|h| h.stamp.origin == stamp.origin)
+            .map_or(0, |h| Store::weight(key, &h.value));
+        let max = self.config.max_store_bytes;
+        let room = if *origin == Origin::App {
+            max
+        } else {
+            max - max / 8
+        };
+        if self.store.bytes() - freed + weight > room {
+            self.stats.store_full += 1;
+            return Err(TupleError::StoreBytesFull { max });
+        }
+        let share = self.config.max_origin_bytes;
+        if *origin != Origin::App
+            && self.store.origin_bytes(stamp.origin) - freed_here + weight > share
+        {
+            self.stats.origin_full += 1;
+            return Err(TupleError::StoreBytesFull { max: share });
+        }
+        Ok(())
+    }
+
     /// Whether a peer's copy of `key` may carry `version`: at most [`MAX_VERSION`], and at most
     /// [`MAX_VERSION_LEAD`] above both the held copy and our own version clock.
     fn version_in_reach(&self, now: Instant, key: &str, version: u64) -> bool {
@@ -1260,12 +1307,18 @@ impl Engine {
         stamp: Stamp,
         origin: Origin,
     ) -> Result<bool, TupleError> {
-        let held = self.store.entry(&key);
-        if let Some(held) = held
+        if let Some(held) = self.store.entry(&key)
             && !held.is_older_than(&stamp, &value)
         {
             return Ok(false);
         }
+        if let Err(error) = self.check_room(&key, &value, &stamp, &origin) {
+            if self.warnings.allow(now, "store full", &origin) {
+                warn!(%key, %error, "refusing a copy");
+            }
+            return Err(error);
+        }
+        let held = self.store.entry(&key);
         if held.is_none() && self.store.held() >= self.config.max_tuples {
             self.stats.store_full += 1;
             if self.warnings.allow(now, "store full", &origin) {

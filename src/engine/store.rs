@@ -3,7 +3,7 @@
 //! be a tuple in force, a tombstone, or the record of a lease that ran out.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,12 @@ pub enum TupleError {
     VersionExhausted {
         /// The key.
         key: String,
+    },
+    /// The node's limit on what its copies weigh.
+    #[error("store is full ({max} bytes)")]
+    StoreBytesFull {
+        /// The configured limit.
+        max: usize,
     },
     /// The node's limit on how many tuples it holds.
     #[error("store is full ({max} tuples)")]
@@ -201,7 +207,14 @@ pub struct Store {
     /// Every key held, sorted; rebuilt after a key comes or goes, so that resyncs, which
     /// list the store in key order, do not sort it each time.
     sorted_keys: Option<Vec<Arc<str>>>,
+    /// What the copies held weigh ([`Store::weight`]), in all and by origin node.
+    bytes: usize,
+    origin_bytes: HashMap<u64, usize>,
 }
+
+/// What a copy is counted as weighing beside its key and value: the entry, its place in the
+/// index and the sorted keys, and its heap items, measured at about this.
+const COPY_WEIGHT: usize = 160;
 
 /// A heap item: `key` may be due at `at`. Ordered by time, then by when it was pushed, never by
 /// key: comparing keys on every sift cost more than the rest of storing a tuple.
@@ -233,6 +246,36 @@ impl Ord for Due {
 }
 
 impl Store {
+    /// What a copy of `key` with `value` is counted as weighing, in bytes.
+    pub fn weight(key: &str, value: &str) -> usize {
+        key.len() + value.len() + COPY_WEIGHT
+    }
+
+    /// What every copy held weighs, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// What the copies made by `origin` weigh, in bytes.
+    pub fn origin_bytes(&self, origin: u64) -> usize {
+        self.origin_bytes.get(&origin).copied().unwrap_or(0)
+    }
+
+    fn weigh(&mut self, key: &str, entry: &Entry, add: bool) {
+        let weight = Self::weight(key, &entry.value);
+        let origin = self.origin_bytes.entry(entry.stamp.origin).or_insert(0);
+        if add {
+            *origin += weight;
+            self.bytes += weight;
+        } else {
+            *origin = origin.saturating_sub(weight);
+            self.bytes = self.bytes.saturating_sub(weight);
+            if *origin == 0 {
+                self.origin_bytes.remove(&entry.stamp.origin);
+            }
+        }
+    }
+
     /// The copy held for `key`, whatever its kind.
     pub fn entry(&self, key: &str) -> Option<&Entry> {
         self.entries.get(key)
@@ -353,7 +396,11 @@ impl Store {
             self.refreshes.push(due);
         }
         let new = (entry.kind == Kind::Live).then(|| Tuple::of(&entry));
+        self.weigh(&key, &entry, true);
         let old = self.entries.insert(Arc::clone(&key), entry);
+        if let Some(old) = &old {
+            self.weigh(&key, old, false);
+        }
         if old.is_none() {
             self.sorted_keys = None;
         }
@@ -419,8 +466,9 @@ impl Store {
     /// Forgets `key`.
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
         let old = self.entries.swap_remove(key);
-        if old.is_some() {
+        if let Some(old) = &old {
             self.sorted_keys = None;
+            self.weigh(key, old, false);
         }
         if let Some(old) = old.as_ref().filter(|e| e.kind == Kind::Live) {
             self.live -= 1;

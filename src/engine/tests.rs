@@ -1318,3 +1318,40 @@ fn a_peer_cannot_make_a_tombstone_outlive_our_tombstone_ttl() {
         "kept past our tombstone-ttl"
     );
 }
+
+#[test]
+fn peers_cannot_fill_the_store_past_their_share_or_into_our_own_room() {
+    let now = t0();
+    // Copies of "kNN" with "svc" weigh 3 + 3 + 160 = 166 bytes: room for 60 in all.
+    let mut e = Engine::new(EngineConfig {
+        node_id: 5,
+        max_store_bytes: 60 * 166,
+        max_origin_bytes: 20 * 166,
+        ..EngineConfig::default()
+    });
+    e.handle_client_message(now, client(1), hello());
+    let from = |origin: u64, n: u64| stamped(&format!("{origin}{n:02}"), "svc", 0, 1, origin, 0);
+    // One origin gets its share (20 copies), no more.
+    for n in 0..25 {
+        e.handle_client_message(now, client(1), from(1, n));
+    }
+    assert_eq!(e.store().len(), 20);
+    assert_eq!(e.stats().origin_full, 5);
+    // Other origins fill the rest but the eighth kept for us: 52 copies in all.
+    for origin in 2..=4 {
+        for n in 0..20 {
+            e.handle_client_message(now, client(1), from(origin, n));
+        }
+    }
+    assert_eq!(e.store().len(), 52);
+    assert!(e.stats().store_full > 0);
+    assert_eq!(e.connected_sessions(), 1, "refusals cost no session");
+    // Our own services still fit.
+    for n in 0..8 {
+        e.publish(now, &format!("m{n:02}"), "svc", None).unwrap();
+    }
+    assert!(matches!(
+        e.publish(now, "m99", "svc", None),
+        Err(TupleError::StoreBytesFull { .. })
+    ));
+}

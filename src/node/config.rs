@@ -24,6 +24,12 @@ pub struct Config {
     pub ping_interval: Option<Duration>,
     /// Tuples held at most; a million endpoints is far beyond any LAN and a few hundred MB.
     pub max_tuples: usize,
+    /// What the tuples held may weigh, counted as key + value + 160 bytes each: a byte bound
+    /// on the store (an eighth is kept for this node's own publishes).
+    pub max_store_bytes: usize,
+    /// What the tuples of any one origin node may weigh (CZMQ's unstamped ones count as one
+    /// origin), so one publisher cannot fill every node's store.
+    pub max_origin_bytes: usize,
     /// Largest value accepted; service names and endpoints are short, 16 KiB leaves room.
     pub max_value_bytes: usize,
     /// Client sessions held at most (expired ones included); enough for a large cluster while
@@ -82,6 +88,8 @@ impl Default for Config {
             server_timeout: Duration::from_millis(1000),
             ping_interval: None,
             max_tuples: 1_000_000,
+            max_store_bytes: 96 << 20,
+            max_origin_bytes: 24 << 20,
             max_value_bytes: 16 * 1024,
             max_sessions: 10_000,
             max_remotes: 1024,
@@ -152,6 +160,15 @@ impl Config {
             return bad(
                 "limits",
                 "socket_hwm, event_capacity, max_sessions, max_remotes and max_tuples must be positive",
+            );
+        }
+        if self.max_origin_bytes > self.max_store_bytes
+            || self.max_store_bytes < 1 << 20
+            || self.max_origin_bytes < 64 << 10
+        {
+            return bad(
+                "max_store_bytes",
+                "must be at least 1 MiB, and max_origin_bytes (at least 64 KiB) no more",
             );
         }
         if self.max_total_queued_bytes < self.max_queued_bytes {
@@ -270,6 +287,8 @@ impl Config {
             server_timeout: self.server_timeout,
             ping_interval: self.ping_interval,
             max_tuples: self.max_tuples,
+            max_store_bytes: self.max_store_bytes,
+            max_origin_bytes: self.max_origin_bytes,
             max_value_bytes: self.max_value_bytes,
             max_sessions: self.max_sessions,
             max_remotes: self.max_remotes,

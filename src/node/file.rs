@@ -135,6 +135,8 @@ struct NodeSection {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Limits {
     max_tuples: Option<usize>,
+    max_store_bytes: Option<usize>,
+    max_origin_bytes: Option<usize>,
     max_value_bytes: Option<usize>,
     max_sessions: Option<usize>,
     max_remotes: Option<usize>,
@@ -248,6 +250,8 @@ impl Setup {
             tombstone_ttl: parsed.node.tombstone_ttl.unwrap_or(defaults.tombstone_ttl),
             max_tuples: limits.max_tuples.unwrap_or(defaults.max_tuples),
             max_value_bytes: limits.max_value_bytes.unwrap_or(defaults.max_value_bytes),
+            max_store_bytes: limits.max_store_bytes.unwrap_or(defaults.max_store_bytes),
+            max_origin_bytes: limits.max_origin_bytes.unwrap_or(defaults.max_origin_bytes),
             max_sessions: limits.max_sessions.unwrap_or(defaults.max_sessions),
             max_remotes: limits.max_remotes.unwrap_or(defaults.max_remotes),
             max_message_bytes: limits
