@@ -51,7 +51,11 @@ fn attack(scenario: &str) {
         .lines()
         .map(|line| serde_json::from_str(line).expect("a JSON line per scenario"))
         .collect();
-    assert_eq!(results.len(), 1, "one result for {scenario}:\n{stdout}\n{stderr}");
+    assert_eq!(
+        results.len(),
+        1,
+        "one result for {scenario}:\n{stdout}\n{stderr}"
+    );
     let result = &results[0];
     assert!(
         result.get("harness_error").is_none(),
