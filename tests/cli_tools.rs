@@ -510,3 +510,22 @@ fn keygen_configures_a_curve_node_that_only_curve_clients_reach() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("bad CURVE key"), "{}", stderr(&bad));
 }
+
+/// At the common default soft limit of 1,024 open files, `zgossip node` raises it to the hard
+/// limit at start, and says so at -v.
+#[test]
+fn node_raises_the_open_file_limit_to_the_hard_limit() {
+    let script = format!(
+        "ulimit -Sn 1024 && ulimit -Hn 4096 && echo '$TERM' | exec {} node -v",
+        env!("CARGO_BIN_EXE_zgossip")
+    );
+    let output = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("raised the open-file limit") && stderr.contains("after=4096"),
+        "{stderr}"
+    );
+}

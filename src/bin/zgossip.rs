@@ -359,6 +359,19 @@ async fn dial_all(node: &Node, plain: &[String], curve: &[SecureConnect]) -> Res
 
 async fn run_node(args: NodeArgs, logs: Logs) -> Result<()> {
     let setup = node_setup(&args)?;
+    // Each client is a descriptor: a soft limit of 1,024 is filled by a flood of half-open
+    // connections long before the hard limit would be.
+    match zgossip::node::raise_open_file_limit() {
+        Ok((before, after)) if after > before => {
+            tracing::info!(
+                before,
+                after,
+                "raised the open-file limit to the hard limit"
+            );
+        }
+        Ok((limit, _)) => tracing::info!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
+    }
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let node = Node::spawn(setup.config.clone())?;

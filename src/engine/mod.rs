@@ -237,8 +237,10 @@ pub struct Stats {
     pub invalid_sent: u64,
     /// Client sessions expired for silence.
     pub sessions_expired: u64,
-    /// New clients refused because `max_sessions` were held.
+    /// New clients refused because `max_sessions` were held and none could be evicted.
     pub sessions_refused: u64,
+    /// Sessions dropped to make room for a new client (silent, or never said HELLO).
+    pub sessions_evicted: u64,
     /// Tuples from peers refused by the rules (key and value checks, `max_value_bytes`).
     pub tuples_refused: u64,
     /// New keys refused because `max_tuples` copies were held.
@@ -276,12 +278,13 @@ pub struct Stats {
 
 impl Stats {
     /// Every counter by name, for `STATUS detail` and logs.
-    pub fn pairs(&self) -> [(&'static str, u64); 19] {
+    pub fn pairs(&self) -> [(&'static str, u64); 20] {
         [
             ("malformed", self.malformed),
             ("invalid_sent", self.invalid_sent),
             ("sessions_expired", self.sessions_expired),
             ("sessions_refused", self.sessions_refused),
+            ("sessions_evicted", self.sessions_evicted),
             ("tuples_refused", self.tuples_refused),
             ("store_full", self.store_full),
             ("origin_full", self.origin_full),
@@ -1159,6 +1162,9 @@ impl Engine {
             }
         }
         if self.sessions.len() >= self.config.max_sessions {
+            self.evict_for_a_newcomer(now);
+        }
+        if self.sessions.len() >= self.config.max_sessions {
             self.stats.sessions_refused += 1;
             if self.warnings.allow(now, "too many sessions", client) {
                 warn!(%client, max = self.config.max_sessions, "too many client sessions; ignoring a new client");
@@ -1168,6 +1174,40 @@ impl Engine {
         self.sessions.insert(client.clone(), Session::new(now));
         self.schedule_at(now + self.config.server_timeout);
         true
+    }
+
+    /// Makes room for a new client when every session is taken: the one that has waited
+    /// longest without saying HELLO, else the connected one silent longest, if it has been
+    /// silent long enough to be suspect. A flood of connections that never talk cannot keep
+    /// out a client that does; clients that keep talking are never evicted.
+    fn evict_for_a_newcomer(&mut self, now: Instant) {
+        let suspect_after = self.config.suspect_after();
+        let mute = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.state == SessionState::Start)
+            .min_by_key(|(_, s)| s.last_heard);
+        let silent = || {
+            self.sessions
+                .iter()
+                .filter(|(_, s)| s.state == SessionState::Connected)
+                .filter(|(_, s)| now.saturating_duration_since(s.last_heard) >= suspect_after)
+                .min_by_key(|(_, s)| s.last_heard)
+        };
+        let Some(victim) = mute.or_else(silent).map(|(c, _)| c.clone()) else {
+            return;
+        };
+        self.stats.sessions_evicted += 1;
+        self.cancel_resync(&Peer::Client(victim.clone()));
+        if let Some(session) = self.sessions.remove(&victim)
+            && session.state == SessionState::Connected
+        {
+            self.peer_event(
+                session.name(&victim),
+                PeerState::Dead,
+                "evicted for a new client",
+            );
+        }
     }
 
     fn heard_from_client(&mut self, client: &ClientId) {

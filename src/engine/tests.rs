@@ -1355,3 +1355,31 @@ fn peers_cannot_fill_the_store_past_their_share_or_into_our_own_room() {
         Err(TupleError::StoreBytesFull { .. })
     ));
 }
+
+#[test]
+fn a_full_house_of_mute_connections_makes_room_for_a_client_that_talks() {
+    let now = t0();
+    let mut e = Engine::new(EngineConfig {
+        max_sessions: 3,
+        ..EngineConfig::default()
+    });
+    e.handle_client_message(now, client(1), Message::Hello(hail_of(1)));
+    // Two connections that never say HELLO (their first frame is out of turn but opens them).
+    e.handle_client_message(now + ms(1), client(2), Message::Ping(None));
+    e.handle_client_message(now + ms(2), client(3), Message::Ping(None));
+    drain(&mut e);
+    e.handle_client_message(now + ms(3), client(4), Message::Hello(hail_of(4)));
+    assert_eq!(e.stats().sessions_evicted, 1);
+    assert_eq!(e.stats().sessions_refused, 0);
+    assert_eq!(
+        e.connected_sessions(),
+        2,
+        "the talking client and the newcomer"
+    );
+    e.handle_client_message(now + ms(4), client(1), Message::Ping(hail_of(1)));
+    assert_eq!(
+        to_client(&drain(&mut e), &client(1)),
+        ["PONG"],
+        "never evicted"
+    );
+}

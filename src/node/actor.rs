@@ -13,7 +13,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::batch::{Batches, Dest};
 use super::{Command, Config, ConfigError, Error, Event, Status, TupleInfo, parse_duration};
-use crate::engine::{ClientId, Engine, Output, Peer, RemoteId, node_name};
+use crate::engine::{ClientId, Engine, EngineConfig, Output, Peer, RemoteId, node_name};
 use crate::transport::curve::CurveKey;
 use crate::transport::inproc::{Inproc, Sent};
 use crate::transport::zmq::{Answer, ZmqIo};
@@ -66,7 +66,10 @@ impl Actor {
         let label = config.name.clone().unwrap_or_else(|| node_name(node_id));
         let batches = Batches::new(config.max_message_bytes);
         Self {
-            engine: Engine::new(config.engine(node_id)),
+            engine: Engine::new(EngineConfig {
+                max_sessions: super::fds::sessions_within_limit(config.max_sessions),
+                ..config.engine(node_id)
+            }),
             inproc: Inproc::new(config.limits(), &label, config.faults.clone()),
             config,
             commands,

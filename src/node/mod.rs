@@ -6,6 +6,7 @@ mod actor;
 mod batch;
 mod config;
 mod events;
+mod fds;
 mod file;
 mod pipe;
 
@@ -18,6 +19,7 @@ pub use crate::engine::{Event, PeerState, Stats};
 pub use crate::transport::curve::{CurveKey, CurveKeys, KeyError};
 pub use config::{Config, ConfigError, parse_duration, parse_duration_with_unit, random_node_id};
 pub use events::{Events, EventsError, Lagged};
+pub use fds::raise_open_file_limit;
 pub use file::{Announcement, FileError, SecureConnect, Setup};
 pub use pipe::{LineFormat, Pipe, PipeReader, PipeWriter, event_json, format_event};
 
