@@ -683,7 +683,8 @@ impl Engine {
             // The PONG answers after the resync: a client takes it as "the resync is in".
             (_, Message::Ping(hail)) if self.resyncing(&Peer::Client(client.clone())) => {
                 if let Some(session) = self.sessions.get_mut(&client) {
-                    session.pong_owed = Some(hail.is_some());
+                    session.pongs_owed = (session.pongs_owed + 1).min(peers::MAX_PONGS_OWED);
+                    session.pong_hailed = hail.is_some();
                 }
             }
             (_, Message::Ping(hail)) => {
@@ -760,7 +761,7 @@ impl Engine {
             }
             self.stats.overflows += 1;
             session.state = SessionState::Expired { since: now };
-            session.pong_owed = None;
+            session.pongs_owed = 0;
             let name = session.name(client);
             self.peer_event(name, PeerState::Dead, "not reading");
             self.cancel_resync(&Peer::Client(client.clone()));
@@ -990,7 +991,7 @@ impl Engine {
                 SessionState::Connected if silent >= timeout => {
                     debug!(%client, "client session expired");
                     session.state = SessionState::Expired { since: now };
-                    session.pong_owed = None;
+                    session.pongs_owed = 0;
                     expired += 1;
                     ended.push(client.clone());
                     // A client that never hailed (CZMQ's) never PINGs: its silence says

@@ -83,6 +83,10 @@ pub(super) enum SessionState {
     Expired { since: Instant },
 }
 
+/// PONGs a session can be owed during a resync: a client PINGing every 100 ms through a ten
+/// second resync; PINGs past it go unanswered (a flood of them costs nothing).
+pub(super) const MAX_PONGS_OWED: u16 = 128;
+
 #[derive(Debug)]
 pub(super) struct Session {
     pub(super) state: SessionState,
@@ -95,8 +99,10 @@ pub(super) struct Session {
     pub(super) reminded: bool,
     /// When its last resync started.
     pub(super) last_resync: Option<Instant>,
-    /// A PING came during a resync: its PONG (with a hail if the PING had one) goes after.
-    pub(super) pong_owed: Option<bool>,
+    /// PINGs that came during a resync, whose PONGs go after it (with a hail if the last PING
+    /// had one), at most [`MAX_PONGS_OWED`].
+    pub(super) pongs_owed: u16,
+    pub(super) pong_hailed: bool,
 }
 
 impl Session {
@@ -108,7 +114,8 @@ impl Session {
             liveness: PeerState::Alive,
             reminded: false,
             last_resync: None,
-            pong_owed: None,
+            pongs_owed: 0,
+            pong_hailed: false,
         }
     }
 

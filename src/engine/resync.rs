@@ -145,15 +145,15 @@ impl Engine {
     fn end_resync(&mut self, peer: &Peer) {
         match peer {
             Peer::Client(client) => {
-                let owed = self
-                    .sessions
-                    .get_mut(client)
-                    .and_then(|s| s.pong_owed.take());
-                if let Some(hailed) = owed {
-                    let hail = hailed.then(|| Hail {
-                        digest: Some(self.store.digest()),
-                        ..self.hail()
-                    });
+                let Some(session) = self.sessions.get_mut(client) else {
+                    return;
+                };
+                let owed = std::mem::take(&mut session.pongs_owed);
+                let hail = session.pong_hailed.then(|| Hail {
+                    digest: Some(self.store.digest()),
+                    ..self.hail()
+                });
+                for _ in 0..owed {
                     self.outputs
                         .push_back(Output::ToClient(client.clone(), Message::Pong(hail)));
                 }

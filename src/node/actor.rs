@@ -28,6 +28,10 @@ const INCOMING_BATCH: usize = 256;
 /// only once the last is in libzmq: what a peer that does not read costs us stays this small.
 const RESYNC_SLICE: usize = 128 * 1024;
 
+/// Resync bytes one pass builds before it lets other work in: hundreds of clients saying HELLO
+/// at once are served a few slices at a time, between other peers' PINGs.
+const RESYNC_PASS: usize = 4 * RESYNC_SLICE;
+
 /// Which transport carries a remote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
@@ -54,6 +58,8 @@ pub(super) struct Actor {
     batches: Batches,
     /// tcp/ipc peers sent a resync slice whose [`Incoming::Drained`] has not come yet.
     awaiting_drain: HashSet<Peer>,
+    /// The last pass stopped at [`RESYNC_PASS`] with slices still to send: come back at once.
+    more_resyncs: bool,
 }
 
 fn now() -> Instant {
@@ -82,6 +88,7 @@ impl Actor {
             last_publish: None,
             batches,
             awaiting_drain: HashSet::new(),
+            more_resyncs: false,
         }
     }
 
@@ -98,10 +105,13 @@ impl Actor {
         async move {
             let terminate = loop {
                 self.flush();
-                let deadline = self
-                    .engine
-                    .poll_timeout()
-                    .map(tokio::time::Instant::from_std);
+                let deadline = if self.more_resyncs {
+                    Some(tokio::time::Instant::now())
+                } else {
+                    self.engine
+                        .poll_timeout()
+                        .map(tokio::time::Instant::from_std)
+                };
                 // The select below prefers traffic, so under a steady stream its timer branch would
                 // not win: what we send on a clock (PINGs, refreshes) goes out here regardless. What
                 // judges silence waits for the timer branch, reached only once input is read.
@@ -459,16 +469,23 @@ impl Actor {
     /// in-process peer (its link counts bytes and says when it is full), one slice at a time
     /// to a tcp/ipc peer, each once the last is in libzmq.
     fn pump_resyncs(&mut self) {
+        self.more_resyncs = false;
         if !self.engine.has_resyncs() {
             self.awaiting_drain.clear();
             return;
         }
         let now = now();
+        let mut budget = RESYNC_PASS;
         for peer in self.engine.resyncs() {
             if self.awaiting_drain.contains(&peer) {
                 continue;
             }
+            if budget == 0 {
+                self.more_resyncs = true;
+                return;
+            }
             let zmq = self.is_zmq(&peer);
+            budget = budget.saturating_sub(RESYNC_SLICE);
             let slice = if zmq { RESYNC_SLICE } else { usize::MAX };
             let done = self.engine.resync_step(now, &peer, slice);
             self.dispatch();

@@ -46,10 +46,10 @@ const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
 /// libzmq's send high-water mark, in frames, on every socket. It counts frames, not bytes, so
 /// it is kept small (at most a few hundred KB per peer at our 16 KiB batches) and what does not
 /// fit waits in our own queues, which count bytes.
-const SEND_HWM: i32 = 16;
+const SEND_HWM: i32 = 32;
 /// How often frames waiting for a client are offered to libzmq again: a ROUTER cannot say
 /// which of its peers has room, so the thread tries again on a clock while any wait.
-const CLIENT_RETRY: Duration = Duration::from_millis(2);
+const CLIENT_RETRY: Duration = Duration::from_millis(1);
 /// A client whose queue has not moved for this long is not reading: its queue is dropped and
 /// its session with it (it resyncs when it reads again).
 const CLIENT_STALL: Duration = Duration::from_secs(10);
@@ -422,6 +422,8 @@ impl Io {
         if actor_gone {
             return Err(Stop);
         }
+        // Marks answered by the commands just taken go now, not after the poll below sleeps.
+        self.tell_marks()?;
 
         let ids: Vec<RemoteId> = self.remotes.keys().copied().collect();
         let (router_ready, zap_ready, dealer_ready) = {
