@@ -55,7 +55,9 @@
 //!   this project's own in-process transport.
 //! - [`wire`]: ZGP v1 frames ↔ [`wire::Message`]. No I/O.
 //! - [`engine`]: the node as a sans-IO state machine: tuple store, server sessions, remotes,
-//!   heartbeats. Inputs carry `now`; outputs say what to send where and what to tell the app.
+//!   heartbeats, and resyncs streamed a slice at a time as the peer reads. Inputs carry `now`;
+//!   outputs say what to send where and what to tell the app. Warnings a peer can cause are
+//!   rate-limited (`warnings`, shared with the libzmq I/O thread).
 //! - [`node`]: the actor (one tokio task owns the engine and the transports), the typed handle,
 //!   and the CZMQ-style string pipe.
 

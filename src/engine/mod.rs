@@ -1436,11 +1436,7 @@ impl Engine {
             if !remote.connected || *origin == Origin::Remote(id) {
                 continue;
             }
-            let copy = if remote.node.is_some() {
-                message
-            } else if let Some(plain) = &plain {
-                plain
-            } else {
+            let Some(copy) = copy_for(remote.node.is_some(), message, &plain) else {
                 continue;
             };
             self.stats.publish_sent += 1;
@@ -1452,11 +1448,7 @@ impl Engine {
             {
                 continue;
             }
-            let copy = if session.node.is_some() {
-                message
-            } else if let Some(plain) = &plain {
-                plain
-            } else {
+            let Some(copy) = copy_for(session.node.is_some(), message, &plain) else {
                 continue;
             };
             self.stats.publish_sent += 1;
@@ -1577,6 +1569,19 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+/// The copy for a peer: as made for one that hailed, else its v1 form (if v1 can say it).
+fn copy_for<'a>(
+    hailed: bool,
+    message: &'a Message,
+    plain: &'a Option<Message>,
+) -> Option<&'a Message> {
+    if hailed {
+        Some(message)
+    } else {
+        plain.as_ref()
+    }
+}
 
 /// `message` as ZGP v1 defines it, for a peer that never hailed: a PUBLISH without the bytes
 /// after its ttl, and no withdrawal at all (v1 would take one for an empty value). Other

@@ -613,17 +613,10 @@ impl Io {
             router.set_router_mandatory(true).map_err(failed)?;
             // Handshakes that fail on our listeners (a plain client on a CURVE listener, a
             // wrong key) are otherwise invisible here: counted and logged from this monitor.
-            let monitor_endpoint = format!(
-                "inproc://zgossip-monitor-{}",
-                NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
-            );
             let events = zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
                 | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
                 | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32;
-            router.monitor(&monitor_endpoint, events).map_err(failed)?;
-            let monitor = self.context.socket(zmq::PAIR).map_err(failed)?;
-            monitor.set_linger(0).map_err(failed)?;
-            monitor.connect(&monitor_endpoint).map_err(failed)?;
+            let (monitor, _) = self.monitor(&router, events).map_err(failed)?;
             self.router = Some(router);
             self.router_monitor = Some(monitor);
         }
@@ -697,20 +690,13 @@ impl Io {
         socket
             .set_reconnect_ivl_max(RECONNECT_IVL_MAX_MS)
             .map_err(failed)?;
-        let monitor_endpoint = format!(
-            "inproc://zgossip-monitor-{}",
-            NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
-        );
         let events = zmq::SocketEvent::HANDSHAKE_SUCCEEDED as i32
             | zmq::SocketEvent::DISCONNECTED as i32
             | zmq::SocketEvent::CONNECT_RETRIED as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32;
-        socket.monitor(&monitor_endpoint, events).map_err(failed)?;
-        let monitor = self.context.socket(zmq::PAIR).map_err(failed)?;
-        monitor.set_linger(0).map_err(failed)?;
-        monitor.connect(&monitor_endpoint).map_err(failed)?;
+        let (monitor, monitor_endpoint) = self.monitor(&socket, events).map_err(failed)?;
         socket.connect(endpoint).map_err(failed)?;
         tracing::trace!(endpoint, monitor_endpoint, "dialled");
         self.remotes.insert(
@@ -726,6 +712,23 @@ impl Io {
             },
         );
         Ok(())
+    }
+
+    /// A PAIR socket that receives `socket`'s monitor `events`, and its endpoint.
+    fn monitor(
+        &self,
+        socket: &zmq::Socket,
+        events: i32,
+    ) -> Result<(zmq::Socket, String), zmq::Error> {
+        let endpoint = format!(
+            "inproc://zgossip-monitor-{}",
+            NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
+        );
+        socket.monitor(&endpoint, events)?;
+        let monitor = self.context.socket(zmq::PAIR)?;
+        monitor.set_linger(0)?;
+        monitor.connect(&endpoint)?;
+        Ok((monitor, endpoint))
     }
 
     /// Starts the ZAP handler for a CURVE listener with an allow list (the first time), or
