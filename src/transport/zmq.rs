@@ -32,9 +32,10 @@ use crate::warnings::Warnings;
 /// How long closing sockets may keep trying to send what is queued (goodbyes, withdrawals)
 /// when a node stops; the I/O thread waits at most this long.
 const LINGER_ON_STOP_MS: i32 = 500;
-/// libzmq redials a lost server after 100 ms, doubling up to this, so a dead server costs
-/// little and a restarted one is back within a second.
-const RECONNECT_IVL_MAX_MS: i32 = 1000;
+/// libzmq redials a lost server after 100 ms, doubling up to this: a dead server costs two
+/// connection attempts a second, and a restarted one (`Restart=on-failure`) has its peers back,
+/// resynced, within a second of listening again (at 1 s, a quarter of restarts took longer).
+const RECONNECT_IVL_MAX_MS: i32 = 500;
 /// Names for monitor endpoints, unique in the process.
 static NEXT_MONITOR: AtomicU64 = AtomicU64::new(1);
 /// Frames handed to the actor in one go before the thread looks at its other sockets.
