@@ -61,6 +61,10 @@ const DIGEST_PATIENCE: u32 = 3;
 /// they do for good when the nodes' limits differ).
 const MAX_DIGEST_BACKOFF: Duration = Duration::from_secs(600);
 
+/// A remote that has not connected for this long, while the transport reported no failure (an
+/// address where nothing answers, so the connection attempt hangs), is told as dead, once.
+pub const NO_ANSWER: Duration = Duration::from_secs(5);
+
 /// The longest default ping interval: a third of CZMQ's 1 s server timeout.
 pub const MAX_DEFAULT_PING: Duration = Duration::from_millis(333);
 
@@ -620,6 +624,7 @@ impl Engine {
         }
         let id = RemoteId(self.remotes.len() as u32);
         self.remotes.push(Remote::new(now, endpoint));
+        self.schedule_at(now + NO_ANSWER);
         Ok(id)
     }
 
@@ -832,6 +837,8 @@ impl Engine {
         remote.connected = false;
         let left = remote.liveness == PeerState::Left;
         let endpoint = remote.endpoint.clone();
+        let unanswered_at = remote.last_heard + NO_ANSWER;
+        self.schedule_at(unanswered_at);
         self.cancel_resync(&Peer::Remote(id));
         if !left {
             self.set_remote_state(id, PeerState::Dead, &endpoint, "disconnected");
@@ -1029,6 +1036,14 @@ impl Engine {
     fn check_remotes(&mut self, now: Instant) {
         let timeout = self.config.server_timeout;
         let suspect_after = self.config.suspect_after();
+        let unanswered: Vec<RemoteId> = (self.remotes.iter().enumerate())
+            .filter(|(_, r)| !r.connected && r.failure_told.is_none())
+            .filter(|(_, r)| now.saturating_duration_since(r.last_heard) >= NO_ANSWER)
+            .map(|(index, _)| RemoteId(index as u32))
+            .collect();
+        for id in unanswered {
+            self.handle_remote_unreachable(id, "no answer within 5 s");
+        }
         for index in 0..self.remotes.len() {
             let id = RemoteId(index as u32);
             let Some(remote) = self.remotes.get_mut(index) else {
@@ -1135,7 +1150,14 @@ impl Engine {
             .iter()
             .filter(|r| r.connected)
             .map(|r| suspect(r.last_heard, r.liveness).min(r.last_sent + ping_interval));
-        self.next_deadline = sessions.chain(remotes).min().map(|at| at.max(now));
+        let unanswered = (self.remotes.iter())
+            .filter(|r| !r.connected && r.failure_told.is_none())
+            .map(|r| r.last_heard + NO_ANSWER);
+        self.next_deadline = sessions
+            .chain(remotes)
+            .chain(unanswered)
+            .min()
+            .map(|at| at.max(now));
     }
 
     /// Moves the deadline earlier if `at` comes first.

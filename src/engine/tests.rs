@@ -1383,3 +1383,28 @@ fn a_full_house_of_mute_connections_makes_room_for_a_client_that_talks() {
         "never evicted"
     );
 }
+
+#[test]
+fn a_seed_that_never_answers_is_told_dead_once_with_the_reason() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    let r = e.add_remote(now, "tcp://10.255.255.1:5670").unwrap();
+    assert_eq!(e.poll_timeout(), Some(now + NO_ANSWER));
+    e.handle_timeout(now + NO_ANSWER);
+    let told: Vec<_> = drain(&mut e)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::Peer { state, reason, .. }) => Some((state, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, [(PeerState::Dead, "no answer within 5 s".to_owned())]);
+    e.handle_timeout(now + NO_ANSWER * 3);
+    assert!(peer_events(&drain(&mut e)).is_empty(), "told once");
+    // Once it answers, a later silence is told again.
+    connect_ours(&mut e, now + NO_ANSWER * 3, r);
+    e.handle_remote_disconnected(r);
+    drain(&mut e);
+    e.handle_timeout(now + NO_ANSWER * 5);
+    assert!(!peer_events(&drain(&mut e)).is_empty());
+}
