@@ -829,7 +829,7 @@ impl Engine {
     }
 
     /// A remote lost its connection; the transport is reconnecting it.
-    pub fn handle_remote_disconnected(&mut self, id: RemoteId) {
+    pub fn handle_remote_disconnected(&mut self, now: Instant, id: RemoteId) {
         let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
             return;
         };
@@ -837,7 +837,7 @@ impl Engine {
         remote.connected = false;
         let left = remote.liveness == PeerState::Left;
         let endpoint = remote.endpoint.clone();
-        let unanswered_at = remote.last_heard + NO_ANSWER;
+        let unanswered_at = (remote.last_heard + NO_ANSWER).max(now);
         self.schedule_at(unanswered_at);
         self.cancel_resync(&Peer::Remote(id));
         if !left {
@@ -1036,14 +1036,6 @@ impl Engine {
     fn check_remotes(&mut self, now: Instant) {
         let timeout = self.config.server_timeout;
         let suspect_after = self.config.suspect_after();
-        let unanswered: Vec<RemoteId> = (self.remotes.iter().enumerate())
-            .filter(|(_, r)| !r.connected && r.failure_told.is_none())
-            .filter(|(_, r)| now.saturating_duration_since(r.last_heard) >= NO_ANSWER)
-            .map(|(index, _)| RemoteId(index as u32))
-            .collect();
-        for id in unanswered {
-            self.handle_remote_unreachable(id, "no answer within 5 s");
-        }
         for index in 0..self.remotes.len() {
             let id = RemoteId(index as u32);
             let Some(remote) = self.remotes.get_mut(index) else {
@@ -1069,6 +1061,15 @@ impl Engine {
                 let reason = format!("silent for {}ms", silent.as_millis());
                 self.set_remote_state(id, PeerState::Suspect, &endpoint, &reason);
             }
+        }
+        // After the loop, which may have just found a remote silent and redialled it.
+        let unanswered: Vec<RemoteId> = (self.remotes.iter().enumerate())
+            .filter(|(_, r)| !r.connected && r.failure_told.is_none())
+            .filter(|(_, r)| now.saturating_duration_since(r.last_heard) >= NO_ANSWER)
+            .map(|(index, _)| RemoteId(index as u32))
+            .collect();
+        for id in unanswered {
+            self.handle_remote_unreachable(id, "no answer within 5 s");
         }
     }
 

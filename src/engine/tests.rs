@@ -571,7 +571,7 @@ fn batches_go_only_to_peers_that_hailed() {
     );
     e.handle_remote_message(now, r, Message::Pong(hail_of(8)));
     assert!(e.remote_reads_batches(r));
-    e.handle_remote_disconnected(r);
+    e.handle_remote_disconnected(t0(), r);
     e.handle_remote_connected(now, r);
     assert!(
         !e.remote_reads_batches(r),
@@ -591,7 +591,7 @@ fn remote_says_hello_and_republishes_on_every_connect() {
     // Our copies follow the server's answer, which says it is one of ours.
     e.handle_remote_message(now, r, Message::Pong(hail_of(2)));
     assert_eq!(to_remote(&drain(&mut e), r), ["PUBLISH a=1"]);
-    e.handle_remote_disconnected(r);
+    e.handle_remote_disconnected(t0(), r);
     e.publish(now, "b", "2", None).unwrap();
     assert!(
         to_remote(&drain(&mut e), r).is_empty(),
@@ -1015,11 +1015,11 @@ fn a_remote_that_says_goodbye_is_left_not_dead_when_its_connection_drops() {
             digest: None,
         })),
     );
-    e.handle_remote_disconnected(r);
+    e.handle_remote_disconnected(t0(), r);
     assert_eq!(peer_events(&drain(&mut e)), ["inproc://up left"]);
     connect_ours(&mut e, now, r);
     assert_eq!(peer_events(&drain(&mut e)), ["inproc://up alive"]);
-    e.handle_remote_disconnected(r);
+    e.handle_remote_disconnected(t0(), r);
     assert_eq!(peer_events(&drain(&mut e)), ["inproc://up dead"]);
 }
 
@@ -1403,7 +1403,7 @@ fn a_seed_that_never_answers_is_told_dead_once_with_the_reason() {
     assert!(peer_events(&drain(&mut e)).is_empty(), "told once");
     // Once it answers, a later silence is told again.
     connect_ours(&mut e, now + NO_ANSWER * 3, r);
-    e.handle_remote_disconnected(r);
+    e.handle_remote_disconnected(t0(), r);
     drain(&mut e);
     e.handle_timeout(now + NO_ANSWER * 5);
     assert!(!peer_events(&drain(&mut e)).is_empty());

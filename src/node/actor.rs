@@ -407,10 +407,12 @@ impl Actor {
             Incoming::ClientGone(client) => self.engine.handle_client_gone(&client),
             Incoming::ClientOverflow(client) => self.engine.handle_client_overflow(now, &client),
             Incoming::RemoteConnected(remote) => self.engine.handle_remote_connected(now, remote),
-            Incoming::RemoteDisconnected(remote) => self.engine.handle_remote_disconnected(remote),
+            Incoming::RemoteDisconnected(remote) => {
+                self.engine.handle_remote_disconnected(now, remote)
+            }
             Incoming::RemoteOverflow(remote) => {
                 self.engine.count_overflow();
-                self.engine.handle_remote_disconnected(remote);
+                self.engine.handle_remote_disconnected(now, remote);
             }
             Incoming::RemoteUnreachable(remote, cause) => {
                 self.engine.handle_remote_unreachable(remote, cause);
@@ -603,7 +605,7 @@ impl Actor {
                         endpoint = self.engine.remote_endpoint(remote),
                         "server is not reading; reconnecting"
                     );
-                    self.engine.handle_remote_disconnected(remote);
+                    self.engine.handle_remote_disconnected(now(), remote);
                     self.redial(remote);
                 }
             },
@@ -611,7 +613,7 @@ impl Actor {
                 let sent = self.zmq.as_ref().map(|io| io.send_to_server(remote, frame));
                 if let Some(Err(_)) = sent {
                     self.engine.count_overflow();
-                    self.engine.handle_remote_disconnected(remote);
+                    self.engine.handle_remote_disconnected(now(), remote);
                     self.redial(remote);
                 }
             }
