@@ -139,11 +139,30 @@ impl EngineConfig {
         })
     }
 
-    /// The version a new publish of a key held at `held` takes: past the held copy, and no
-    /// less than the clock.
-    fn next_version(&self, now: Instant, held: Option<u64>) -> u64 {
-        held.map_or(1, |v| v.saturating_add(1))
-            .max(self.version_clock(now))
+    /// The stamp of our own new copy of `key` (a tuple, or a withdrawal), held at version
+    /// `held`: a version past the held copy and no less than the clock; refused past
+    /// [`MAX_VERSION`].
+    fn own_stamp(
+        &self,
+        now: Instant,
+        key: &str,
+        held: Option<u64>,
+        withdrawn: bool,
+    ) -> Result<Stamp, TupleError> {
+        let version = held
+            .map_or(1, |v| v.saturating_add(1))
+            .max(self.version_clock(now));
+        if version > MAX_VERSION {
+            return Err(TupleError::VersionExhausted {
+                key: key.to_owned(),
+            });
+        }
+        Ok(Stamp {
+            version,
+            origin: self.node_id,
+            lease_seq: 0,
+            withdrawn,
+        })
     }
 
     /// The interval remotes PING at: as set, or a third of our own timeout but never more
@@ -528,18 +547,8 @@ impl Engine {
             // The same tuple again: a duplicate, as in CZMQ.
             return Ok(());
         }
-        let version = self.config.next_version(now, held.map(|h| h.stamp.version));
-        if version > MAX_VERSION {
-            return Err(TupleError::VersionExhausted {
-                key: key.to_owned(),
-            });
-        }
-        let stamp = Stamp {
-            version,
-            origin: self.config.node_id,
-            lease_seq: 0,
-            withdrawn: false,
-        };
+        let held = held.map(|h| h.stamp.version);
+        let stamp = self.config.own_stamp(now, key, held, false)?;
         let ttl_ms = lease.map_or(0, millis);
         self.apply(
             now,
@@ -559,18 +568,7 @@ impl Engine {
                 key: key.to_owned(),
             });
         };
-        let version = self.config.next_version(now, Some(held.stamp.version));
-        if version > MAX_VERSION {
-            return Err(TupleError::VersionExhausted {
-                key: key.to_owned(),
-            });
-        }
-        let stamp = Stamp {
-            version,
-            origin: self.config.node_id,
-            lease_seq: 0,
-            withdrawn: true,
-        };
+        let stamp = (self.config).own_stamp(now, key, Some(held.stamp.version), true)?;
         let ttl_ms = millis(self.config.tombstone_ttl).max(1);
         self.apply(
             now,
@@ -628,9 +626,11 @@ impl Engine {
         Ok(id)
     }
 
-    /// A transport dropped a peer that was not reading: counted and logged.
-    pub fn count_overflow(&mut self) {
+    /// A remote's server was not reading and its connection was dropped (the transport
+    /// redials it): counted, and the remote is disconnected.
+    pub fn handle_remote_overflow(&mut self, now: Instant, id: RemoteId) {
         self.stats.overflows += 1;
+        self.handle_remote_disconnected(now, id);
     }
 
     /// An in-process frame over `max_message_bytes` arrived: counted.
@@ -1453,7 +1453,8 @@ impl Engine {
     /// A peer that never hailed (CZMQ's) is sent the copy as ZGP v1 defines it, or nothing
     /// for a withdrawal, which v1 cannot say.
     fn forward(&mut self, message: &Message, origin: &Origin) {
-        let plain = v1_copy(message);
+        // Made only if some peer never hailed: most forwards go to our own nodes alone.
+        let plain = std::cell::OnceCell::new();
         for (index, remote) in self.remotes.iter().enumerate() {
             let id = RemoteId(index as u32);
             if !remote.connected || *origin == Origin::Remote(id) {
@@ -1593,16 +1594,17 @@ impl Engine {
 #[cfg(test)]
 mod tests;
 
-/// The copy for a peer: as made for one that hailed, else its v1 form (if v1 can say it).
+/// The copy for a peer: as made for one that hailed, else its v1 form (if v1 can say it),
+/// made once per forward.
 fn copy_for<'a>(
     hailed: bool,
     message: &'a Message,
-    plain: &'a Option<Message>,
+    plain: &'a std::cell::OnceCell<Option<Message>>,
 ) -> Option<&'a Message> {
     if hailed {
         Some(message)
     } else {
-        plain.as_ref()
+        plain.get_or_init(|| v1_copy(message)).as_ref()
     }
 }
 

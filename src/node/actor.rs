@@ -410,10 +410,7 @@ impl Actor {
             Incoming::RemoteDisconnected(remote) => {
                 self.engine.handle_remote_disconnected(now, remote)
             }
-            Incoming::RemoteOverflow(remote) => {
-                self.engine.count_overflow();
-                self.engine.handle_remote_disconnected(now, remote);
-            }
+            Incoming::RemoteOverflow(remote) => self.engine.handle_remote_overflow(now, remote),
             Incoming::RemoteUnreachable(remote, cause) => {
                 self.engine.handle_remote_unreachable(remote, cause);
             }
@@ -599,26 +596,27 @@ impl Actor {
         match self.routes.get(remote.0 as usize) {
             Some(Route::Inproc) => match self.inproc.send_to_server(remote, frame) {
                 Sent::Queued | Sent::NotConnected => {}
-                Sent::Overflow => {
-                    self.engine.count_overflow();
-                    warn!(
-                        endpoint = self.engine.remote_endpoint(remote),
-                        "server is not reading; reconnecting"
-                    );
-                    self.engine.handle_remote_disconnected(now(), remote);
-                    self.redial(remote);
-                }
+                Sent::Overflow => self.server_not_reading(remote),
             },
             Some(Route::Zmq) => {
                 let sent = self.zmq.as_ref().map(|io| io.send_to_server(remote, frame));
                 if let Some(Err(_)) = sent {
-                    self.engine.count_overflow();
-                    self.engine.handle_remote_disconnected(now(), remote);
-                    self.redial(remote);
+                    self.server_not_reading(remote);
                 }
             }
             None => {}
         }
+    }
+
+    /// A server's link had no room for what we sent: the connection goes, and a new one
+    /// resyncs.
+    fn server_not_reading(&mut self, remote: RemoteId) {
+        warn!(
+            endpoint = self.engine.remote_endpoint(remote),
+            "server is not reading; reconnecting"
+        );
+        self.engine.handle_remote_overflow(now(), remote);
+        self.redial(remote);
     }
 
     /// In-process peers that are there (and reachable, under a fault plan) are busy, not

@@ -973,9 +973,8 @@ impl Io {
                 Err(zmq::Error::EAGAIN) => break,
                 Err(e) => {
                     warn!(endpoint = %dealer.endpoint, error = %e, "send to a server failed");
-                    self.queued -= dealer.pending_bytes;
-                    dealer.pending.clear();
-                    dealer.pending_bytes = 0;
+                    self.drop_server_queue(remote);
+                    return Ok(());
                 }
             }
         }
