@@ -11,10 +11,7 @@ use anyhow::Result;
 use zgossip::{Config, Event, Node};
 
 fn node(name: &str) -> Result<Node> {
-    Ok(Node::spawn(Config {
-        name: Some(name.into()),
-        ..Config::default()
-    })?)
+    Ok(Node::spawn(Config::named(name))?)
 }
 
 #[tokio::main]
@@ -59,11 +56,11 @@ async fn main() -> Result<()> {
     let mut seen = 0;
     while seen < 2 {
         match tokio::time::timeout(Duration::from_secs(3), events.recv()).await?? {
-            Event::Remove { key } => {
+            Event::Remove { key, .. } => {
                 println!("  registry: REMOVE {key}");
                 seen += 1;
             }
-            Event::Expire { key } => {
+            Event::Expire { key, .. } => {
                 println!("  registry: EXPIRE {key} (its lease ran out)");
                 seen += 1;
             }

@@ -17,10 +17,7 @@ use zgossip::{Config, Event, Node};
 /// A child node: binds a free port, dials `seed` (unless "-"), announces `service`, prints
 /// `READY <endpoint>` and runs until SIGTERM.
 async fn child(name: &str, seed: &str, service: &str) -> Result<()> {
-    let node = Node::spawn(Config {
-        name: Some(name.into()),
-        ..Config::default()
-    })?;
+    let node = Node::spawn(Config::named(name))?;
     let endpoint = node.bind("tcp://127.0.0.1:*").await?;
     if seed != "-" {
         node.connect(seed).await?;
@@ -95,7 +92,7 @@ async fn main() -> Result<()> {
     let killed = Instant::now();
     println!("node-3 killed with SIGKILL");
     loop {
-        if let Event::Expire { key } =
+        if let Event::Expire { key, .. } =
             tokio::time::timeout(Duration::from_secs(5), events.recv()).await??
         {
             println!(
@@ -109,7 +106,7 @@ async fn main() -> Result<()> {
     let stopped = Instant::now();
     println!("node-2 stopped with SIGTERM");
     loop {
-        if let Event::Remove { key } =
+        if let Event::Remove { key, .. } =
             tokio::time::timeout(Duration::from_secs(5), events.recv()).await??
         {
             println!(

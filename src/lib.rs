@@ -49,32 +49,49 @@
 //! [`Node::events`] is a [`Stream`](futures_core::Stream) of [`Event`]s, and [`Node::pipe`]
 //! speaks CZMQ's string protocol (`BIND`, `PUBLISH`, `LOOKUP`, ...) for tools and tests.
 //!
+//! # Features
+//! - `json`: [`LineFormat::Json`] for the pipe, and [`event_json`].
+//! - `sim`: the engine, the transports (with inproc fault injection) and the seeded RNG as public
+//!   modules, for simulations, fuzzing and the benchmarks. They are internals: not covered by
+//!   semver.
+//!
 //! # Layout
 //! A message's path, outside in:
-//! - [`transport`]: bytes on and off the network: tcp/ipc over libzmq sockets, and `inproc://`,
+//! - `transport`: bytes on and off the network: tcp/ipc over libzmq sockets, and `inproc://`,
 //!   this project's own in-process transport.
 //! - [`wire`]: ZGP v1 frames ↔ [`wire::Message`]. No I/O.
-//! - [`engine`]: the node as a sans-IO state machine: tuple store, server sessions, remotes,
+//! - `engine`: the node as a sans-IO state machine: tuple store, server sessions, remotes,
 //!   heartbeats, and resyncs streamed a slice at a time as the peer reads. Inputs carry `now`;
 //!   outputs say what to send where and what to tell the app. Warnings a peer can cause are
 //!   rate-limited (`warnings`, shared with the libzmq I/O thread).
-//! - [`node`]: the actor (one tokio task owns the engine and the transports), the typed handle,
+//! - `node`: the actor (one tokio task owns the engine and the transports), the typed handle,
 //!   and the CZMQ-style string pipe.
 
-pub mod bench;
+#[cfg(feature = "sim")]
 pub mod engine;
-pub mod node;
+#[cfg(not(feature = "sim"))]
+mod engine;
+mod node;
+#[cfg(feature = "sim")]
 pub mod rng;
+#[cfg(not(feature = "sim"))]
+mod rng;
+#[cfg(feature = "sim")]
 pub mod transport;
+#[cfg(not(feature = "sim"))]
+mod transport;
 mod warnings;
 pub mod wire;
 
-pub use engine::{TooManyRemotes, TupleError};
+pub use engine::{TooManyRemotes, TupleError, validate as validate_tuple};
+#[cfg(feature = "json")]
+pub use node::event_json;
 pub use node::{
     Config, ConfigError, CurveKey, CurveKeys, Error, Event, Events, EventsError, KeyError, Lagged,
     LineFormat, Node, PeerState, Pipe, PipeReader, PipeWriter, Stats, Status, TupleInfo,
+    raise_open_file_limit,
 };
-pub use transport::Error as TransportError;
+pub use transport::{Endpoint, Error as TransportError};
 
 /// Every Rust example in README.md runs as a doctest, so the README cannot drift from the API.
 #[cfg(doctest)]

@@ -1,6 +1,9 @@
 //! A small seeded generator (xorshift64): benchmark topologies and simulated faults repeat
 //! exactly from their seed. Not for anything a peer could exploit.
 
+// Without the `sim` feature only fault plans draw from it, and nobody outside can make one.
+#![cfg_attr(not(feature = "sim"), allow(dead_code))]
+
 /// A seeded xorshift64 generator.
 #[derive(Debug, Clone)]
 pub struct XorShift(u64);
@@ -24,6 +27,7 @@ impl XorShift {
     }
 
     /// The next number below `n` (which must be above 0).
+    #[cfg(any(test, feature = "sim"))]
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
@@ -34,6 +38,7 @@ impl XorShift {
     }
 
     /// `want` distinct numbers below `n` (all of them if `n <= want`), in the order drawn.
+    #[cfg(any(test, feature = "sim"))]
     pub fn distinct_below(&mut self, n: usize, want: usize) -> Vec<usize> {
         if n <= want {
             return (0..n).collect();

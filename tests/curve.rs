@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use zgossip::node::Pipe;
+use zgossip::Pipe;
 use zgossip::{Config, CurveKey, CurveKeys, Node};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -25,12 +25,13 @@ fn node(name: &str, keys: Option<CurveKeys>, allow: &[CurveKey]) -> Node {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("ZGOSSIP_LOG"))
         .with_test_writer()
         .try_init();
-    Node::spawn(Config {
-        name: Some(name.into()),
-        curve_public_key: keys.map(|k| k.public),
-        curve_secret_key: keys.map(|k| k.secret),
-        curve_allow: allow.to_vec(),
-        ..Config::default()
+    Node::spawn({
+        let mut config = Config::default();
+        config.name = Some(name.into());
+        config.curve_public_key = keys.map(|k| k.public);
+        config.curve_secret_key = keys.map(|k| k.secret);
+        config.curve_allow = allow.to_vec();
+        config
     })
     .unwrap()
 }
@@ -262,9 +263,10 @@ async fn bad_keys_and_curve_on_inproc_get_clear_errors() {
     assert!(error.to_string().contains("inproc"), "{error}");
     // A refused CONNECT leaves no remote behind; a typed config with half a keypair is refused.
     assert_eq!(node.status().await.unwrap().remotes, 0);
-    let half = Node::spawn(Config {
-        curve_public_key: Some(key),
-        ..Config::default()
+    let half = Node::spawn({
+        let mut config = Config::default();
+        config.curve_public_key = Some(key);
+        config
     });
     assert!(half.is_err());
     // Halves set one SET at a time: other SETs in between still work.
@@ -287,6 +289,7 @@ async fn expect_dead(events: &mut zgossip::Events, peer: &str, why: &str) -> Str
                 peer: p,
                 state: zgossip::PeerState::Dead,
                 reason,
+                ..
             }) = events.recv().await
                 && p == peer
                 && reason.contains(why)

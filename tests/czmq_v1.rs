@@ -53,10 +53,11 @@ fn read_v1(socket: &zmq::Socket, wait: Duration, seen: &mut BTreeSet<String>) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_hails_sees_only_plain_v1_frames() {
-    let config = || Config {
+    let config = || {
+        let mut config = Config::default();
         // CZMQ's client never PINGs: keep its session for the whole test.
-        server_timeout: Duration::from_secs(30),
-        ..Config::default()
+        config.server_timeout = Duration::from_secs(30);
+        config
     };
     let node = Node::spawn(config()).unwrap();
     let endpoint = node.bind("tcp://127.0.0.1:*").await.unwrap();

@@ -17,11 +17,7 @@ struct Peer {
 
 /// A node bound to `inproc://{name}` that dials each of `dial`.
 async fn peer(name: &str, dial: &[&str]) -> Peer {
-    let node = Node::spawn(Config {
-        name: Some(name.into()),
-        ..Config::default()
-    })
-    .unwrap();
+    let node = Node::spawn(Config::named(name)).unwrap();
     let events = node.events().await.unwrap();
     node.bind(&format!("inproc://{name}")).await.unwrap();
     for other in dial {
@@ -77,11 +73,11 @@ impl Peer {
 }
 
 fn is_expire(key: &str) -> impl Fn(&Event) -> bool + '_ {
-    move |e| matches!(e, Event::Expire { key: k } if &**k == key)
+    move |e| matches!(e, Event::Expire { key: k, .. } if &**k == key)
 }
 
 fn is_remove(key: &str) -> impl Fn(&Event) -> bool + '_ {
-    move |e| matches!(e, Event::Remove { key: k } if &**k == key)
+    move |e| matches!(e, Event::Remove { key: k, .. } if &**k == key)
 }
 
 /// a ← b ← c ← d: each dials the one before it.

@@ -8,9 +8,10 @@ use std::time::Duration;
 use zgossip::{Config, Node};
 
 fn node(name: &str, config: Config) -> Node {
-    Node::spawn(Config {
-        name: Some(name.into()),
-        ..config
+    Node::spawn({
+        let mut config = config;
+        config.name = Some(name.into());
+        config
     })
     .unwrap()
 }
@@ -21,13 +22,11 @@ async fn detail(node: &Node) -> String {
 
 #[tokio::test(start_paused = true)]
 async fn a_full_store_refuses_new_keys_and_counts_them() {
-    let server = node(
-        "store-full",
-        Config {
-            max_tuples: 3,
-            ..Config::default()
-        },
-    );
+    let server = node("store-full", {
+        let mut config = Config::default();
+        config.max_tuples = 3;
+        config
+    });
     server.bind("inproc://limits-store").await.unwrap();
     let client = node("client", Config::default());
     client.connect("inproc://limits-store").await.unwrap();
@@ -58,13 +57,11 @@ async fn a_full_store_refuses_new_keys_and_counts_them() {
 
 #[tokio::test(start_paused = true)]
 async fn connects_past_max_remotes_are_refused() {
-    let client = node(
-        "remotes",
-        Config {
-            max_remotes: 2,
-            ..Config::default()
-        },
-    );
+    let client = node("remotes", {
+        let mut config = Config::default();
+        config.max_remotes = 2;
+        config
+    });
     client.connect("inproc://limits-r1").await.unwrap();
     client.connect("inproc://limits-r2").await.unwrap();
     let error = client.connect("inproc://limits-r3").await.unwrap_err();
@@ -79,13 +76,11 @@ async fn connects_past_max_remotes_are_refused() {
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_lets_too_much_pile_up_is_dropped_and_counted() {
     // The server queues its whole resync at once; 300 tuples are far more than 4 KiB.
-    let server = node(
-        "queued",
-        Config {
-            max_queued_bytes: 4096,
-            ..Config::default()
-        },
-    );
+    let server = node("queued", {
+        let mut config = Config::default();
+        config.max_queued_bytes = 4096;
+        config
+    });
     server.bind("inproc://limits-queued").await.unwrap();
     for i in 0..300 {
         server
@@ -113,14 +108,12 @@ async fn a_peer_that_lets_too_much_pile_up_is_dropped_and_counted() {
 
 #[tokio::test(start_paused = true)]
 async fn an_oversized_inproc_frame_is_refused_and_counted() {
-    let server = node(
-        "frames",
-        Config {
-            max_message_bytes: 1024,
-            max_value_bytes: 256,
-            ..Config::default()
-        },
-    );
+    let server = node("frames", {
+        let mut config = Config::default();
+        config.max_message_bytes = 1024;
+        config.max_value_bytes = 256;
+        config
+    });
     server.bind("inproc://limits-frames").await.unwrap();
     // The sender allows big values, so its frame exceeds the server's limit.
     let sender = node("big", Config::default());

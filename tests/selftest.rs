@@ -26,10 +26,7 @@ impl Peer {
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("ZGOSSIP_LOG"))
             .with_test_writer()
             .try_init();
-        let config = Config {
-            name: Some(name.into()),
-            ..Config::default()
-        };
+        let config = Config::named(name);
         let node = Node::spawn(config).unwrap();
         let pipe = node.pipe().await.unwrap();
         Peer {

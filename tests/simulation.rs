@@ -68,11 +68,12 @@ impl Sim {
     /// Starts a node that dials each of `dial`; returns its index.
     async fn spawn(&mut self, dial: &[usize]) -> usize {
         let index = self.nodes.len();
-        let node = Node::spawn(Config {
-            name: Some(self.name(index)),
-            node_id: Some(self.rng.next_u64() | 1),
-            faults: Some(self.faults.clone()),
-            ..self.template.clone()
+        let node = Node::spawn({
+            let mut config = self.template.clone();
+            config.name = Some(self.name(index));
+            config.node_id = Some(self.rng.next_u64() | 1);
+            config.faults = Some(self.faults.clone());
+            config
         })
         .unwrap();
         node.bind(&format!("inproc://{}", self.name(index)))
@@ -219,10 +220,11 @@ async fn a_thousand_nodes_in_a_random_topology_each_end_with_exactly_every_servi
 /// Simulated nodes in the long scenarios: PING every 2 s, silence judged after 6 s, so idle
 /// heartbeats do not dominate minutes of virtual time.
 fn slow_heartbeats() -> Config {
-    Config {
-        server_timeout: Duration::from_secs(6),
-        ping_interval: Some(Duration::from_secs(2)),
-        ..Config::default()
+    {
+        let mut config = Config::default();
+        config.server_timeout = Duration::from_secs(6);
+        config.ping_interval = Some(Duration::from_secs(2));
+        config
     }
 }
 

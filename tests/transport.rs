@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use zgossip::node::Error;
+use zgossip::Error;
 use zgossip::{Config, Node};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -15,11 +15,7 @@ fn node(name: &str) -> Node {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("ZGOSSIP_LOG"))
         .with_test_writer()
         .try_init();
-    Node::spawn(Config {
-        name: Some(name.into()),
-        ..Config::default()
-    })
-    .unwrap()
+    Node::spawn(Config::named(name)).unwrap()
 }
 
 /// Waits until `node` holds `key` with `value`.
@@ -204,10 +200,11 @@ async fn silent_server_is_redialled_with_a_fresh_hello() {
     router.bind("tcp://127.0.0.1:*").unwrap();
     let endpoint = router.get_last_endpoint().unwrap().unwrap();
 
-    let alpha = Node::spawn(Config {
-        name: Some("alpha".into()),
-        server_timeout: Duration::from_millis(300),
-        ..Config::default()
+    let alpha = Node::spawn({
+        let mut config = Config::default();
+        config.name = Some("alpha".into());
+        config.server_timeout = Duration::from_millis(300);
+        config
     })
     .unwrap();
     alpha.connect(&endpoint).await.unwrap();

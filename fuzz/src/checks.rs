@@ -446,10 +446,11 @@ impl Harness {
             app_view: BTreeMap::new(),
             owned_before: BTreeSet::new(),
             published_by: None,
-            settings: Config {
-                server_timeout: SERVER_TIMEOUT,
-                tombstone_ttl: TOMBSTONE_TTL,
-                ..Config::default()
+            settings: {
+                let mut config = Config::default();
+                config.server_timeout = SERVER_TIMEOUT;
+                config.tombstone_ttl = TOMBSTONE_TTL;
+                config
             },
         }
     }
@@ -560,9 +561,10 @@ impl Harness {
                 timed_out = true;
             }
             Step::SetServerTimeout(span) => {
-                let settings = Config {
-                    server_timeout: span.get(),
-                    ..self.settings.clone()
+                let settings = {
+                    let mut config = self.settings.clone();
+                    config.server_timeout = span.get();
+                    config
                 };
                 if settings.validate().is_ok() {
                     self.engine.set_server_timeout(now, settings.server_timeout);
@@ -570,9 +572,10 @@ impl Harness {
                 }
             }
             Step::SetPingInterval(span) => {
-                let settings = Config {
-                    ping_interval: span.as_ref().map(Span::get),
-                    ..self.settings.clone()
+                let settings = {
+                    let mut config = self.settings.clone();
+                    config.ping_interval = span.as_ref().map(Span::get);
+                    config
                 };
                 if settings.validate().is_ok() {
                     self.engine.set_ping_interval(now, settings.ping_interval);
@@ -580,9 +583,10 @@ impl Harness {
                 }
             }
             Step::SetTombstoneTtl(span) => {
-                let settings = Config {
-                    tombstone_ttl: span.get(),
-                    ..self.settings.clone()
+                let settings = {
+                    let mut config = self.settings.clone();
+                    config.tombstone_ttl = span.get();
+                    config
                 };
                 if settings.validate().is_ok() {
                     self.engine.set_tombstone_ttl(settings.tombstone_ttl);
@@ -792,7 +796,7 @@ impl Harness {
     fn on_event(&mut self, event: &Event) {
         let step = self.step;
         match event {
-            Event::Deliver { key, value } | Event::Change { key, value } => {
+            Event::Deliver { key, value, .. } | Event::Change { key, value, .. } => {
                 assert_eq!(
                     validate(key, value, MAX_VALUE_BYTES),
                     Ok(()),
@@ -805,7 +809,7 @@ impl Harness {
                     (_, old) => panic!("step {step}: {event:?} when the application had {old:?}"),
                 }
             }
-            Event::Remove { key } | Event::Expire { key } => {
+            Event::Remove { key, .. } | Event::Expire { key, .. } => {
                 let old = self.app_view.remove(&**key);
                 assert!(
                     old.is_some(),
@@ -819,6 +823,7 @@ impl Harness {
                 }
             }
             Event::Peer { .. } => {}
+            other => panic!("step {step}: an event these checks do not know: {other:?}"),
         }
     }
 

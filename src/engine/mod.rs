@@ -199,11 +199,14 @@ impl std::fmt::Display for Origin {
     }
 }
 
-/// What the application is told.
+/// What the application is told. Variants gain fields as the node learns more: match them
+/// with `..`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// A key new to this node (or back after a withdrawal or expiry), from anywhere, the
     /// application's own publishes included.
+    #[non_exhaustive]
     Deliver {
         /// The tuple's key.
         key: Arc<str>,
@@ -211,6 +214,7 @@ pub enum Event {
         value: Arc<str>,
     },
     /// A held key took a new value.
+    #[non_exhaustive]
     Change {
         /// The key.
         key: Arc<str>,
@@ -218,16 +222,19 @@ pub enum Event {
         value: Arc<str>,
     },
     /// The key was withdrawn (UNPUBLISH anywhere, or its owner stopped gracefully).
+    #[non_exhaustive]
     Remove {
         /// The key.
         key: Arc<str>,
     },
     /// The key's lease ran out: its owner stopped refreshing it.
+    #[non_exhaustive]
     Expire {
         /// The key.
         key: Arc<str>,
     },
     /// A peer changed state.
+    #[non_exhaustive]
     Peer {
         /// The remote's endpoint, or a client's node id (or transport id before it hails).
         peer: String,
@@ -253,6 +260,7 @@ pub enum Output {
 
 /// Counters of what happened, for STATUS and for tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Messages from clients or servers that failed to decode.
     pub malformed: u64,

@@ -34,6 +34,7 @@ pub struct RemoteId(pub u32);
 
 /// How a peer is doing, as the application is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum PeerState {
     /// Heard from recently.
     Alive,

@@ -13,6 +13,7 @@ use crate::wire::{MAX_KEY_LEN, Stamp};
 
 /// Why a tuple was refused. Refused tuples change nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TupleError {
     /// Keys name something; an empty one cannot be looked up or printed.
     #[error("key is empty")]
@@ -295,6 +296,7 @@ impl Store {
     }
 
     /// Whether no tuple is in force.
+    #[cfg(any(test, feature = "sim"))]
     pub fn is_empty(&self) -> bool {
         self.live == 0
     }
@@ -305,6 +307,7 @@ impl Store {
     }
 
     /// Every tuple in force, by key.
+    #[cfg(any(test, feature = "sim"))]
     pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Arc<str>)> {
         self.sorted(|e| e.kind == Kind::Live)
             .into_iter()
@@ -317,12 +320,14 @@ impl Store {
     }
 
     /// Every copy that travels on a resync (tuples in force and tombstones), by key.
+    #[cfg(any(test, feature = "sim"))]
     pub fn shared(&self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
         self.sorted(|e| e.kind != Kind::Expired).into_iter()
     }
 
     /// The same as [`Store::shared`], from the sorted keys kept between calls: a node that
     /// resyncs a large store often (a lookup a second) sorts it once per change of keys.
+    #[cfg(any(test, feature = "sim"))]
     pub fn shared_kept_sorted(&mut self) -> impl Iterator<Item = (&Arc<str>, &Entry)> {
         let entries = &self.entries;
         let keys = self.sorted_keys.get_or_insert_with(|| {

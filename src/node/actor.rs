@@ -76,7 +76,7 @@ impl Actor {
                 max_sessions: super::fds::sessions_within_limit(config.max_sessions),
                 ..config.engine(node_id)
             }),
-            inproc: Inproc::new(config.limits(), &label, config.faults.clone()),
+            inproc: Inproc::new(config.limits(), &label, config.faults()),
             config,
             commands,
             zmq: None,

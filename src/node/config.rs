@@ -5,11 +5,13 @@ use std::time::Duration;
 use super::Error;
 use crate::engine::EngineConfig;
 use crate::transport::curve::{CurveClient, CurveKey, CurveKeys, CurveServer};
+#[cfg(feature = "sim")]
 use crate::transport::inproc::Faults;
 use crate::transport::{Endpoint, Limits};
 
 /// Everything a node can be told before it starts. `SET` changes some of it at run time.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// A name for logs and the I/O thread; defaults to none.
     pub name: Option<String>,
@@ -76,7 +78,8 @@ pub struct Config {
     pub zap_domain: Option<String>,
     /// For simulations: faults the in-process transport injects into this node's frames
     /// (shared by all nodes of a simulation; each node needs a distinct `name`). `None`, the
-    /// default, is a perfect in-process network.
+    /// default, is a perfect in-process network. With the `sim` feature.
+    #[cfg(feature = "sim")]
     pub faults: Option<Faults>,
 }
 
@@ -105,6 +108,7 @@ impl Default for Config {
             curve_secret_key: None,
             curve_allow: Vec::new(),
             zap_domain: None,
+            #[cfg(feature = "sim")]
             faults: None,
         }
     }
@@ -121,6 +125,20 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// The defaults, with a name for logs and the I/O thread. `Config` grows with the node: start
+    /// from this or [`Config::default`] and set fields,
+    ///
+    /// ```
+    /// let mut config = zgossip::Config::named("registry");
+    /// config.server_timeout = std::time::Duration::from_secs(2);
+    /// ```
+    pub fn named(name: impl Into<String>) -> Self {
+        Config {
+            name: Some(name.into()),
+            ..Config::default()
+        }
+    }
+
     /// Checks the settings make sense together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field: &str, why: &str| {
@@ -242,7 +260,7 @@ impl Config {
         let Some(server_key) = server_key else {
             return Ok(None);
         };
-        curve_applies(endpoint)?;
+        endpoint.check_curve()?;
         let keys = match self.curve_keys()? {
             Some(keys) => keys,
             None => CurveKeys::generate().map_err(|e| ConfigError {
@@ -296,6 +314,14 @@ impl Config {
         }
     }
 
+    /// The faults the in-process transport injects: none without the `sim` feature.
+    pub(crate) fn faults(&self) -> Option<crate::transport::inproc::Faults> {
+        #[cfg(feature = "sim")]
+        return self.faults.clone();
+        #[cfg(not(feature = "sim"))]
+        None
+    }
+
     pub(crate) fn limits(&self) -> Limits {
         Limits {
             max_message_bytes: self.max_message_bytes,
@@ -305,19 +331,6 @@ impl Config {
             max_queued_bytes: self.max_queued_bytes,
             max_total_queued_bytes: self.max_total_queued_bytes,
         }
-    }
-}
-
-/// Refuses CURVE on an `inproc://` endpoint: that transport never leaves the process.
-pub(crate) fn curve_applies(endpoint: &Endpoint) -> Result<(), crate::transport::Error> {
-    match endpoint {
-        Endpoint::Zmq(_) => Ok(()),
-        Endpoint::Inproc(_) => Err(crate::transport::Error::BadEndpoint {
-            endpoint: endpoint.to_string(),
-            why: "CURVE does not apply to inproc:// (same process, trusted); \
-                  connect without a server key"
-                .into(),
-        }),
     }
 }
 
@@ -358,18 +371,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))
 }
 
-/// Parses a duration as command-line flags and config files take it: humantime with a unit
-/// (`250ms`, `30s`, `1m 30s`), or `0`. A bare number is refused, naming the units it could have
-/// meant: `--ttl 30` read as milliseconds once gave a 30 ms lease.
-pub fn parse_duration_with_unit(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let bare_number = !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '.');
-    if bare_number && text != "0" {
-        return Err(format!("a duration needs a unit, e.g. {text}s or {text}ms"));
-    }
-    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,22 +381,6 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
-    fn flag_durations_need_a_unit() {
-        assert_eq!(
-            parse_duration_with_unit("30"),
-            Err("a duration needs a unit, e.g. 30s or 30ms".to_owned())
-        );
-        assert!(parse_duration_with_unit("2.5").is_err());
-        assert_eq!(parse_duration_with_unit("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration_with_unit("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(
-            parse_duration_with_unit("1m 30s"),
-            Ok(Duration::from_secs(90))
-        );
-        assert!(parse_duration_with_unit("soon").is_err());
     }
 
     #[test]

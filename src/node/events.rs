@@ -52,7 +52,7 @@ type Waiting = Pin<Box<dyn Future<Output = (Result<Event, RecvError>, Receiver<E
 /// let node = Node::spawn(Config::default())?;
 /// let mut events = node.events().await?;
 /// node.publish("tcp://10.0.0.2:6000", "orders").await?;
-/// if let Some(Ok(Event::Deliver { key, value })) = events.next().await {
+/// if let Some(Ok(Event::Deliver { key, value, .. })) = events.next().await {
 ///     assert_eq!((&*key, &*value), ("tcp://10.0.0.2:6000", "orders"));
 /// }
 /// node.shutdown().await?;

@@ -7,7 +7,6 @@ mod batch;
 mod config;
 mod events;
 mod fds;
-mod file;
 mod pipe;
 
 use std::time::Duration;
@@ -17,17 +16,20 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::engine::TupleError;
 pub use crate::engine::{Event, PeerState, Stats};
 pub use crate::transport::curve::{CurveKey, CurveKeys, KeyError};
-pub use config::{Config, ConfigError, parse_duration, parse_duration_with_unit, random_node_id};
+pub use config::{Config, ConfigError};
+pub(crate) use config::{parse_duration, random_node_id};
 pub use events::{Events, EventsError, Lagged};
 pub use fds::raise_open_file_limit;
-pub use file::{Announcement, FileError, SecureConnect, Setup};
-pub use pipe::{LineFormat, Pipe, PipeReader, PipeWriter, event_json, format_event};
+#[cfg(feature = "json")]
+pub use pipe::event_json;
+pub use pipe::{LineFormat, Pipe, PipeReader, PipeWriter};
 
 /// Commands queued from handles to the actor before senders wait.
 const COMMAND_CAPACITY: usize = 64;
 
 /// What can go wrong when asking a node to do something.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Binding, connecting or an endpoint failed.
     #[error(transparent)]
@@ -62,6 +64,7 @@ pub enum Error {
 
 /// What a node holds and has seen, as `STATUS` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Status {
     /// Tuples held.
     pub tuples: usize,
@@ -162,11 +165,9 @@ impl Node {
     /// use zgossip::{Config, Node};
     ///
     /// # #[tokio::main] async fn main() -> Result<(), zgossip::Error> {
-    /// let node = Node::spawn(Config {
-    ///     name: Some("registry".into()),
-    ///     server_timeout: Duration::from_secs(2),
-    ///     ..Config::default()
-    /// })?;
+    /// let mut config = Config::named("registry");
+    /// config.server_timeout = Duration::from_secs(2);
+    /// let node = Node::spawn(config)?;
     /// assert_eq!(node.status().await?.tuples, 0);
     /// node.shutdown().await?;
     /// # Ok(()) }
@@ -249,11 +250,10 @@ impl Node {
     ///
     /// # #[tokio::main] async fn main() -> Result<(), zgossip::Error> {
     /// let keys = CurveKeys::generate()?;
-    /// let server = Node::spawn(Config {
-    ///     curve_public_key: Some(keys.public),
-    ///     curve_secret_key: Some(keys.secret), // later tcp/ipc binds are CURVE listeners
-    ///     ..Config::default()
-    /// })?;
+    /// let mut config = Config::named("server");
+    /// config.curve_public_key = Some(keys.public);
+    /// config.curve_secret_key = Some(keys.secret); // later tcp/ipc binds are CURVE listeners
+    /// let server = Node::spawn(config)?;
     /// let endpoint = server.bind("tcp://127.0.0.1:*").await?;
     /// server.publish("tcp://10.0.0.2:6000", "orders").await?;
     ///
@@ -614,6 +614,7 @@ impl Status {
 
 /// One tuple as this node holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TupleInfo {
     /// The key (in service discovery, an endpoint).
     pub key: String,

@@ -8,6 +8,7 @@
 //! read from another task ([`Pipe::split`]), or both queues fill and each side waits for the
 //! other.
 
+use std::fmt;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -114,12 +115,14 @@ impl PipeReader {
 
 /// How a pipe writes its replies and events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum LineFormat {
     /// Words separated by single spaces, first word the name: `DELIVER key value`.
     #[default]
     Words,
     /// One JSON object per line: `{"event":"deliver","key":"...","value":"..."}`, replies as
-    /// `{"reply":"PORT","args":["5670"]}`, errors as `{"error":"..."}`.
+    /// `{"reply":"PORT","args":["5670"]}`, errors as `{"error":"..."}`. With the `json` feature.
+    #[cfg(feature = "json")]
     Json,
 }
 
@@ -177,6 +180,7 @@ impl Worker {
             Err(error) => {
                 let line = match self.format {
                     LineFormat::Words => format!("ERROR {error}"),
+                    #[cfg(feature = "json")]
                     LineFormat::Json => {
                         serde_json::json!({ "error": error.to_string() }).to_string()
                     }
@@ -204,13 +208,18 @@ impl Worker {
 impl Worker {
     /// An event (or a lag) as a line; `None` once the node is gone.
     fn event_line(&self, event: Result<Event, EventsError>) -> Option<String> {
-        let json = self.format == LineFormat::Json;
+        #[cfg(feature = "json")]
+        if self.format == LineFormat::Json {
+            return match event {
+                Ok(event) => Some(event_json(&event).to_string()),
+                Err(EventsError::Lagged(missed)) => {
+                    Some(serde_json::json!({ "event": "lagged", "missed": missed }).to_string())
+                }
+                Err(EventsError::Closed) => None,
+            };
+        }
         match event {
-            Ok(event) if json => Some(event_json(&event).to_string()),
-            Ok(event) => Some(format_event(&event)),
-            Err(EventsError::Lagged(missed)) if json => {
-                Some(serde_json::json!({ "event": "lagged", "missed": missed }).to_string())
-            }
+            Ok(event) => Some(event.to_string()),
             Err(EventsError::Lagged(missed)) => Some(format!("LAGGED {missed}")),
             Err(EventsError::Closed) => None,
         }
@@ -227,12 +236,15 @@ impl Worker {
                 }
                 line
             }
+            #[cfg(feature = "json")]
             LineFormat::Json => serde_json::json!({ "reply": verb, "args": args }).to_string(),
         }
     }
 }
 
-/// An event as a JSON object: `event` names it, the other fields are its parts.
+/// An event as a JSON object: `event` names it, the other fields are its parts. With the `json`
+/// feature.
+#[cfg(feature = "json")]
 pub fn event_json(event: &Event) -> serde_json::Value {
     match event {
         Event::Deliver { key, value } => {
@@ -253,18 +265,20 @@ pub fn event_json(event: &Event) -> serde_json::Value {
     }
 }
 
-/// An event as one pipe line, its first word naming it.
-pub fn format_event(event: &Event) -> String {
-    match event {
-        Event::Deliver { key, value } => format!("DELIVER {key} {value}"),
-        Event::Change { key, value } => format!("CHANGE {key} {value}"),
-        Event::Remove { key } => format!("REMOVE {key}"),
-        Event::Expire { key } => format!("EXPIRE {key}"),
-        Event::Peer {
-            peer,
-            state,
-            reason,
-        } => format!("PEER {peer} {state} {reason}"),
+/// An event as its pipe line, the first word naming it: `DELIVER key value`.
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Deliver { key, value } => write!(f, "DELIVER {key} {value}"),
+            Event::Change { key, value } => write!(f, "CHANGE {key} {value}"),
+            Event::Remove { key } => write!(f, "REMOVE {key}"),
+            Event::Expire { key } => write!(f, "EXPIRE {key}"),
+            Event::Peer {
+                peer,
+                state,
+                reason,
+            } => write!(f, "PEER {peer} {state} {reason}"),
+        }
     }
 }
 

@@ -28,8 +28,7 @@ pub fn curve_available() -> bool {
 
 /// A CURVE public or secret key. `Display` and [`CurveKey::to_z85`] write it as Z85; `Debug`
 /// does not show it, so a secret key in a logged `Config` stays secret.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
-#[serde(try_from = "String")]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CurveKey([u8; 32]);
 
 /// Why text is not a CURVE key, or why no keypair could be made. It never quotes the text: it

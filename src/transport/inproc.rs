@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::faults::Fate;
-pub use super::faults::{FaultStats, Faults};
+#[cfg(feature = "sim")]
+pub use super::faults::FaultStats;
+pub use super::faults::Faults;
 use super::{Error, FrameError, Incoming, Limits};
 use crate::engine::{ClientId, RemoteId};
 

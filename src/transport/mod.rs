@@ -85,6 +85,7 @@ pub struct Limits {
 
 /// A transport-level failure, naming the endpoint and the cause.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The endpoint is not something this node can bind or connect.
     #[error("bad endpoint {endpoint:?}: {why}")]
@@ -117,6 +118,7 @@ pub enum Error {
 
 /// Which transport an endpoint uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Endpoint {
     /// `tcp://host:port` or `ipc://path`, spoken by libzmq; holds the full endpoint.
     Zmq(String),
@@ -153,6 +155,26 @@ impl Endpoint {
                 Ok(Self::Zmq(endpoint.to_owned()))
             }
             _ => Err(bad("expected tcp://, ipc:// or inproc://")),
+        }
+    }
+}
+
+impl Endpoint {
+    /// Whether this is an `inproc://` endpoint, reachable only from inside this process.
+    pub fn is_inproc(&self) -> bool {
+        matches!(self, Endpoint::Inproc(_))
+    }
+
+    /// Refuses CURVE on an `inproc://` endpoint: that transport never leaves the process.
+    pub fn check_curve(&self) -> Result<(), Error> {
+        match self {
+            Endpoint::Zmq(_) => Ok(()),
+            Endpoint::Inproc(_) => Err(Error::BadEndpoint {
+                endpoint: self.to_string(),
+                why: "CURVE does not apply to inproc:// (same process, trusted); \
+                      connect without a server key"
+                    .into(),
+            }),
         }
     }
 }

@@ -1072,7 +1072,7 @@ impl Io {
                     self.emit(Incoming::RemoteUnreachable(remote, cause))?;
                 }
                 zmq::SocketEvent::CONNECT_RETRIED => {
-                    let cause = "connection refused or no route (retrying)";
+                    let cause = "connection refused, no route or unknown host (retrying)";
                     self.emit(Incoming::RemoteUnreachable(remote, cause))?;
                 }
                 _ => {}

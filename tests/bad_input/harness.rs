@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use tracing_subscriber::EnvFilter;
-use zgossip::node::Stats;
+use zgossip::Stats;
 use zgossip::{Config, Node};
 
 use crate::client::{Client, REPLY_TIMEOUT};
@@ -31,9 +31,10 @@ pub enum Transport {
 /// Settings for a node under attack: a session timeout long enough that no client in a test
 /// needs to PING to keep its session, so a session that ends was ended by the attack.
 pub fn config() -> Config {
-    Config {
-        server_timeout: Duration::from_secs(60),
-        ..Config::default()
+    {
+        let mut config = Config::default();
+        config.server_timeout = Duration::from_secs(60);
+        config
     }
 }
 
@@ -130,10 +131,11 @@ impl Harness {
     /// sent and received) are zeroed: these tests are about what was refused, and a refused
     /// PUBLISH still counts as received.
     pub async fn stats(&self) -> Stats {
-        Stats {
-            publish_sent: 0,
-            publish_received: 0,
-            ..self.node.status().await.unwrap().stats
+        {
+            let mut stats = self.node.status().await.unwrap().stats;
+            stats.publish_sent = 0;
+            stats.publish_received = 0;
+            stats
         }
     }
 

@@ -33,11 +33,10 @@ async fn run(dir: &PathBuf) -> Result<(), Box<dyn Error>> {
 
     // A CURVE listener, itself a client of the plain node.
     let keys = CurveKeys::generate()?;
-    let secure = Node::spawn(Config {
-        curve_public_key: Some(keys.public),
-        curve_secret_key: Some(keys.secret),
-        ..Config::default()
-    })?;
+    let mut config = Config::named("secure");
+    config.curve_public_key = Some(keys.public);
+    config.curve_secret_key = Some(keys.secret);
+    let secure = Node::spawn(config)?;
     let curve = secure.bind("tcp://127.0.0.1:*").await?;
     secure.connect(&tcp).await?;
     println!("CURVE listener: {curve} (public key {})", keys.public);

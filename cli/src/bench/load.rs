@@ -32,11 +32,12 @@ use clap::Args;
 use tokio::task::JoinSet;
 
 use super::{Process, Report};
-use crate::node::{Event, Events, EventsError, parse_duration_with_unit};
-use crate::rng::XorShift;
-use crate::{Config, Node};
+use crate::duration::parse_duration_with_unit;
 use server::Server;
 use wire::{Moves, Plan, WireClients};
+use zgossip::rng::XorShift;
+use zgossip::{Config, Node};
+use zgossip::{Event, Events, EventsError};
 
 mod server;
 mod wire;
@@ -118,10 +119,7 @@ pub struct LoadArgs {
 impl LoadArgs {
     /// The configuration of every node of the run, named `name`.
     fn config(&self, name: impl Into<String>) -> Config {
-        let mut config = Config {
-            name: Some(name.into()),
-            ..Config::default()
-        };
+        let mut config = Config::named(name);
         if let Some(timeout) = self.server_timeout {
             config.server_timeout = timeout;
         }
@@ -235,7 +233,9 @@ fn compare(held: &[(String, String)], expected: &HashMap<String, String>) -> (us
 async fn observe(mut events: Events, shared: Arc<Shared>) {
     loop {
         let (key, value) = match events.recv().await {
-            Ok(Event::Deliver { key, value } | Event::Change { key, value }) => (key, value),
+            Ok(Event::Deliver { key, value, .. } | Event::Change { key, value, .. }) => {
+                (key, value)
+            }
             Ok(_) => continue,
             Err(EventsError::Lagged(missed)) => {
                 shared.lagged.fetch_add(missed, Ordering::Relaxed);
@@ -442,9 +442,10 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
     );
 
     // The observer subscribes before it connects, so it sees every delivery.
-    let observer = Node::spawn(Config {
-        event_capacity: OBSERVER_EVENTS,
-        ..args.config("observer")
+    let observer = Node::spawn({
+        let mut config = args.config("observer");
+        config.event_capacity = OBSERVER_EVENTS;
+        config
     })?;
     let shared = Arc::new(Shared::default());
     let observing = tokio::spawn(observe(observer.events().await?, Arc::clone(&shared)));

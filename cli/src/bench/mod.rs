@@ -11,7 +11,7 @@
 //!   costs.
 //!
 //! Each run prints exactly one line on stdout, `key=value` fields separated by spaces
-//! ([`parse_result_line`] reads back those of `chain` and `mesh`, all numbers); progress goes to
+//! (all numbers for `chain` and `mesh`); progress goes to
 //! stderr. Waiting is done by polling STATUS every millisecond or so: a node answers between two
 //! messages, so the measurement is at most a poll interval late and costs the nodes next to
 //! nothing.
@@ -25,8 +25,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use tokio::task::JoinSet;
 
-use crate::rng::XorShift;
-use crate::{Config, Node};
+use zgossip::rng::XorShift;
+use zgossip::{Config, Node};
 
 pub mod load;
 
@@ -108,7 +108,7 @@ pub struct MeshArgs {
     pub timeout_s: u64,
     /// The nodes' `server_timeout` (e.g. `10s`); default: the node's own default (1 s). Under
     /// a load that delays answers past it, remotes are redialled and resync.
-    #[arg(long, value_name = "DURATION", value_parser = crate::node::parse_duration_with_unit)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration_with_unit)]
     pub server_timeout: Option<Duration>,
 }
 
@@ -122,14 +122,6 @@ impl Report {
     fn add(&mut self, key: &'static str, value: impl fmt::Display) -> &mut Self {
         self.fields.push((key, value.to_string()));
         self
-    }
-
-    /// The value of a field, as printed.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -146,7 +138,8 @@ impl fmt::Display for Report {
 }
 
 /// Reads a result line back: every field must be `key=number`.
-pub fn parse_result_line(line: &str) -> Result<Vec<(String, f64)>> {
+#[cfg(test)]
+fn parse_result_line(line: &str) -> Result<Vec<(String, f64)>> {
     line.split_whitespace()
         .map(|field| {
             let (key, value) = field

@@ -529,3 +529,33 @@ fn node_raises_the_open_file_limit_to_the_hard_limit() {
         "{stderr}"
     );
 }
+
+#[test]
+fn seeds_that_cannot_be_reached_are_reported_dead_with_their_cause() {
+    // A closed port, and a name that never resolves (RFC 6761 reserves `.invalid`).
+    let refused = "tcp://127.0.0.1:1";
+    let unknown = "tcp://nowhere.invalid:5670";
+    let mut node = LinePeer::zgossip(&["--connect", refused, "--connect", unknown]);
+    for seed in [refused, unknown] {
+        let line = node.expect(
+            |l| l.starts_with(&format!("PEER {seed} dead ")),
+            LINE_TIMEOUT,
+        );
+        assert!(line.contains("unknown host"), "{line}");
+    }
+    // A client command with only an unknown host tells it from a missing service.
+    let output = zgossip(&[
+        "lookup",
+        "orders",
+        "--connect",
+        unknown,
+        "--timeout",
+        "300ms",
+    ]);
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains(&format!("{unknown} did not answer")),
+        "{said}"
+    );
+}

@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 use tokio::sync::mpsc;
 
 use super::{CHILD_WAIT, LoadArgs};
-use crate::Node;
 use crate::bench::Process;
+use zgossip::Node;
 
 /// The node under test.
 pub(super) enum Server {

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 const PYTHON: &str = "/usr/bin/python3";
-const SCRIPT: &str = "scripts/attack";
+const SCRIPT: &str = "../scripts/attack";
 
 /// One scenario at a time: each measures latency and memory that another would disturb.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());

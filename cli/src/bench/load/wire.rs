@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::{Shared, lock, moving_value, service_key, stable_value};
-use crate::wire::{Hail, Message, MessageId, Publish, Stamp};
+use zgossip::wire::{Hail, Message, MessageId, Publish, Stamp};
 
 /// Node ids of the wire clients start here (any nonzero id would do).
 const FIRST_NODE_ID: u64 = 0x1_0000;

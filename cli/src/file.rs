@@ -12,11 +12,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 
-use super::Config;
-use super::config::{curve_applies, parse_duration_with_unit};
-use crate::engine::validate;
-use crate::transport::Endpoint;
-use crate::transport::curve::CurveKey;
+use zgossip::{Config, CurveKey, Endpoint, validate_tuple};
+
+use crate::duration::parse_duration_with_unit;
 
 /// A configuration file, read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,7 +55,25 @@ pub struct SecureConnect {
     /// The remote's tcp or ipc endpoint.
     pub endpoint: String,
     /// The remote's CURVE public key, in Z85.
+    #[serde(deserialize_with = "z85")]
     pub server_key: CurveKey,
+}
+
+/// A CURVE key in the file, written in Z85.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "String")]
+struct Z85(CurveKey);
+
+impl TryFrom<String> for Z85 {
+    type Error = zgossip::KeyError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse().map(Z85)
+    }
+}
+
+fn z85<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CurveKey, D::Error> {
+    Z85::deserialize(deserializer).map(|Z85(key)| key)
 }
 
 /// Why a configuration file cannot be used.
@@ -98,10 +114,10 @@ struct File {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct Curve {
-    public_key: Option<CurveKey>,
-    secret_key: Option<CurveKey>,
+    public_key: Option<Z85>,
+    secret_key: Option<Z85>,
     #[serde(default)]
-    allow: Vec<CurveKey>,
+    allow: Vec<Z85>,
     zap_domain: Option<String>,
     #[serde(default)]
     connect: Vec<SecureConnect>,
@@ -147,6 +163,13 @@ struct Limits {
     max_queued_bytes: Option<usize>,
     max_total_queued_bytes: Option<usize>,
     event_capacity: Option<usize>,
+}
+
+/// Overrides a default with what the file says, if it says anything.
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
 }
 
 /// A duration in the file: a string with a unit (`"30s"`). A bare number, quoted or not, is
@@ -236,42 +259,33 @@ impl Setup {
             message,
         };
         let parsed: File = toml::from_str(text).map_err(|e| fail(describe(&e, text)))?;
-        let defaults = Config::default();
         let limits = parsed.limits;
-        let config = Config {
-            name: parsed.name,
-            node_id: parsed.node_id,
-            server_timeout: parsed.server.timeout.unwrap_or(defaults.server_timeout),
-            ping_interval: parsed.remote.ping_interval,
-            withdraw_on_stop: parsed
-                .node
-                .withdraw_on_stop
-                .unwrap_or(defaults.withdraw_on_stop),
-            tombstone_ttl: parsed.node.tombstone_ttl.unwrap_or(defaults.tombstone_ttl),
-            max_tuples: limits.max_tuples.unwrap_or(defaults.max_tuples),
-            max_value_bytes: limits.max_value_bytes.unwrap_or(defaults.max_value_bytes),
-            max_store_bytes: limits.max_store_bytes.unwrap_or(defaults.max_store_bytes),
-            max_origin_bytes: limits.max_origin_bytes.unwrap_or(defaults.max_origin_bytes),
-            max_sessions: limits.max_sessions.unwrap_or(defaults.max_sessions),
-            max_remotes: limits.max_remotes.unwrap_or(defaults.max_remotes),
-            max_message_bytes: limits
-                .max_message_bytes
-                .unwrap_or(defaults.max_message_bytes),
-            handshake_timeout: limits
-                .handshake_timeout
-                .unwrap_or(defaults.handshake_timeout),
-            socket_hwm: limits.socket_hwm.unwrap_or(defaults.socket_hwm),
-            max_queued_bytes: limits.max_queued_bytes.unwrap_or(defaults.max_queued_bytes),
-            max_total_queued_bytes: limits
-                .max_total_queued_bytes
-                .unwrap_or(defaults.max_total_queued_bytes),
-            event_capacity: limits.event_capacity.unwrap_or(defaults.event_capacity),
-            curve_public_key: parsed.curve.public_key,
-            curve_secret_key: parsed.curve.secret_key,
-            curve_allow: parsed.curve.allow,
-            zap_domain: parsed.curve.zap_domain,
-            faults: None,
-        };
+        let mut config = Config::default();
+        config.name = parsed.name;
+        config.node_id = parsed.node_id;
+        config.ping_interval = parsed.remote.ping_interval;
+        config.curve_public_key = parsed.curve.public_key.map(|Z85(key)| key);
+        config.curve_secret_key = parsed.curve.secret_key.map(|Z85(key)| key);
+        config.curve_allow = parsed.curve.allow.into_iter().map(|Z85(key)| key).collect();
+        config.zap_domain = parsed.curve.zap_domain;
+        set(&mut config.server_timeout, parsed.server.timeout);
+        set(&mut config.withdraw_on_stop, parsed.node.withdraw_on_stop);
+        set(&mut config.tombstone_ttl, parsed.node.tombstone_ttl);
+        set(&mut config.max_tuples, limits.max_tuples);
+        set(&mut config.max_value_bytes, limits.max_value_bytes);
+        set(&mut config.max_store_bytes, limits.max_store_bytes);
+        set(&mut config.max_origin_bytes, limits.max_origin_bytes);
+        set(&mut config.max_sessions, limits.max_sessions);
+        set(&mut config.max_remotes, limits.max_remotes);
+        set(&mut config.max_message_bytes, limits.max_message_bytes);
+        set(&mut config.handshake_timeout, limits.handshake_timeout);
+        set(&mut config.socket_hwm, limits.socket_hwm);
+        set(&mut config.max_queued_bytes, limits.max_queued_bytes);
+        set(
+            &mut config.max_total_queued_bytes,
+            limits.max_total_queued_bytes,
+        );
+        set(&mut config.event_capacity, limits.event_capacity);
         config
             .validate()
             .and_then(|()| config.curve_keys().map(|_| ()))
@@ -283,11 +297,11 @@ impl Setup {
         }
         for (index, remote) in parsed.curve.connect.iter().enumerate() {
             Endpoint::parse(&remote.endpoint)
-                .and_then(|endpoint| curve_applies(&endpoint))
+                .and_then(|endpoint| endpoint.check_curve())
                 .map_err(|e| fail(format!("curve.connect[{index}]: {e}")))?;
         }
         for (index, announce) in parsed.announce.iter().enumerate() {
-            validate(&announce.key, &announce.value, config.max_value_bytes)
+            validate_tuple(&announce.key, &announce.value, config.max_value_bytes)
                 .map_err(|e| fail(format!("announce[{index}]: {e}")))?;
         }
         Ok(Setup {
@@ -355,7 +369,7 @@ mod tests {
 
     #[test]
     fn the_example_config_file_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/zgossip.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/zgossip.toml");
         let setup = Setup::load(&path).unwrap();
         assert_eq!(setup.config.name.as_deref(), Some("registry-1"));
         assert_eq!(setup.announce.len(), 2);
@@ -372,7 +386,7 @@ mod tests {
 
     #[test]
     fn the_curve_section_sets_keys_allow_list_and_secure_remotes() {
-        use crate::transport::curve::CurveKeys;
+        use zgossip::CurveKeys;
         let (ours, client, server) = (
             CurveKeys::generate().unwrap(),
             CurveKeys::generate().unwrap(),
@@ -399,10 +413,7 @@ mod tests {
 
     #[test]
     fn curve_errors_name_the_key_without_quoting_secrets() {
-        let key = crate::transport::curve::CurveKeys::generate()
-            .unwrap()
-            .public
-            .to_string();
+        let key = zgossip::CurveKeys::generate().unwrap().public.to_string();
         let cases = [
             (
                 format!("[curve]\npublic-key = \"{key}\"\n"),

@@ -21,7 +21,7 @@ use tempfile::TempDir;
 use zgossip::CurveKeys;
 
 const PYTHON: &str = "/usr/bin/python3";
-const PEER: &str = "tests/pyzmq/zgp_curve_peer.py";
+const PEER: &str = "../tests/pyzmq/zgp_curve_peer.py";
 
 /// How long a refused peer gets to get through anyway (libzmq redials within a second).
 const QUIET: Duration = Duration::from_millis(1500);

@@ -54,8 +54,8 @@ const HISTORY_SHOWN: usize = 30;
 /// How many lines of a peer's stderr file a failure quotes.
 const STDERR_SHOWN: usize = 60;
 
-/// The C reference peer's source, relative to the crate root.
-const PEER_SOURCE: &str = "tests/czmq/zgossip_peer.c";
+/// The C reference peer's source, relative to this (the cli) crate.
+const PEER_SOURCE: &str = "../tests/czmq/zgossip_peer.c";
 
 /// The path of the C reference peer, compiled from `tests/czmq/zgossip_peer.c` against the
 /// system's libczmq the first time a test process asks (and again whenever the source is newer

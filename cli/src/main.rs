@@ -25,13 +25,17 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
-use zgossip::engine::validate;
-use zgossip::node::{
-    Announcement, LineFormat, PipeReader, PipeWriter, SecureConnect, Setup, event_json,
-    format_event, parse_duration_with_unit,
+use zgossip::{
+    Config, CurveKey, CurveKeys, Endpoint, EventsError, LineFormat, Node, PipeReader, PipeWriter,
+    event_json, validate_tuple,
 };
-use zgossip::transport::Endpoint;
-use zgossip::{Config, CurveKey, CurveKeys, Node};
+
+use duration::parse_duration_with_unit;
+use file::{Announcement, SecureConnect, Setup};
+
+mod bench;
+mod duration;
+mod file;
 
 /// What the exit codes mean, for `--help`.
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 not found (lookup: the network answered and \
@@ -80,7 +84,7 @@ enum Command {
     Status(StatusArgs),
     /// Benchmarks: many nodes in this process; one result line on stdout.
     #[command(subcommand)]
-    Bench(zgossip::bench::Bench),
+    Bench(bench::Bench),
     /// Print a fresh CURVE keypair as the `[curve]` section of a config file.
     Keygen,
 }
@@ -252,7 +256,7 @@ fn main() -> ExitCode {
             Command::Lookup(args) => run_lookup(args).await,
             Command::Watch(args) => run_watch(args).await,
             Command::Status(args) => run_status(args).await,
-            Command::Bench(bench) => zgossip::bench::run(bench).await,
+            Command::Bench(bench) => bench::run(bench).await,
             Command::Keygen => keygen(),
         }
     });
@@ -301,7 +305,7 @@ fn node_setup(args: &NodeArgs) -> Result<Setup> {
         let (key, value) = tuple
             .split_once('=')
             .ok_or_else(|| Usage(format!("--publish {tuple:?}: expected KEY=VALUE")))?;
-        validate(key, value, setup.config.max_value_bytes)
+        validate_tuple(key, value, setup.config.max_value_bytes)
             .map_err(|e| Usage(format!("--publish {tuple:?}: {e}")))?;
         setup.announce.push(Announcement {
             key: key.to_owned(),
@@ -322,9 +326,11 @@ fn curve_connects(words: &[String]) -> Result<Vec<SecureConnect>> {
     for pair in words.chunks_exact(2) {
         let [endpoint, key] = pair else { continue };
         let usage = |why: String| Usage(format!("--curve-connect {endpoint}: {why}"));
-        match Endpoint::parse(endpoint).map_err(|e| usage(e.to_string()))? {
-            Endpoint::Zmq(_) => {}
-            Endpoint::Inproc(_) => return Err(usage("CURVE needs tcp:// or ipc://".into()).into()),
+        if Endpoint::parse(endpoint)
+            .map_err(|e| usage(e.to_string()))?
+            .is_inproc()
+        {
+            return Err(usage("CURVE needs tcp:// or ipc://".into()).into());
         }
         remotes.push(SecureConnect {
             endpoint: endpoint.clone(),
@@ -361,7 +367,7 @@ async fn run_node(args: NodeArgs, logs: Logs) -> Result<()> {
     let setup = node_setup(&args)?;
     // Each client is a descriptor: a soft limit of 1,024 is filled by a flood of half-open
     // connections long before the hard limit would be.
-    match zgossip::node::raise_open_file_limit() {
+    match zgossip::raise_open_file_limit() {
         Ok((before, after)) if after > before => {
             tracing::info!(
                 before,
@@ -476,16 +482,16 @@ impl ClientArgs {
     /// The plain and CURVE remotes, checked before anything starts.
     fn remotes(&self) -> Result<Vec<SecureConnect>> {
         for endpoint in &self.connect {
-            match Endpoint::parse(endpoint).map_err(|e| Usage(e.to_string()))? {
-                Endpoint::Zmq(_) => {}
-                Endpoint::Inproc(_) => {
-                    return Err(Usage(format!(
-                        "--connect {endpoint}: an inproc:// endpoint exists only inside the \
-                         process that bound it, and this command runs in a process of its own; \
-                         dial the node's tcp:// or ipc:// endpoint"
-                    ))
-                    .into());
-                }
+            if Endpoint::parse(endpoint)
+                .map_err(|e| Usage(e.to_string()))?
+                .is_inproc()
+            {
+                return Err(Usage(format!(
+                    "--connect {endpoint}: an inproc:// endpoint exists only inside the \
+                     process that bound it, and this command runs in a process of its own; \
+                     dial the node's tcp:// or ipc:// endpoint"
+                ))
+                .into());
             }
         }
         curve_connects(&self.curve_connect)
@@ -507,10 +513,7 @@ impl ClientArgs {
 /// A short-lived client node dialling every `--connect` and `--curve-connect` endpoint.
 async fn client_node(args: &ClientArgs) -> Result<Node> {
     let curve = args.remotes()?;
-    let node = Node::spawn(Config {
-        name: Some("client".into()),
-        ..Config::default()
-    })?;
+    let node = Node::spawn(Config::named("client"))?;
     dial_all(&node, &args.connect, &curve).await?;
     Ok(node)
 }
@@ -608,10 +611,7 @@ async fn run_status(args: StatusArgs) -> Result<()> {
 
 async fn run_watch(args: ClientArgs) -> Result<()> {
     let curve = args.remotes()?;
-    let node = Node::spawn(Config {
-        name: Some("watch".into()),
-        ..Config::default()
-    })?;
+    let node = Node::spawn(Config::named("watch"))?;
     // Subscribe first, so the resync's events are seen too.
     let mut events = node.events().await?;
     dial_all(&node, &args.connect, &curve).await?;
@@ -624,12 +624,12 @@ async fn run_watch(args: ClientArgs) -> Result<()> {
             event = events.recv() => {
                 let line = match event {
                     Ok(event) if args.json => event_json(&event).to_string(),
-                    Ok(event) => format_event(&event),
-                    Err(zgossip::node::EventsError::Lagged(missed)) => {
+                    Ok(event) => event.to_string(),
+                    Err(EventsError::Lagged(missed)) => {
                         eprintln!("zgossip: missed {missed} events");
                         continue;
                     }
-                    Err(zgossip::node::EventsError::Closed) => break,
+                    Err(EventsError::Closed) => break,
                 };
                 writeln!(stdout, "{line}")?;
                 stdout.flush()?;
