@@ -1,0 +1,73 @@
+//! What the engine asks of the actor ([`Output`]) and tells the application ([`Event`]).
+
+use super::*;
+
+/// What the application is told. Variants gain fields as the node learns more: match them
+/// with `..`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A key new to this node (or back after a withdrawal or expiry), from anywhere, the
+    /// application's own publishes included.
+    #[non_exhaustive]
+    Deliver {
+        /// The tuple's key.
+        key: Arc<str>,
+        /// The tuple's value.
+        value: Arc<str>,
+    },
+    /// A held key took a new value.
+    #[non_exhaustive]
+    Change {
+        /// The key.
+        key: Arc<str>,
+        /// Its new value.
+        value: Arc<str>,
+    },
+    /// The key was withdrawn (UNPUBLISH anywhere, or its owner stopped gracefully).
+    #[non_exhaustive]
+    Remove {
+        /// The key.
+        key: Arc<str>,
+    },
+    /// The key's lease ran out: its owner stopped refreshing it.
+    #[non_exhaustive]
+    Expire {
+        /// The key.
+        key: Arc<str>,
+    },
+    /// A peer changed state.
+    #[non_exhaustive]
+    Peer {
+        /// The remote's endpoint, or a client's node id (or transport id before it hails).
+        peer: String,
+        /// Its new state.
+        state: PeerState,
+        /// Why, in a few words.
+        reason: String,
+    },
+}
+
+/// What the engine asks the actor to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send a message to a client of our listener.
+    ToClient(ClientId, Message),
+    /// Send a message through one of our remotes.
+    ToRemote(RemoteId, Message),
+    /// Close this remote's connection and dial it afresh.
+    Redial(RemoteId),
+    /// Tell the application.
+    Event(Event),
+}
+
+impl Engine {
+    pub(super) fn peer_event(&mut self, peer: String, state: PeerState, reason: &str) {
+        debug!(%peer, %state, reason, "peer");
+        self.outputs.push_back(Output::Event(Event::Peer {
+            peer,
+            state,
+            reason: reason.to_owned(),
+        }));
+    }
+}
