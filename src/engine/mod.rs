@@ -13,9 +13,12 @@
 //! - `resync`: a store sent a slice at a time.
 //! - `output`, `stats`, `config`: what the engine says, counts and is told.
 //! - `store`, `peers`: the tuple store, and the per-peer records.
+//! - `harness` (tests and the `sim` feature): many engines on a virtual clock, without tokio.
 
 mod config;
 mod gossip;
+#[cfg(any(test, feature = "sim"))]
+pub mod harness;
 mod output;
 mod peers;
 mod remotes;

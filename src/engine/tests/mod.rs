@@ -10,6 +10,7 @@ pub(super) use bytes::Bytes;
 
 mod gossip;
 mod leases;
+mod net;
 mod remotes;
 mod sessions;
 
