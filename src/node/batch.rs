@@ -3,7 +3,7 @@
 //! out as one frame each: a lease refresh or a resync of thousands of tuples costs a handful of
 //! frames instead of one per tuple, which is most of what a frame costs on either side.
 
-use std::collections::HashMap;
+use indexmap::IndexMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -46,7 +46,8 @@ impl Pending {
 /// for the same peer (which must not overtake them).
 #[derive(Default)]
 pub struct Batches {
-    pending: HashMap<Dest, Pending>,
+    /// In the order peers were first written to, so passes flush in the same order every run.
+    pending: IndexMap<Dest, Pending>,
     max_bytes: usize,
 }
 
@@ -54,7 +55,7 @@ impl Batches {
     /// Batches no longer than `max_bytes` (and never longer than [`BATCH_MAX_BYTES`]).
     pub fn new(max_bytes: usize) -> Self {
         Self {
-            pending: HashMap::new(),
+            pending: IndexMap::new(),
             max_bytes: max_bytes.min(BATCH_MAX_BYTES),
         }
     }
@@ -88,7 +89,7 @@ impl Batches {
 
     /// What is held back for `dest`, as one frame.
     pub fn take(&mut self, dest: &Dest) -> Option<Bytes> {
-        self.pending.remove(dest).map(Pending::frame)
+        self.pending.shift_remove(dest).map(Pending::frame)
     }
 
     /// Everything held back, one frame per peer. Peers that are sent the same tuples (a copy
@@ -97,7 +98,7 @@ impl Batches {
     pub fn drain(&mut self) -> Vec<(Dest, Bytes)> {
         let mut sent: Vec<(Dest, Bytes)> = Vec::with_capacity(self.pending.len());
         let mut distinct: Vec<Bytes> = Vec::new();
-        for (dest, pending) in self.pending.drain() {
+        for (dest, pending) in self.pending.drain(..) {
             let frame = pending.frame();
             let same = distinct
                 .iter()
