@@ -4,12 +4,14 @@
 //! golden byte strings the tests check against.
 
 mod ext;
+mod member;
 
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use ext::{HAIL_DIGEST_LEN, HAIL_LEN, Hail, STAMP_LEN, Stamp, StampError};
+pub use member::{Member, MemberState, Neighbor, Probe};
 
 /// The two signature bytes every ZGP message starts with (`0xAA 0xA0`, network order).
 pub const SIGNATURE: u16 = 0xAAA0;
@@ -36,6 +38,18 @@ pub enum MessageId {
     Invalid = 5,
     /// Several PUBLISH bodies in one frame (this project's extension, §7): only between our nodes.
     Batch = 6,
+    /// Member records (§12).
+    Members = 7,
+    /// A newcomer joining (§12).
+    Join = 8,
+    /// Active-view requests and answers (§12).
+    Neighbor = 9,
+    /// An active link dropped (§12).
+    Disconnect = 10,
+    /// View samples (§12).
+    Shuffle = 11,
+    /// Indirect probes (§12).
+    Probe = 12,
 }
 
 impl MessageId {
@@ -107,6 +121,31 @@ pub enum Message {
     Invalid,
     /// Either way, between nodes that hailed: tuples in order, as if each were a PUBLISH.
     Batch(Vec<Publish>),
+    /// Between members: records to merge (§12).
+    Members(Vec<Member>),
+    /// Between members: a newcomer joining, with the random walk's time to live.
+    Join {
+        /// Hops left.
+        ttl: u8,
+        /// The newcomer.
+        member: Box<Member>,
+    },
+    /// Between members: ask to be an active peer, or answer.
+    Neighbor(Neighbor),
+    /// Between members: the sender drops this link from its active view.
+    Disconnect {
+        /// The sender is stopping.
+        stopping: bool,
+    },
+    /// Between members: a sample of the sender's views, or the answer with one.
+    Shuffle {
+        /// This is the answer.
+        reply: bool,
+        /// At most 16 records.
+        members: Vec<Member>,
+    },
+    /// Between members: an indirect probe, or its answer.
+    Probe(Probe),
 }
 
 /// Why a byte string is not a ZGP v1 message. Every variant says what was wrong and where.
