@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use zgossip::wire::{DecodeError, Hail, Message, Publish, Stamp};
+use zgossip::wire::{
+    DecodeError, Hail, Member, MemberState, Message, Neighbor, Probe, Publish, Stamp,
+};
 
 fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("proto/vectors")
@@ -62,6 +64,110 @@ fn svc_orders_stamped() -> Publish {
         withdrawn: false,
     };
     Publish::stamped("svc", "orders", 2000, &stamp)
+}
+
+/// 2023-11-14T22:13:20Z, when every member in these vectors joined (but node 7).
+const JOINED_MS: u64 = 1_700_000_000_000;
+
+/// Node 42, "orders-1": alive at incarnation 3, durable, one endpoint, the tags given.
+fn orders(tags: &[&str]) -> Member {
+    Member {
+        id: 42,
+        incarnation: 3,
+        state: MemberState::Alive,
+        durable: true,
+        joined_ms: JOINED_MS,
+        name: "orders-1".into(),
+        endpoints: vec!["tcp://10.0.0.1:5670".into()],
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+    }
+}
+
+/// A member with the given id, name, state, endpoints and tags; incarnation 1, not durable.
+fn member(id: u64, name: &str, state: MemberState, endpoints: &[&str], tags: &[&str]) -> Member {
+    Member {
+        id,
+        incarnation: 1,
+        state,
+        durable: false,
+        joined_ms: JOINED_MS,
+        name: name.into(),
+        endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+    }
+}
+
+fn membership_vectors() -> Vec<(&'static str, Message)> {
+    let suspect_7 = Member {
+        id: 7,
+        incarnation: 0,
+        state: MemberState::Suspect,
+        durable: false,
+        joined_ms: 0,
+        name: String::new(),
+        endpoints: vec![],
+        tags: vec![],
+    };
+    let probe = |answer, failed| {
+        Message::Probe(Probe {
+            answer,
+            failed,
+            seq: 1,
+            target: 42,
+        })
+    };
+    vec![
+        (
+            "members_two.hex",
+            Message::Members(vec![orders(&["zone=eu", "role=db"]), suspect_7]),
+        ),
+        (
+            "join.hex",
+            Message::Join {
+                ttl: 6,
+                member: Box::new(member(
+                    0x0102_0304_0506_0708,
+                    "web",
+                    MemberState::Alive,
+                    &["tcp://10.0.0.2:5670"],
+                    &[],
+                )),
+            },
+        ),
+        (
+            "neighbor_request_high.hex",
+            Message::Neighbor(Neighbor::Request {
+                high: true,
+                member: Box::new(orders(&[])),
+            }),
+        ),
+        (
+            "neighbor_answer_accepted.hex",
+            Message::Neighbor(Neighbor::Answer { accepted: true }),
+        ),
+        (
+            "disconnect_stopping.hex",
+            Message::Disconnect { stopping: true },
+        ),
+        (
+            "shuffle_answer_one.hex",
+            Message::Shuffle {
+                reply: true,
+                members: vec![Member {
+                    incarnation: 2,
+                    ..member(
+                        9,
+                        "cache",
+                        MemberState::Left,
+                        &["tcp://10.0.0.9:5670"],
+                        &["zone=us"],
+                    )
+                }],
+            },
+        ),
+        ("probe_question.hex", probe(false, false)),
+        ("probe_answer_failed.hex", probe(true, true)),
+    ]
 }
 
 fn good_vectors() -> Vec<(&'static str, Message)> {
@@ -133,6 +239,9 @@ fn good_vectors() -> Vec<(&'static str, Message)> {
             )),
         ),
     ]
+    .into_iter()
+    .chain(membership_vectors())
+    .collect()
 }
 
 fn bad_vectors() -> Vec<(&'static str, DecodeError)> {
@@ -148,7 +257,7 @@ fn bad_vectors() -> Vec<(&'static str, DecodeError)> {
                 version: 2,
             },
         ),
-        ("unknown_id.hex", DecodeError::UnknownId { id: 7 }),
+        ("unknown_id.hex", DecodeError::UnknownId { id: 13 }),
         (
             "batch_empty.hex",
             DecodeError::Truncated {
@@ -205,6 +314,144 @@ fn bad_vectors() -> Vec<(&'static str, DecodeError)> {
             },
         ),
         ("empty.hex", DecodeError::TooShort { len: 0 }),
+    ]
+    .into_iter()
+    .chain(bad_membership_vectors())
+    .collect()
+}
+
+fn truncated(message: &'static str, field: &'static str, offset: usize) -> DecodeError {
+    DecodeError::Truncated {
+        message,
+        field,
+        offset,
+    }
+}
+
+fn bad_field(
+    message: &'static str,
+    field: &'static str,
+    offset: usize,
+    why: &'static str,
+) -> DecodeError {
+    DecodeError::BadField {
+        message,
+        field,
+        offset,
+        why,
+    }
+}
+
+fn bad_membership_vectors() -> Vec<(&'static str, DecodeError)> {
+    const UNKNOWN: &str = "unknown flag bits";
+    const NOT_A_TAG: &str = "not key=value with a non-empty key";
+    vec![
+        (
+            "members_count_zero.hex",
+            bad_field("MEMBERS", "count", 4, "MEMBERS carries at least one record"),
+        ),
+        ("members_count_past_end.hex", truncated("MEMBERS", "id", 37)),
+        ("members_count_huge.hex", truncated("MEMBERS", "id", 37)),
+        (
+            "members_record_truncated.hex",
+            truncated("MEMBERS", "incarnation", 14),
+        ),
+        (
+            "members_trailing.hex",
+            DecodeError::TrailingBytes {
+                message: "MEMBERS",
+                count: 1,
+            },
+        ),
+        ("join_empty.hex", truncated("JOIN", "ttl", 4)),
+        (
+            "join_member_id_zero.hex",
+            bad_field("JOIN", "id", 5, "a member's id is never 0"),
+        ),
+        (
+            "member_state_4.hex",
+            bad_field("JOIN", "state", 21, "not 0-3 (alive, suspect, dead, left)"),
+        ),
+        (
+            "member_unknown_flags.hex",
+            bad_field("JOIN", "flags", 22, UNKNOWN),
+        ),
+        (
+            "member_name_not_utf8.hex",
+            DecodeError::NotUtf8 {
+                message: "JOIN",
+                field: "name",
+            },
+        ),
+        (
+            "member_nine_endpoints.hex",
+            bad_field("JOIN", "endpoints", 34, "more than 8 endpoints"),
+        ),
+        (
+            "member_33_tags.hex",
+            bad_field("JOIN", "tags", 35, "more than 32 tags"),
+        ),
+        (
+            "member_endpoint_past_end.hex",
+            truncated("JOIN", "endpoint", 36),
+        ),
+        (
+            "member_tag_without_equals.hex",
+            bad_field("JOIN", "tag", 44, NOT_A_TAG),
+        ),
+        (
+            "member_tag_empty_key.hex",
+            bad_field("JOIN", "tag", 36, NOT_A_TAG),
+        ),
+        (
+            "neighbor_request_accepted.hex",
+            bad_field("NEIGHBOR", "flags", 4, "accepted is only said in an answer"),
+        ),
+        (
+            "neighbor_answer_high.hex",
+            bad_field(
+                "NEIGHBOR",
+                "flags",
+                4,
+                "high priority is only asked in a request",
+            ),
+        ),
+        (
+            "neighbor_answer_with_record.hex",
+            DecodeError::TrailingBytes {
+                message: "NEIGHBOR",
+                count: 31,
+            },
+        ),
+        (
+            "neighbor_unknown_flags.hex",
+            bad_field("NEIGHBOR", "flags", 4, UNKNOWN),
+        ),
+        ("disconnect_empty.hex", truncated("DISCONNECT", "flags", 4)),
+        (
+            "disconnect_unknown_flags.hex",
+            bad_field("DISCONNECT", "flags", 4, UNKNOWN),
+        ),
+        (
+            "shuffle_17_records.hex",
+            bad_field("SHUFFLE", "count", 5, "more than 16 records"),
+        ),
+        (
+            "shuffle_unknown_flags.hex",
+            bad_field("SHUFFLE", "flags", 4, UNKNOWN),
+        ),
+        (
+            "probe_failed_question.hex",
+            bad_field("PROBE", "flags", 4, "failed is only said in an answer"),
+        ),
+        ("probe_truncated.hex", truncated("PROBE", "target", 9)),
+        (
+            "probe_trailing.hex",
+            DecodeError::TrailingBytes {
+                message: "PROBE",
+                count: 2,
+            },
+        ),
     ]
 }
 

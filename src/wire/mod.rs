@@ -11,7 +11,10 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use ext::{HAIL_DIGEST_LEN, HAIL_LEN, Hail, STAMP_LEN, Stamp, StampError};
-pub use member::{Member, MemberState, Neighbor, Probe};
+pub use member::{
+    MAX_ENDPOINTS, MAX_FIELD_LEN, MAX_MEMBERS, MAX_SHUFFLE, MAX_TAGS, Member, MemberState,
+    Neighbor, Probe, is_tag,
+};
 
 /// The two signature bytes every ZGP message starts with (`0xAA 0xA0`, network order).
 pub const SIGNATURE: u16 = 0xAAA0;
@@ -62,6 +65,12 @@ impl MessageId {
             4 => Some(Self::Pong),
             5 => Some(Self::Invalid),
             6 => Some(Self::Batch),
+            7 => Some(Self::Members),
+            8 => Some(Self::Join),
+            9 => Some(Self::Neighbor),
+            10 => Some(Self::Disconnect),
+            11 => Some(Self::Shuffle),
+            12 => Some(Self::Probe),
             _ => None,
         }
     }
@@ -75,6 +84,12 @@ impl MessageId {
             Self::Pong => "PONG",
             Self::Invalid => "INVALID",
             Self::Batch => "BATCH",
+            Self::Members => "MEMBERS",
+            Self::Join => "JOIN",
+            Self::Neighbor => "NEIGHBOR",
+            Self::Disconnect => "DISCONNECT",
+            Self::Shuffle => "SHUFFLE",
+            Self::Probe => "PROBE",
         }
     }
 }
@@ -203,13 +218,27 @@ pub enum DecodeError {
         /// How many bytes followed the header.
         len: usize,
     },
-    /// INVALID carried extra bytes.
-    #[error("{message}: {count} unexpected bytes after the header")]
+    /// INVALID carried bytes after the header, or a membership message (§12) bytes after its
+    /// last field.
+    #[error("{message}: {count} unexpected bytes after the last field")]
     TrailingBytes {
         /// The message being decoded.
         message: &'static str,
         /// How many bytes followed.
         count: usize,
+    },
+    /// A field holds a value the spec does not allow: unknown flag bits, a member state above
+    /// 3, member id 0, a count over its limit, a tag that is not `key=value`.
+    #[error("{message}: field `{field}` at byte {offset}: {why}")]
+    BadField {
+        /// The message being decoded.
+        message: &'static str,
+        /// The field.
+        field: &'static str,
+        /// Where the field starts (for a string, its length byte), from the start of the frame.
+        offset: usize,
+        /// What is wrong with it.
+        why: &'static str,
     },
 }
 
@@ -228,6 +257,41 @@ pub enum EncodeError {
         /// The value's length.
         len: usize,
     },
+    /// A string in a member record (name, endpoint or tag) longer than its one-byte length
+    /// allows.
+    #[error("{message}: {field} is {len} bytes; at most 255")]
+    FieldTooLong {
+        /// The message being encoded.
+        message: &'static str,
+        /// `"name"`, `"endpoint"` or `"tag"`.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// More items than the message allows: records in MEMBERS (65,535) or SHUFFLE (16),
+    /// endpoints (8) or tags (32) in a member record.
+    #[error("{message}: {count} {field}; at most {max}")]
+    TooMany {
+        /// The message being encoded.
+        message: &'static str,
+        /// `"records"`, `"endpoints"` or `"tags"`.
+        field: &'static str,
+        /// How many there are.
+        count: usize,
+        /// How many fit.
+        max: usize,
+    },
+    /// A value the decoder would refuse: member id 0, a tag that is not `key=value` with a
+    /// non-empty key, an empty MEMBERS, a PROBE `failed` that is not an answer.
+    #[error("{message}: field `{field}`: {why}")]
+    BadField {
+        /// The message being encoded.
+        message: &'static str,
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 impl Message {
@@ -240,58 +304,107 @@ impl Message {
             Self::Pong(_) => MessageId::Pong,
             Self::Invalid => MessageId::Invalid,
             Self::Batch(_) => MessageId::Batch,
+            Self::Members(_) => MessageId::Members,
+            Self::Join { .. } => MessageId::Join,
+            Self::Neighbor(_) => MessageId::Neighbor,
+            Self::Disconnect { .. } => MessageId::Disconnect,
+            Self::Shuffle { .. } => MessageId::Shuffle,
+            Self::Probe(_) => MessageId::Probe,
         }
     }
 
     /// Exactly how many bytes `encode` writes.
     pub fn encoded_len(&self) -> usize {
-        match self {
-            Self::Publish(p) => HEADER_LEN + publish_body_len(p),
-            Self::Batch(entries) => {
-                HEADER_LEN
-                    + entries
-                        .iter()
-                        .map(|p| BATCH_ENTRY_PREFIX + publish_body_len(p))
-                        .sum::<usize>()
+        HEADER_LEN
+            + match self {
+                Self::Hello(hail) | Self::Ping(hail) | Self::Pong(hail) => {
+                    hail.as_ref().map_or(0, Hail::len)
+                }
+                Self::Invalid => 0,
+                Self::Publish(p) => publish_body_len(p),
+                Self::Batch(entries) => entries
+                    .iter()
+                    .map(|p| BATCH_ENTRY_PREFIX + publish_body_len(p))
+                    .sum(),
+                Self::Members(members) => 2 + member::records_len(members),
+                Self::Join { member, .. } => 1 + member.encoded_len(),
+                Self::Neighbor(neighbor) => neighbor.body_len(),
+                Self::Disconnect { .. } => 1,
+                Self::Shuffle { members, .. } => 2 + member::records_len(members),
+                Self::Probe(_) => member::PROBE_BODY_LEN,
             }
-            Self::Hello(Some(hail)) | Self::Ping(Some(hail)) | Self::Pong(Some(hail)) => {
-                HEADER_LEN + hail.len()
-            }
-            _ => HEADER_LEN,
-        }
     }
 
-    /// Appends this message's bytes to `out`.
+    /// Appends this message's bytes to `out`. A message the wire cannot carry (§12's limits, a
+    /// key over 255 bytes...) is refused before anything is written, so `out` is left as it was.
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
-        match self {
-            Self::Publish(p) => check_publish(p)?,
-            Self::Batch(entries) => {
-                for p in entries {
-                    check_publish(p)?;
-                    u32::try_from(publish_body_len(p))
-                        .map_err(|_| EncodeError::ValueTooLong { len: p.value.len() })?;
-                }
-            }
-            _ => {}
-        }
+        self.check()?;
         out.reserve(self.encoded_len());
         out.put_u16(SIGNATURE);
         out.put_u8(self.id() as u8);
         out.put_u8(VERSION);
-        if let Self::Publish(p) = self {
-            put_publish_body(p, out);
-        }
-        if let Self::Batch(entries) = self {
-            for p in entries {
-                // Checked above: the entry's length fits in four bytes.
-                out.put_u32(publish_body_len(p) as u32);
-                put_publish_body(p, out);
+        // Every count and length below was checked by `check` to fit its field.
+        match self {
+            Self::Hello(hail) | Self::Ping(hail) | Self::Pong(hail) => {
+                if let Some(hail) = hail {
+                    hail.encode(out);
+                }
             }
-        }
-        if let Self::Hello(Some(hail)) | Self::Ping(Some(hail)) | Self::Pong(Some(hail)) = self {
-            hail.encode(out);
+            Self::Invalid => {}
+            Self::Publish(p) => put_publish_body(p, out),
+            Self::Batch(entries) => {
+                for p in entries {
+                    out.put_u32(publish_body_len(p) as u32);
+                    put_publish_body(p, out);
+                }
+            }
+            Self::Members(members) => {
+                out.put_u16(members.len() as u16);
+                member::put_records(members, out);
+            }
+            Self::Join { ttl, member } => {
+                out.put_u8(*ttl);
+                member.put(out);
+            }
+            Self::Neighbor(neighbor) => neighbor.put(out),
+            Self::Disconnect { stopping } => out.put_u8(u8::from(*stopping)),
+            Self::Shuffle { reply, members } => {
+                out.put_u8(u8::from(*reply));
+                out.put_u8(members.len() as u8);
+                member::put_records(members, out);
+            }
+            Self::Probe(probe) => probe.put(out),
         }
         Ok(())
+    }
+
+    /// Whether this message can be encoded as one that decodes back to it.
+    fn check(&self) -> Result<(), EncodeError> {
+        let message = self.id().name();
+        match self {
+            Self::Hello(_) | Self::Ping(_) | Self::Pong(_) | Self::Invalid => Ok(()),
+            Self::Disconnect { .. } | Self::Neighbor(Neighbor::Answer { .. }) => Ok(()),
+            Self::Publish(p) => check_publish(p),
+            Self::Batch(entries) => entries.iter().try_for_each(|p| {
+                check_publish(p)?;
+                u32::try_from(publish_body_len(p))
+                    .map(drop)
+                    .map_err(|_| EncodeError::ValueTooLong { len: p.value.len() })
+            }),
+            Self::Members(members) if members.is_empty() => Err(EncodeError::BadField {
+                message,
+                field: "count",
+                why: "MEMBERS carries at least one record",
+            }),
+            Self::Members(members) => member::check_records(message, members, member::MAX_MEMBERS),
+            Self::Shuffle { members, .. } => {
+                member::check_records(message, members, member::MAX_SHUFFLE)
+            }
+            Self::Join { member, .. } | Self::Neighbor(Neighbor::Request { member, .. }) => {
+                member.check(message)
+            }
+            Self::Probe(probe) => probe.check(),
+        }
     }
 
     /// This message as one frame.
@@ -356,6 +469,12 @@ impl Message {
                 decode_publish(body, message, HEADER_LEN, extension).map(Message::Publish)
             }
             MessageId::Batch => decode_batch(body, extension).map(Message::Batch),
+            MessageId::Members => whole(body, message, member::read_members),
+            MessageId::Join => whole(body, message, member::read_join),
+            MessageId::Neighbor => whole(body, message, member::read_neighbor),
+            MessageId::Disconnect => whole(body, message, member::read_disconnect),
+            MessageId::Shuffle => whole(body, message, member::read_shuffle),
+            MessageId::Probe => whole(body, message, member::read_probe),
         }
     }
 }
@@ -384,14 +503,24 @@ fn put_publish_body(p: &Publish, out: &mut BytesMut) {
     out.put_slice(&p.extension);
 }
 
-/// A cursor over a PUBLISH body that reports which field fell short and where.
+/// A cursor over a message body that reports which field fell short and where.
 struct Reader<'a> {
     rest: &'a [u8],
+    /// Where `rest` starts, counted from the start of the frame.
     offset: usize,
     message: &'static str,
 }
 
 impl<'a> Reader<'a> {
+    /// A reader over everything after the header of a `message`.
+    fn new(body: &'a [u8], message: &'static str) -> Self {
+        Reader {
+            rest: body,
+            offset: HEADER_LEN,
+            message,
+        }
+    }
+
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         let (taken, rest) = self
             .rest
@@ -406,29 +535,81 @@ impl<'a> Reader<'a> {
         Ok(taken)
     }
 
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+        let (taken, rest) = self
+            .rest
+            .split_first_chunk::<N>()
+            .ok_or(DecodeError::Truncated {
+                message: self.message,
+                field,
+                offset: self.offset,
+            })?;
+        self.rest = rest;
+        self.offset += N;
+        Ok(*taken)
+    }
+
     fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
-        let [b] = self.take(1, field)? else {
-            unreachable!("take(1) returns one byte")
-        };
-        Ok(*b)
+        self.array(field).map(u8::from_be_bytes)
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+        self.array(field).map(u16::from_be_bytes)
     }
 
     fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
-        let [a, b, c, d] = self.take(4, field)? else {
-            unreachable!("take(4) returns four bytes")
-        };
-        Ok(u32::from_be_bytes([*a, *b, *c, *d]))
+        self.array(field).map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        self.array(field).map(u64::from_be_bytes)
+    }
+
+    fn str(&mut self, len: usize, field: &'static str) -> Result<&'a str, DecodeError> {
+        let bytes = self.take(len, field)?;
+        std::str::from_utf8(bytes).map_err(|_| DecodeError::NotUtf8 {
+            message: self.message,
+            field,
+        })
     }
 
     fn string(&mut self, len: usize, field: &'static str) -> Result<Arc<str>, DecodeError> {
-        let bytes = self.take(len, field)?;
-        std::str::from_utf8(bytes)
-            .map(Arc::from)
-            .map_err(|_| DecodeError::NotUtf8 {
-                message: self.message,
-                field,
-            })
+        self.str(len, field).map(Arc::from)
     }
+
+    /// A field whose value the spec does not allow; `offset` is where the field starts.
+    fn bad(&self, field: &'static str, offset: usize, why: &'static str) -> DecodeError {
+        DecodeError::BadField {
+            message: self.message,
+            field,
+            offset,
+            why,
+        }
+    }
+
+    /// Nothing may follow the last field.
+    fn finish(&self) -> Result<(), DecodeError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes {
+                message: self.message,
+                count: self.rest.len(),
+            })
+        }
+    }
+}
+
+/// Reads a body that must be exactly one `read` of it, with nothing after.
+fn whole(
+    body: &[u8],
+    message: &'static str,
+    read: fn(&mut Reader<'_>) -> Result<Message, DecodeError>,
+) -> Result<Message, DecodeError> {
+    let mut r = Reader::new(body, message);
+    let decoded = read(&mut r)?;
+    r.finish()?;
+    Ok(decoded)
 }
 
 /// A PUBLISH body that starts `offset` bytes into the frame of a `message`.
@@ -465,11 +646,7 @@ fn decode_batch(
     body: &[u8],
     extension: &dyn Fn(&[u8]) -> Bytes,
 ) -> Result<Vec<Publish>, DecodeError> {
-    let mut r = Reader {
-        rest: body,
-        offset: HEADER_LEN,
-        message: "BATCH",
-    };
+    let mut r = Reader::new(body, "BATCH");
     // Counted first so the list is allocated once: a batch holds up to hundreds of entries.
     let mut entries = Vec::with_capacity(count_entries(body));
     loop {

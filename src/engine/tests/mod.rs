@@ -76,6 +76,8 @@ pub(super) fn summary(message: &Message) -> String {
             }
             text
         }
+        // Membership messages (§12): the engine sends none yet.
+        other => other.id().name().into(),
     }
 }
 
