@@ -1,6 +1,7 @@
 //! Property tests for the ZGP codec: every message round-trips, `encoded_len` is exact, and
 //! decoding untrusted bytes (random, mutated or cut short) never panics and, when it succeeds,
-//! re-encodes to the very bytes it read.
+//! re-encodes to the very bytes it read. The membership messages (§12) also: any cut of a frame
+//! is an error, and the encoder accepts exactly what decodes back to itself.
 
 use std::sync::Arc;
 
@@ -60,6 +61,96 @@ fn hail() -> impl Strategy<Value = Option<Hail>> {
     )
 }
 
+/// A name or endpoint: mostly short text of any characters, sometimes ASCII up to the 255-byte
+/// limit.
+fn field() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => vec(any::<char>(), 0..24).prop_map(|c| utf8_prefix(c, MAX_FIELD_LEN)),
+        1 => "[ -~]{0,255}",
+    ]
+}
+
+/// A `key=value` tag of at most 255 bytes with a non-empty key; the value may hold `=` too.
+fn tag() -> impl Strategy<Value = String> {
+    (
+        vec(any::<char>(), 1..12),
+        prop_oneof![vec(any::<char>(), 0..24), vec(Just('='), 0..3)],
+        0usize..=MAX_FIELD_LEN,
+    )
+        .prop_map(|(key, value, room)| {
+            let key: Vec<char> = key.into_iter().filter(|c| *c != '=').collect();
+            let key = match utf8_prefix(key, 64) {
+                key if key.is_empty() => "k".to_owned(),
+                key => key,
+            };
+            let value = utf8_prefix(value, room.min(MAX_FIELD_LEN - key.len() - 1));
+            format!("{key}={value}")
+        })
+}
+
+fn member_state() -> impl Strategy<Value = MemberState> {
+    prop_oneof![
+        Just(MemberState::Alive),
+        Just(MemberState::Suspect),
+        Just(MemberState::Dead),
+        Just(MemberState::Left),
+    ]
+}
+
+/// Any record the wire can carry: id never 0, up to 8 endpoints and 32 tags.
+fn member() -> impl Strategy<Value = Member> {
+    (
+        (1..=u64::MAX, any::<u64>(), member_state(), any::<bool>()),
+        (any::<u64>(), field()),
+        vec(field(), 0..=MAX_ENDPOINTS),
+        prop_oneof![3 => vec(tag(), 0..4), 1 => vec(tag(), 0..=MAX_TAGS)],
+    )
+        .prop_map(
+            |((id, incarnation, state, durable), (joined_ms, name), endpoints, tags)| Member {
+                id,
+                incarnation,
+                state,
+                durable,
+                joined_ms,
+                name,
+                endpoints,
+                tags,
+            },
+        )
+}
+
+/// Any probe the wire can carry: `failed` only in an answer.
+fn probe() -> impl Strategy<Value = Probe> {
+    (any::<bool>(), any::<bool>(), any::<u32>(), any::<u64>()).prop_map(
+        |(answer, failed, seq, target)| Probe {
+            answer,
+            failed: failed && answer,
+            seq,
+            target,
+        },
+    )
+}
+
+/// Any valid message with id 7–12.
+fn membership_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        vec(member(), 1..5).prop_map(Message::Members),
+        (any::<u8>(), member()).prop_map(|(ttl, m)| Message::Join {
+            ttl,
+            member: Box::new(m)
+        }),
+        (any::<bool>(), member()).prop_map(|(high, m)| Message::Neighbor(Neighbor::Request {
+            high,
+            member: Box::new(m)
+        })),
+        any::<bool>().prop_map(|accepted| Message::Neighbor(Neighbor::Answer { accepted })),
+        any::<bool>().prop_map(|stopping| Message::Disconnect { stopping }),
+        (any::<bool>(), vec(member(), 0..=MAX_SHUFFLE))
+            .prop_map(|(reply, members)| Message::Shuffle { reply, members }),
+        probe().prop_map(Message::Probe),
+    ]
+}
+
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         hail().prop_map(Message::Hello),
@@ -68,6 +159,60 @@ fn message() -> impl Strategy<Value = Message> {
         hail().prop_map(Message::Pong),
         Just(Message::Invalid),
         vec(publish(), 1..6).prop_map(Message::Batch),
+        membership_message(),
+    ]
+}
+
+/// A string that may break the record's rules: over 255 bytes, or a tag without `=` or key.
+fn wild_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => tag(),
+        1 => "[ -~]{0,8}",
+        1 => "=[ -~]{0,4}",
+        1 => "[a-z]{250,260}",
+    ]
+}
+
+/// Records that may break any of the encoder's rules, a few at a time.
+fn wild_member() -> impl Strategy<Value = Member> {
+    (
+        member(),
+        prop_oneof![4 => Just(None), 1 => Just(Some(0)), 1 => any::<u64>().prop_map(Some)],
+        proptest::option::of(wild_text()),
+        proptest::option::of(vec(wild_text(), 0..=MAX_ENDPOINTS + 2)),
+        proptest::option::of(vec(wild_text(), 0..=MAX_TAGS + 2)),
+    )
+        .prop_map(|(mut m, id, name, endpoints, tags)| {
+            m.id = id.unwrap_or(m.id);
+            m.name = name.unwrap_or(m.name);
+            m.endpoints = endpoints.unwrap_or(m.endpoints);
+            m.tags = tags.unwrap_or(m.tags);
+            m
+        })
+}
+
+/// Membership messages that may or may not be encodable.
+fn wild_membership_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        vec(wild_member(), 0..4).prop_map(Message::Members),
+        (any::<u8>(), wild_member()).prop_map(|(ttl, m)| Message::Join {
+            ttl,
+            member: Box::new(m)
+        }),
+        (any::<bool>(), wild_member()).prop_map(|(high, m)| Message::Neighbor(Neighbor::Request {
+            high,
+            member: Box::new(m)
+        })),
+        (any::<bool>(), vec(wild_member(), 0..=MAX_SHUFFLE + 2))
+            .prop_map(|(reply, members)| Message::Shuffle { reply, members }),
+        (any::<bool>(), any::<bool>(), any::<u32>(), any::<u64>()).prop_map(
+            |(answer, failed, seq, target)| Message::Probe(Probe {
+                answer,
+                failed,
+                seq,
+                target
+            })
+        ),
     ]
 }
 
@@ -105,11 +250,28 @@ fn apply(frame: &mut Vec<u8>, m: &Mutation) {
 /// Frames with a valid header and an arbitrary body, so decoding gets past the header checks far
 /// more often than with wholly random bytes.
 fn frame_with_valid_header() -> impl Strategy<Value = Vec<u8>> {
-    (1u8..=6, vec(any::<u8>(), 0..64)).prop_map(|(id, body)| {
+    (1u8..=12, vec(any::<u8>(), 0..64)).prop_map(|(id, body)| {
         let mut frame = vec![0xaa, 0xa0, id, VERSION];
         frame.extend(body);
         frame
     })
+}
+
+/// Frames with a membership id (7–12) and a body of mostly small bytes, so counts, lengths,
+/// states and flags are often in range and decoding gets deep into the records.
+fn membership_frame_with_random_body() -> impl Strategy<Value = Vec<u8>> {
+    (
+        7u8..=12,
+        vec(
+            prop_oneof![3 => 0u8..4, 1 => Just(b'='), 2 => any::<u8>()],
+            0..256,
+        ),
+    )
+        .prop_map(|(id, body)| {
+            let mut frame = vec![0xaa, 0xa0, id, VERSION];
+            frame.extend(body);
+            frame
+        })
 }
 
 /// The property every successful decode must satisfy: it re-encodes to exactly its input.
@@ -222,6 +384,48 @@ proptest! {
             Err(DecodeError::TrailingBytes { count, .. }) => prop_assert!(id == 5 && count == tail.len()),
             Err(DecodeError::BadExtension { len, .. }) => prop_assert!(!is_hail && len == tail.len()),
             Err(other) => prop_assert!(false, "unexpected {:?}", other),
+        }
+    }
+
+    #[test]
+    fn membership_messages_round_trip_byte_for_byte(m in membership_message()) {
+        let bytes = m.to_bytes().unwrap();
+        prop_assert_eq!(bytes.len(), m.encoded_len());
+        let decoded = Message::decode(&bytes).unwrap();
+        prop_assert_eq!(&decoded, &m);
+        prop_assert_eq!(decoded.to_bytes().unwrap(), bytes);
+    }
+
+    #[test]
+    fn random_bodies_after_a_membership_header_never_panic_and_reencode_exactly(
+        frame in membership_frame_with_random_body(),
+    ) {
+        assert_reencodes_exactly(&frame)?;
+    }
+
+    // Every membership message ends with a field whose length the frame states, so no prefix of
+    // a valid frame is a message: a cut is always an error, never a shorter message.
+    #[test]
+    fn a_membership_frame_cut_anywhere_is_an_error(m in membership_message()) {
+        let bytes = m.to_bytes().unwrap();
+        for cut in 0..bytes.len() {
+            let decoded = Message::decode(&bytes[..cut]);
+            prop_assert!(decoded.is_err(), "cut at {} decoded as {:?}", cut, decoded);
+        }
+    }
+
+    #[test]
+    fn the_encoder_accepts_exactly_what_decodes_back_and_refuses_the_rest_without_writing(
+        m in wild_membership_message(),
+        prefix in vec(any::<u8>(), 0..8),
+    ) {
+        let mut out = BytesMut::from(&prefix[..]);
+        match m.encode(&mut out) {
+            Ok(()) => {
+                prop_assert_eq!(out.len() - prefix.len(), m.encoded_len());
+                prop_assert_eq!(Message::decode(&out[prefix.len()..]), Ok(m));
+            }
+            Err(_) => prop_assert_eq!(&out[..], &prefix[..]),
         }
     }
 }
