@@ -87,9 +87,9 @@ pub use engine::{TooManyRemotes, TupleError, validate as validate_tuple};
 #[cfg(feature = "json")]
 pub use node::event_json;
 pub use node::{
-    Config, ConfigError, CurveKey, CurveKeys, Error, Event, Events, EventsError, KeyError, Lagged,
-    LineFormat, Node, PeerState, Pipe, PipeReader, PipeWriter, Stats, Status, TupleInfo,
-    raise_open_file_limit,
+    Config, ConfigError, CurveKey, CurveKeys, Error, Event, Events, EventsError, ExpireReason,
+    KeyError, Lagged, LineFormat, Member, MemberState, Membership, Node, PeerState, Pipe,
+    PipeReader, PipeWriter, Stats, Status, TupleInfo, raise_open_file_limit,
 };
 pub use transport::{Endpoint, Error as TransportError};
 

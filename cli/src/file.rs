@@ -141,6 +141,8 @@ struct Remote {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct NodeSection {
     withdraw_on_stop: Option<bool>,
+    #[serde(default)]
+    tags: Vec<String>,
     #[serde(default, deserialize_with = "duration")]
     tombstone_ttl: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
@@ -212,6 +214,7 @@ fn key_of(field: &str) -> &str {
         "server_timeout" => "server.timeout",
         "ping_interval" => "remote.ping-interval",
         "tombstone_ttl" => "node.tombstone-ttl",
+        "tags" => "node.tags",
         "node_id" => "node-id",
         "max_message_bytes" => "limits.max-message-bytes",
         "max_value_bytes" => "limits.max-value-bytes",
@@ -270,6 +273,7 @@ impl Setup {
         config.zap_domain = parsed.curve.zap_domain;
         set(&mut config.server_timeout, parsed.server.timeout);
         set(&mut config.withdraw_on_stop, parsed.node.withdraw_on_stop);
+        config.tags = parsed.node.tags;
         set(&mut config.tombstone_ttl, parsed.node.tombstone_ttl);
         set(&mut config.max_tuples, limits.max_tuples);
         set(&mut config.max_value_bytes, limits.max_value_bytes);

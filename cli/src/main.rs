@@ -26,8 +26,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 use zgossip::{
-    Config, CurveKey, CurveKeys, Endpoint, EventsError, LineFormat, Node, PipeReader, PipeWriter,
-    event_json, validate_tuple,
+    Config, CurveKey, CurveKeys, Endpoint, EventsError, LineFormat, Membership, Node, PipeReader,
+    PipeWriter, event_json, validate_tuple,
 };
 
 use duration::parse_duration_with_unit;
@@ -82,6 +82,10 @@ enum Command {
     /// network does not answer).
     #[command(after_help = EXIT_CODES)]
     Status(StatusArgs),
+    /// Print every member of the cluster as the node dialled knows it: id, name, state,
+    /// incarnation, endpoints and tags (exit 3 when the network does not answer).
+    #[command(after_help = EXIT_CODES)]
+    Members(StatusArgs),
     /// Benchmarks: many nodes in this process; one result line on stdout.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -115,9 +119,12 @@ struct NodeArgs {
     /// Client session timeout (e.g. 250ms, 2s).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     timeout: Option<Duration>,
-    /// A name for this node's logs.
+    /// A name for this node's logs and its member record.
     #[arg(long)]
     name: Option<String>,
+    /// A tag other members see (e.g. zone=eu1); repeatable; replaces the file's list.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    tags: Vec<String>,
     /// Print replies and events as JSON lines instead of words.
     #[arg(long)]
     json: bool,
@@ -256,6 +263,7 @@ fn main() -> ExitCode {
             Command::Lookup(args) => run_lookup(args).await,
             Command::Watch(args) => run_watch(args).await,
             Command::Status(args) => run_status(args).await,
+            Command::Members(args) => run_members(args).await,
             Command::Bench(bench) => bench::run(bench).await,
             Command::Keygen => keygen(),
         }
@@ -285,6 +293,9 @@ fn node_setup(args: &NodeArgs) -> Result<Setup> {
     };
     if args.name.is_some() {
         setup.config.name.clone_from(&args.name);
+    }
+    if !args.tags.is_empty() {
+        setup.config.tags.clone_from(&args.tags);
     }
     if let Some(timeout) = args.timeout {
         setup.config.server_timeout = timeout;
@@ -513,7 +524,11 @@ impl ClientArgs {
 /// A short-lived client node dialling every `--connect` and `--curve-connect` endpoint.
 async fn client_node(args: &ClientArgs) -> Result<Node> {
     let curve = args.remotes()?;
-    let node = Node::spawn(Config::named("client"))?;
+    // An observer: it learns the members without becoming one, so tools that come and go do
+    // not fill every member list.
+    let mut config = Config::named("client");
+    config.cluster = Membership::Observer;
+    let node = Node::spawn(config)?;
     dial_all(&node, &args.connect, &curve).await?;
     Ok(node)
 }
@@ -609,9 +624,86 @@ async fn run_status(args: StatusArgs) -> Result<()> {
     Ok(())
 }
 
+async fn run_members(args: StatusArgs) -> Result<()> {
+    let node = client_node(&args.client).await?;
+    sync(&node, &args.client, args.timeout).await?;
+    let members = node.members().await?;
+    node.shutdown().await?;
+    let mut stdout = std::io::stdout().lock();
+    if args.client.json {
+        let rows: Vec<_> = members
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": format!("node:{:016x}", m.id),
+                    "name": m.name,
+                    "state": m.state.name(),
+                    "incarnation": m.incarnation,
+                    "joined_ms": m.joined_ms,
+                    "durable": m.durable,
+                    "endpoints": m.endpoints,
+                    "tags": m.tags,
+                })
+            })
+            .collect();
+        let count = members.len();
+        writeln!(
+            stdout,
+            "{}",
+            serde_json::json!({ "members": rows, "count": count })
+        )?;
+        return Ok(());
+    }
+    let dash = |items: &[String]| {
+        if items.is_empty() {
+            "-".to_owned()
+        } else {
+            items.join(",")
+        }
+    };
+    let rows: Vec<[String; 6]> = members
+        .iter()
+        .map(|m| {
+            [
+                format!("node:{:016x}", m.id),
+                if m.name.is_empty() {
+                    "-".into()
+                } else {
+                    m.name.clone()
+                },
+                dash(&m.endpoints),
+                m.state.name().to_owned(),
+                m.incarnation.to_string(),
+                dash(&m.tags),
+            ]
+        })
+        .collect();
+    let header = ["Node", "Name", "Address", "Status", "Incarnation", "Tags"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (index, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if index + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        writeln!(stdout, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
 async fn run_watch(args: ClientArgs) -> Result<()> {
     let curve = args.remotes()?;
-    let node = Node::spawn(Config::named("watch"))?;
+    let mut config = Config::named("watch");
+    config.cluster = Membership::Observer;
+    let node = Node::spawn(config)?;
     // Subscribe first, so the resync's events are seen too.
     let mut events = node.events().await?;
     dial_all(&node, &args.connect, &curve).await?;

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use support::{LINE_TIMEOUT, LinePeer, TCP_ANY, tcp_endpoint};
 
 /// Every line a node may print starts with one of these words.
-const LINE_WORDS: [&str; 12] = [
+const LINE_WORDS: [&str; 14] = [
     "PORT", "STATUS", "LOOKUP", "VALUE", "NOVALUE", "ERROR", "DELIVER", "CHANGE", "REMOVE",
-    "EXPIRE", "PEER", "LAGGED",
+    "EXPIRE", "PEER", "LAGGED", "MEMBER", "MEMBERS",
 ];
 
 fn assert_only_protocol_lines(peer: &LinePeer) {
@@ -316,7 +316,7 @@ fn lines_of(stream: impl Read + Send + 'static) -> Receiver<String> {
 /// Whether a stdout line is an event rather than a reply to a command.
 fn is_event(line: &str) -> bool {
     [
-        "DELIVER ", "CHANGE ", "REMOVE ", "EXPIRE ", "PEER ", "LAGGED ",
+        "DELIVER ", "CHANGE ", "REMOVE ", "EXPIRE ", "PEER ", "LAGGED ", "MEMBER ",
     ]
     .iter()
     .any(|word| line.starts_with(word))

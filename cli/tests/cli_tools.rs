@@ -559,3 +559,68 @@ fn seeds_that_cannot_be_reached_are_reported_dead_with_their_cause() {
         "{said}"
     );
 }
+
+#[test]
+fn members_lists_every_node_of_the_cluster_and_a_stopped_one_as_left() {
+    let mut first = LinePeer::zgossip_named(
+        "first",
+        &["--bind", TCP_ANY, "--name", "first", "--tag", "zone=eu1"],
+    );
+    let seed = tcp_endpoint(first.port());
+    let mut others: Vec<LinePeer> = (1..3)
+        .map(|n| {
+            let name = format!("member-{n}");
+            LinePeer::zgossip_named(&name, &["--connect", &seed, "--name", &name])
+        })
+        .collect();
+    // The first node hears of both from their links; each of them hears of the other through
+    // the first.
+    let listed = |output: &Output| -> Vec<(String, String)> {
+        stdout(output)
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split_whitespace().collect();
+                Some(((*cells.get(1)?).to_owned(), (*cells.get(3)?).to_owned()))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let wanted =
+        |state: &str| ["first", "member-1", "member-2"].map(|n| (n.to_owned(), state.to_owned()));
+    let output = loop {
+        let output = zgossip(&["members", "--connect", &seed]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let mut got = listed(&output);
+        got.sort();
+        if got == wanted("alive") {
+            break output;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members never listed all three: {}",
+            stdout(&output)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = stdout(&output);
+    assert!(text.starts_with("Node"), "{text}");
+    assert!(text.contains("zone=eu1"), "{text}");
+    // A graceful stop shows as left at once.
+    if let Some(mut stopped) = others.pop() {
+        stopped.send("$TERM");
+        let _ = stopped.next_line(LINE_TIMEOUT);
+    }
+    loop {
+        let output = zgossip(&["members", "--connect", &seed, "--json"]);
+        let text = stdout(&output);
+        if text.contains(r#""name":"member-2","state":"left""#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member-2 never listed as left: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -425,6 +425,9 @@ impl Harness {
             tombstone_ttl: TOMBSTONE_TTL,
             withdraw_on_stop: true,
             version_clock: None,
+            // Membership messages from the peers are still decoded and refused or ignored; the
+            // cluster layer's own checks are the engine tests' (src/engine/tests/cluster.rs).
+            cluster: None,
         });
         for n in 0..REMOTES {
             // Within max_remotes by construction.

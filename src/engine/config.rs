@@ -52,6 +52,9 @@ pub struct EngineConfig {
     /// so a node restarted with a new id beats the copies its previous lives left. `None`
     /// counts versions from 1, for tests.
     pub version_clock: Option<(Instant, u64)>,
+    /// The cluster layer (`proto/zgp.md` §12): members, their gossip and failure detection.
+    /// `None` turns it off.
+    pub cluster: Option<Box<ClusterConfig>>,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +72,7 @@ impl Default for EngineConfig {
             tombstone_ttl: Duration::from_secs(600),
             withdraw_on_stop: true,
             version_clock: None,
+            cluster: None,
         }
     }
 }

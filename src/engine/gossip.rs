@@ -98,6 +98,7 @@ impl Engine {
     /// A graceful stop: withdraw our own tuples (unless configured not to) and say goodbye to
     /// every peer that will understand it.
     pub fn goodbye(&mut self, now: Instant) {
+        self.leave();
         if self.config.withdraw_on_stop {
             for key in self.store.owned() {
                 let _ = self.unpublish(now, &key);
@@ -159,19 +160,49 @@ impl Engine {
             return;
         };
         match entry.kind {
-            Kind::Live => {
-                let mut record = entry.clone();
-                record.kind = Kind::Expired;
-                record.ends = Some(now + self.config.tombstone_ttl);
-                self.store.put(Arc::clone(&key), record);
-                self.stats.expired += 1;
-                debug!(%key, "lease ran out");
-                self.outputs.push_back(Output::Event(Event::Expire { key }));
-            }
+            Kind::Live => self.end_tuple(now, key, ExpireReason::LeaseRanOut),
             Kind::Withdrawn | Kind::Expired => {
                 self.store.remove(&key);
             }
         }
+    }
+
+    /// A tuple in force ends here without a withdrawal: kept as an expiry record for the
+    /// tombstone lifetime, so an old copy cannot bring it back, and the application is told.
+    pub(super) fn end_tuple(&mut self, now: Instant, key: Arc<str>, reason: ExpireReason) {
+        let Some(entry) = self.store.entry(&key).filter(|e| e.kind == Kind::Live) else {
+            return;
+        };
+        let mut record = entry.clone();
+        record.kind = Kind::Expired;
+        record.ends = Some(now + self.config.tombstone_ttl);
+        record.own = None;
+        self.store.put(Arc::clone(&key), record);
+        self.stats.expired += 1;
+        debug!(%key, ?reason, "tuple ended");
+        self.outputs
+            .push_back(Output::Event(Event::Expire { key, reason }));
+    }
+
+    /// Publishes our copy of `key` again at a new version, same value and lease: after this
+    /// node was taken for dead, its old versions are expiry records everywhere.
+    pub(super) fn bump_own(&mut self, now: Instant, key: &str) {
+        let Some(held) = self
+            .store
+            .entry(key)
+            .filter(|e| e.owned() && e.kind == Kind::Live)
+        else {
+            return;
+        };
+        let (value, lease) = (Arc::clone(&held.value), held.lease());
+        let Ok(stamp) = self
+            .config
+            .own_stamp(now, key, Some(held.stamp.version), false)
+        else {
+            return;
+        };
+        let ttl_ms = lease.map_or(0, millis);
+        let _ = self.apply(now, Arc::from(key), value, ttl_ms, stamp, Origin::App);
     }
 
     pub(super) fn on_publish(&mut self, now: Instant, origin: Origin, publish: Publish) {

@@ -30,7 +30,7 @@ const TICK: Duration = Duration::from_millis(1);
 pub struct Net {
     start: Instant,
     now: Instant,
-    nodes: Vec<Member>,
+    nodes: Vec<Host>,
     links: Vec<Link>,
     flights: BinaryHeap<Reverse<Flight>>,
     /// Each node's current deadline, and the heap of them (stale entries are skipped).
@@ -48,7 +48,7 @@ pub struct Net {
 }
 
 /// One engine and what it told its application.
-struct Member {
+struct Host {
     engine: Engine,
     config: EngineConfig,
     up: bool,
@@ -159,7 +159,7 @@ impl Net {
 
     /// Adds a node running `config`; returns its number.
     pub fn add(&mut self, config: EngineConfig) -> usize {
-        self.nodes.push(Member {
+        self.nodes.push(Host {
             engine: Engine::new(config.clone()),
             config,
             up: true,

@@ -9,6 +9,7 @@
 //! - `sessions`: the server role (clients of our listeners).
 //! - `remotes`: the client role (one remote per CONNECT).
 //! - `gossip`: publishes, copies judged and kept, and forwarding.
+//! - `members`: the cluster's members, their gossip and failure detection (§12).
 //! - `timers`: deadlines and what falls due at them.
 //! - `resync`: a store sent a slice at a time.
 //! - `output`, `stats`, `config`: what the engine says, counts and is told.
@@ -19,6 +20,7 @@ mod config;
 mod gossip;
 #[cfg(any(test, feature = "sim"))]
 pub mod harness;
+mod members;
 mod output;
 mod peers;
 mod remotes;
@@ -36,9 +38,11 @@ use indexmap::IndexMap;
 use tracing::{debug, info, warn};
 
 use crate::warnings::Warnings;
-use crate::wire::{Hail, Message, Publish, Stamp};
+use crate::wire::{Hail, MemberState, Message, Publish, Stamp};
 pub use config::{EngineConfig, MAX_SERVER_TIMEOUT};
-pub use output::{Event, Output};
+use members::{Cluster, is_membership};
+pub use members::{ClusterConfig, MAX_MEMBERS, MAX_NAME_BYTES, MAX_TAG_BYTES};
+pub use output::{Event, ExpireReason, Output};
 pub use peers::{ClientId, PeerState, RemoteId, node_name};
 use peers::{Remote, Session, SessionState};
 pub use remotes::TooManyRemotes;
@@ -80,11 +84,15 @@ pub struct Engine {
     stats: Stats,
     /// What peers can make us log, rate-limited.
     warnings: Warnings,
+    /// The cluster layer, when on.
+    cluster: Option<Box<Cluster>>,
 }
 
 impl Engine {
     /// A node with no tuples, sessions or remotes.
     pub fn new(config: EngineConfig) -> Self {
+        let cluster = (config.cluster.clone())
+            .map(|cluster| Box::new(Cluster::new(config.node_id, *cluster)));
         Self {
             config,
             store: Store::default(),
@@ -95,6 +103,7 @@ impl Engine {
             next_deadline: None,
             stats: Stats::default(),
             warnings: Warnings::default(),
+            cluster,
         }
     }
 

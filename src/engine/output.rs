@@ -30,11 +30,14 @@ pub enum Event {
         /// The key.
         key: Arc<str>,
     },
-    /// The key's lease ran out: its owner stopped refreshing it.
+    /// The key ended without a withdrawal: its lease ran out (its owner stopped refreshing
+    /// it), or the member that published it died.
     #[non_exhaustive]
     Expire {
         /// The key.
         key: Arc<str>,
+        /// Why.
+        reason: ExpireReason,
     },
     /// A peer changed state.
     #[non_exhaustive]
@@ -46,6 +49,38 @@ pub enum Event {
         /// Why, in a few words.
         reason: String,
     },
+    /// A member of the cluster changed state (`proto/zgp.md` §12).
+    #[non_exhaustive]
+    Member {
+        /// Its node id.
+        id: u64,
+        /// Its name.
+        name: String,
+        /// Its new state.
+        state: MemberState,
+        /// Why, in a few words.
+        reason: String,
+    },
+}
+
+/// Why a tuple ended without a withdrawal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExpireReason {
+    /// Its lease ran out.
+    LeaseRanOut,
+    /// The member that published it was confirmed dead.
+    OriginDied,
+}
+
+impl ExpireReason {
+    /// The word on the pipe after `EXPIRE key`; none for a lease that ran out, as before.
+    pub fn word(self) -> Option<&'static str> {
+        match self {
+            Self::LeaseRanOut => None,
+            Self::OriginDied => Some("origin-died"),
+        }
+    }
 }
 
 /// What the engine asks the actor to do.

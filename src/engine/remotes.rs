@@ -183,7 +183,11 @@ impl Engine {
         }
         let resync_due =
             matches!(message, Message::Pong(_)) && std::mem::take(&mut remote.resync_owed);
+        let mut opened = None;
         if let Message::Pong(Some(hail)) = &message {
+            if remote.node.is_none() && !hail.goodbye {
+                opened = Some(hail.node);
+            }
             remote.node = Some(hail.node);
             if hail.goodbye {
                 self.set_remote_state(id, PeerState::Left, &endpoint, "goodbye");
@@ -197,6 +201,9 @@ impl Engine {
         {
             self.set_remote_state(id, PeerState::Alive, &endpoint, "heard again");
         }
+        if let Some(node) = opened {
+            self.on_member_link(now, Peer::Remote(id), node);
+        }
         match message {
             Message::Publish(publish) => self.on_publish(now, Origin::Remote(id), publish),
             Message::Batch(entries) => {
@@ -208,6 +215,11 @@ impl Engine {
             Message::Invalid => self.on_invalid(now, id),
             Message::Pong(_) if resync_due => self.start_resync(now, Peer::Remote(id)),
             Message::Pong(_) => {}
+            // Only servers of ours send these (to a client that hailed), and a server's first
+            // list may come before the PONG that says it is ours.
+            message if is_membership(&message) => {
+                self.on_member_message(now, Peer::Remote(id), message);
+            }
             other => debug!(%endpoint, message = other.id().name(), "ignored from a server"),
         }
     }

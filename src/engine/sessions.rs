@@ -106,6 +106,14 @@ impl Engine {
                     self.remind(client, false);
                 }
             }
+            (SessionState::Connected, message) if is_membership(&message) => {
+                match self.sessions.get(&client).and_then(|s| s.node) {
+                    Some(_) => self.on_member_message(now, Peer::Client(client), message),
+                    None => {
+                        self.refuse(client, "membership message on a session that never hailed")
+                    }
+                }
+            }
             (_, other) => {
                 let why = format!("{} does not fit the session", other.id().name());
                 self.refuse(client, &why);
@@ -314,6 +322,9 @@ impl Engine {
         }
         self.schedule_at(now + self.config.suspect_after());
         self.start_resync(now, peer);
+        if !known && let Some(node) = self.sessions.get(&client).and_then(|s| s.node) {
+            self.on_member_link(now, Peer::Client(client), node);
+        }
     }
 
     pub(super) fn send_to_client(&mut self, client: ClientId, message: Message) {

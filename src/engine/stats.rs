@@ -47,11 +47,17 @@ pub struct Stats {
     /// HELLOs that started no resync: one was under way for the session, or it had one less
     /// than a server timeout before.
     pub hellos_limited: u64,
+    /// Member records refused: over the limits of §12, or past [`super::MAX_MEMBERS`].
+    pub members_refused: u64,
+    /// Members this node suspected because no link of ours or of those asked heard them.
+    pub suspicions: u64,
+    /// Suspicions of this node that it refuted.
+    pub refutations: u64,
 }
 
 impl Stats {
     /// Every counter by name, for `STATUS detail` and logs.
-    pub fn pairs(&self) -> [(&'static str, u64); 20] {
+    pub fn pairs(&self) -> [(&'static str, u64); 23] {
         [
             ("malformed", self.malformed),
             ("invalid_sent", self.invalid_sent),
@@ -73,6 +79,9 @@ impl Stats {
             ("batches_received", self.batches_received),
             ("versions_refused", self.versions_refused),
             ("hellos_limited", self.hellos_limited),
+            ("members_refused", self.members_refused),
+            ("suspicions", self.suspicions),
+            ("refutations", self.refutations),
         ]
     }
 }

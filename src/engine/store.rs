@@ -372,6 +372,12 @@ impl Store {
         mine.into_iter().map(|(k, _)| Arc::clone(k)).collect()
     }
 
+    /// The keys of the tuples in force that `origin` published, sorted.
+    pub fn live_from(&self, origin: u64) -> Vec<Arc<str>> {
+        let theirs = self.sorted(|e| e.kind == Kind::Live && e.stamp.origin == origin);
+        theirs.into_iter().map(|(k, _)| Arc::clone(k)).collect()
+    }
+
     /// The copies that pass `keep`, sorted by key.
     fn sorted(&self, keep: impl Fn(&Entry) -> bool) -> Vec<(&Arc<str>, &Entry)> {
         let mut copies: Vec<_> = self.entries.iter().filter(|(_, e)| keep(e)).collect();

@@ -12,6 +12,7 @@ impl Engine {
             self.next_deadline,
             self.store.next_end(),
             self.store.next_refresh(),
+            self.cluster.as_ref().and_then(|c| c.next_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -66,12 +67,16 @@ impl Engine {
     /// Expires silent sessions and leases, forgets old tombstones, refreshes our leases,
     /// redials silent remotes and sends due PINGs.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(due) = self.poll_timeout() {
+            self.note_lateness(now.saturating_duration_since(due));
+        }
         self.handle_outbound_timeout(now);
         self.check_sessions(now);
         self.check_remotes(now);
         while let Some(key) = self.store.pop_ended(now) {
             self.on_end(now, key);
         }
+        self.cluster_timeout(now);
         self.warnings.flush(now);
         self.schedule(now);
     }

@@ -215,6 +215,9 @@ impl Actor {
             Command::Peers { reply } => {
                 let _ = reply.send(self.engine.peers());
             }
+            Command::Members { reply } => {
+                let _ = reply.send(self.engine.members());
+            }
             Command::Status { reply } => {
                 let (remotes, remotes_connected) = self.engine.remotes();
                 let _ = reply.send(Status {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::Error;
-use crate::engine::EngineConfig;
+use crate::engine::{ClusterConfig, EngineConfig, MAX_NAME_BYTES, MAX_TAG_BYTES};
 use crate::transport::curve::{CurveClient, CurveKey, CurveKeys, CurveServer};
 #[cfg(feature = "sim")]
 use crate::transport::inproc::Faults;
@@ -81,6 +81,10 @@ pub struct Config {
     /// default, is a perfect in-process network. With the `sim` feature.
     #[cfg(feature = "sim")]
     pub faults: Option<Faults>,
+    /// This node's part in the cluster (`proto/zgp.md` §12); a member by default.
+    pub cluster: Membership,
+    /// `key=value` tags other members see (`zone=eu1`, `role=api`); at most 512 bytes in all.
+    pub tags: Vec<String>,
 }
 
 impl Default for Config {
@@ -110,8 +114,24 @@ impl Default for Config {
             zap_domain: None,
             #[cfg(feature = "sim")]
             faults: None,
+            cluster: Membership::Member,
+            tags: Vec::new(),
         }
     }
+}
+
+/// A node's part in the cluster (`proto/zgp.md` §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Membership {
+    /// Learns every node of ours, tells them of this one, and helps find failed members.
+    #[default]
+    Member,
+    /// Learns the members but is not one: what short-lived tools (`zgossip lookup`, `members`)
+    /// are, so they do not fill every member list with nodes that come and go.
+    Observer,
+    /// Spreads tuples along its links and nothing more.
+    Off,
 }
 
 /// Why a configuration cannot be used.
@@ -197,6 +217,24 @@ impl Config {
         }
         if self.node_id == Some(0) {
             return bad("node_id", "0 is reserved for copies without a stamp");
+        }
+        if self.cluster == Membership::Member
+            && self.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_BYTES)
+        {
+            return bad("name", "a member's name is at most 64 bytes");
+        }
+        let tag_bytes: usize = self.tags.iter().map(String::len).sum();
+        let bad_tag = self.tags.iter().any(|tag| {
+            let key = tag.split_once('=').map(|(key, _)| key);
+            key.is_none_or(str::is_empty)
+                || tag.len() > 255
+                || tag.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+        if bad_tag || tag_bytes > MAX_TAG_BYTES || self.tags.len() > 32 {
+            return bad(
+                "tags",
+                "each is key=value without spaces; at most 32, 512 bytes in all",
+            );
         }
         if self.tombstone_ttl.is_zero() || u32::try_from(self.tombstone_ttl.as_millis()).is_err() {
             return bad("tombstone_ttl", "must be above zero and below 49 days");
@@ -311,6 +349,20 @@ impl Config {
             max_sessions: self.max_sessions,
             max_remotes: self.max_remotes,
             version_clock: Some(version_clock()),
+            cluster: (self.cluster != Membership::Off).then(|| {
+                let joined_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(0));
+                Box::new(ClusterConfig {
+                    name: self.name.clone().unwrap_or_default(),
+                    tags: self.tags.clone(),
+                    durable: !self.withdraw_on_stop,
+                    joined_ms,
+                    seed: node_id ^ joined_ms,
+                    observer: self.cluster == Membership::Observer,
+                    ..ClusterConfig::default()
+                })
+            }),
         }
     }
 

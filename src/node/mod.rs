@@ -14,9 +14,10 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::engine::TupleError;
-pub use crate::engine::{Event, PeerState, Stats};
+pub use crate::engine::{Event, ExpireReason, PeerState, Stats};
 pub use crate::transport::curve::{CurveKey, CurveKeys, KeyError};
-pub use config::{Config, ConfigError};
+pub use crate::wire::{Member, MemberState};
+pub use config::{Config, ConfigError, Membership};
 pub(crate) use config::{parse_duration, random_node_id};
 pub use events::{Events, EventsError, Lagged};
 pub use fds::raise_open_file_limit;
@@ -117,6 +118,9 @@ pub(crate) enum Command {
     },
     Peers {
         reply: oneshot::Sender<Vec<(String, PeerState)>>,
+    },
+    Members {
+        reply: oneshot::Sender<Vec<Member>>,
     },
     Status {
         reply: oneshot::Sender<Status>,
@@ -416,6 +420,13 @@ impl Node {
     /// Every peer and its state: remotes by endpoint, clients by node id.
     pub async fn peers(&self) -> Result<Vec<(String, PeerState)>, Error> {
         self.ask(|reply| Command::Peers { reply }).await
+    }
+
+    /// Every member of the cluster as this node knows it (`proto/zgp.md` §12): this node
+    /// first, then the others by name, dead and departed ones included for an hour. Empty when
+    /// `Config::cluster` is off.
+    pub async fn members(&self) -> Result<Vec<Member>, Error> {
+        self.ask(|reply| Command::Members { reply }).await
     }
 
     /// What the node holds and has seen.

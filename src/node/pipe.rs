@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{CurveKey, Error, Event, Events, EventsError, Node};
+use super::{CurveKey, Error, Event, Events, EventsError, Member, Node};
+use crate::engine::node_name;
 
 /// Lines queued each way before the other side waits.
 const LINE_CAPACITY: usize = 1024;
@@ -172,11 +173,17 @@ impl Worker {
             Input::NotUtf8(why) => Err(CommandError::NotUtf8(why)),
         };
         let (reply, flow) = match result {
-            Ok(Reply::Line(verb, args)) => (Some(self.reply_line(verb, &args)), Flow::Continue),
-            Ok(Reply::None) => (None, Flow::Continue),
+            Ok(Reply::Line(verb, args)) => (vec![self.reply_line(verb, &args)], Flow::Continue),
+            Ok(Reply::Lines(lines)) => {
+                let lines = lines.iter().map(|(verb, args)| self.reply_line(verb, args));
+                (lines.collect(), Flow::Continue)
+            }
+            Ok(Reply::None) => (Vec::new(), Flow::Continue),
             // The node is gone: the pipe ends, after the events the node sent before it went,
             // rather than refuse every queued command.
-            Ok(Reply::Stopped) | Err(CommandError::Node(Error::Stopped)) => (None, Flow::Stop),
+            Ok(Reply::Stopped) | Err(CommandError::Node(Error::Stopped)) => {
+                (Vec::new(), Flow::Stop)
+            }
             Err(error) => {
                 let line = match self.format {
                     LineFormat::Words => format!("ERROR {error}"),
@@ -185,7 +192,7 @@ impl Worker {
                         serde_json::json!({ "error": error.to_string() }).to_string()
                     }
                 };
-                (Some(line), Flow::Continue)
+                (vec![line], Flow::Continue)
             }
         };
         while let Some(event) = self.events.try_recv() {
@@ -196,10 +203,10 @@ impl Worker {
                 return Flow::Stop;
             }
         }
-        if let Some(reply) = reply
-            && self.output.send(reply).await.is_err()
-        {
-            return Flow::Stop;
+        for line in reply {
+            if self.output.send(line).await.is_err() {
+                return Flow::Stop;
+            }
         }
         flow
     }
@@ -254,7 +261,24 @@ pub fn event_json(event: &Event) -> serde_json::Value {
             serde_json::json!({ "event": "change", "key": &**key, "value": &**value })
         }
         Event::Remove { key } => serde_json::json!({ "event": "remove", "key": &**key }),
-        Event::Expire { key } => serde_json::json!({ "event": "expire", "key": &**key }),
+        Event::Expire { key, reason } => match reason.word() {
+            Some(reason) => {
+                serde_json::json!({ "event": "expire", "key": &**key, "reason": reason })
+            }
+            None => serde_json::json!({ "event": "expire", "key": &**key }),
+        },
+        Event::Member {
+            id,
+            name,
+            state,
+            reason,
+        } => serde_json::json!({
+            "event": "member",
+            "id": node_name(*id),
+            "name": name,
+            "state": state.name(),
+            "reason": reason
+        }),
         Event::Peer {
             peer,
             state,
@@ -272,7 +296,24 @@ impl fmt::Display for Event {
             Event::Deliver { key, value } => write!(f, "DELIVER {key} {value}"),
             Event::Change { key, value } => write!(f, "CHANGE {key} {value}"),
             Event::Remove { key } => write!(f, "REMOVE {key}"),
-            Event::Expire { key } => write!(f, "EXPIRE {key}"),
+            Event::Expire { key, reason } => match reason.word() {
+                Some(reason) => write!(f, "EXPIRE {key} {reason}"),
+                None => write!(f, "EXPIRE {key}"),
+            },
+            Event::Member {
+                id,
+                name,
+                state,
+                reason,
+            } => {
+                let name = if name.is_empty() { "-" } else { name };
+                write!(
+                    f,
+                    "MEMBER {} {name} {} {reason}",
+                    node_name(*id),
+                    state.name()
+                )
+            }
             Event::Peer {
                 peer,
                 state,
@@ -297,6 +338,8 @@ fn value_and_lease(text: &str) -> (&str, Option<Duration>) {
 enum Reply {
     /// A reply: its first word and its arguments (a value or service may hold spaces).
     Line(&'static str, Vec<String>),
+    /// A reply of several lines, in order.
+    Lines(Vec<(&'static str, Vec<String>)>),
     None,
     Stopped,
 }
@@ -379,6 +422,16 @@ async fn run(node: &Node, line: &str) -> Result<Reply, CommandError> {
         }),
         ("GET", _) => Err(CommandError::Usage("GET key")),
         ("ANNOUNCE", _) => Err(CommandError::Usage("ANNOUNCE endpoint service")),
+        ("MEMBERS", []) => {
+            let members = node.members().await?;
+            let count = members.len().to_string();
+            let mut lines: Vec<_> = members
+                .iter()
+                .map(|m| ("MEMBERS", member_words(m)))
+                .collect();
+            lines.push(("MEMBERS", vec![count]));
+            Ok(Reply::Lines(lines))
+        }
         ("STATUS", []) => Ok(Reply::Line(
             "STATUS",
             vec![node.status().await?.tuples.to_string()],
@@ -402,8 +455,33 @@ async fn run(node: &Node, line: &str) -> Result<Reply, CommandError> {
     }
 }
 
+/// A member as the words of its `MEMBERS` line: id, name, state, incarnation, endpoints and
+/// tags (comma-separated; `-` for none).
+pub(crate) fn member_words(member: &Member) -> Vec<String> {
+    let list = |items: &[String]| {
+        if items.is_empty() {
+            "-".to_owned()
+        } else {
+            items.join(",")
+        }
+    };
+    let name = if member.name.is_empty() {
+        "-".to_owned()
+    } else {
+        member.name.clone()
+    };
+    vec![
+        node_name(member.id),
+        name,
+        member.state.name().to_owned(),
+        member.incarnation.to_string(),
+        list(&member.endpoints),
+        list(&member.tags),
+    ]
+}
+
 fn is_known(verb: &str) -> bool {
-    matches!(verb, "PORT" | "STATUS" | "VERBOSE" | "$TERM")
+    matches!(verb, "PORT" | "STATUS" | "VERBOSE" | "MEMBERS" | "$TERM")
 }
 
 fn usage(verb: &str) -> &'static str {
@@ -411,6 +489,7 @@ fn usage(verb: &str) -> &'static str {
         "PORT" => "PORT",
         "STATUS" => "STATUS [detail]",
         "VERBOSE" => "VERBOSE",
+        "MEMBERS" => "MEMBERS",
         _ => "$TERM",
     }
 }

@@ -8,8 +8,10 @@ pub(super) use super::*;
 pub(super) use crate::wire::DecodeError;
 pub(super) use bytes::Bytes;
 
+mod cluster;
 mod gossip;
 mod leases;
+mod members;
 mod net;
 mod remotes;
 mod sessions;
@@ -76,8 +78,16 @@ pub(super) fn summary(message: &Message) -> String {
             }
             text
         }
-        // Membership messages (§12): the engine sends none yet.
-        other => other.id().name().into(),
+        Message::Members(records) => {
+            let records: Vec<String> = records
+                .iter()
+                .map(|r| format!("{}:{}@{}", r.id, r.state.name(), r.incarnation))
+                .collect();
+            format!("MEMBERS {}", records.join(" "))
+        }
+        Message::Probe(p) if p.answer => format!("PROBE {} answer failed={}", p.target, p.failed),
+        Message::Probe(p) => format!("PROBE {}", p.target),
+        other => other.id().name().to_owned(),
     }
 }
 
@@ -109,7 +119,7 @@ pub(super) fn told(outputs: &[Output]) -> Vec<String> {
             Output::Event(Event::Deliver { key, value }) => Some(format!("DELIVER {key} {value}")),
             Output::Event(Event::Change { key, value }) => Some(format!("CHANGE {key} {value}")),
             Output::Event(Event::Remove { key }) => Some(format!("REMOVE {key}")),
-            Output::Event(Event::Expire { key }) => Some(format!("EXPIRE {key}")),
+            Output::Event(Event::Expire { key, .. }) => Some(format!("EXPIRE {key}")),
             _ => None,
         })
         .collect()

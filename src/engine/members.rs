@@ -1,0 +1,753 @@
+//! The cluster: every node of ours this node has heard of, directly or by gossip (a member),
+//! as `proto/zgp.md` §12 describes. Records spread in MEMBERS: the whole list both ways when a
+//! link between two members opens, then each change once to every linked member but the one it
+//! came from, gathered per gossip interval (the links are few and chosen, not a random sample
+//! of the cluster, so a change floods along them: about two frames per link per change), and
+//! the whole list to one linked member now and then to repair what was lost. A quiet cluster
+//! sends nothing here.
+//!
+//! Failure detection leans on the links: each is probed by its PINGs already. When every link
+//! to a member goes silent, the node asks up to three other linked members whether they still
+//! hear it (PROBE); with no such answer in time it gossips the member as suspect. The member
+//! refutes by raising its incarnation; a suspicion nobody refutes within the suspicion timeout
+//! makes it dead, and its tuples are dropped everywhere unless it is durable. Timeouts stretch
+//! with this node's own lateness (Lifeguard's local health), so a starved node stops accusing
+//! healthy ones.
+
+use super::*;
+use crate::rng::XorShift;
+use crate::wire::{Member, MemberState, Probe};
+
+/// The most members a node keeps; records of new members past it are refused and counted.
+pub const MAX_MEMBERS: usize = 100_000;
+
+/// Limits on what a member record may carry (§12).
+pub const MAX_NAME_BYTES: usize = 64;
+/// All of a record's tags together.
+pub const MAX_TAG_BYTES: usize = 512;
+
+/// Bytes of records per MEMBERS frame: well under the default 64 KiB frame limit, as BATCH.
+const MEMBERS_FRAME_BYTES: usize = 16 * 1024;
+
+/// The highest local health score: timeouts stretch to at most nine times their base.
+const MAX_HEALTH: u32 = 8;
+
+/// Cluster settings. The defaults are memberlist's LAN values where they apply.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This member's name.
+    pub name: String,
+    /// The endpoints other nodes should dial (`advertise`).
+    pub endpoints: Vec<String>,
+    /// `key=value` tags.
+    pub tags: Vec<String>,
+    /// Its tuples outlive it (withdraw-on-stop is off).
+    pub durable: bool,
+    /// When it started, ms since the Unix epoch.
+    pub joined_ms: u64,
+    /// Seeds the choice of gossip targets.
+    pub seed: u64,
+    /// How often changes are gossiped: 200 ms.
+    pub gossip_interval: Duration,
+    /// How often the whole list goes to one linked member, before scaling with N: 30 s.
+    pub push_pull_interval: Duration,
+    /// How long an indirect probe waits for an answer: 500 ms.
+    pub probe_timeout: Duration,
+    /// The unit of the suspicion timeout: 1 s.
+    pub probe_interval: Duration,
+    /// How many other members an indirect probe asks: 3.
+    pub indirect_checks: usize,
+    /// A suspicion lasts this many times log10(N + 1) probe intervals (at least this many): 4.
+    pub suspicion_mult: u32,
+    /// How long a dead or departed member stays listed: an hour.
+    pub forget_after: Duration,
+    /// Learn the members without being one: never send our record, gossip or probe.
+    pub observer: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            name: String::new(),
+            endpoints: Vec::new(),
+            tags: Vec::new(),
+            durable: false,
+            joined_ms: 0,
+            seed: 1,
+            gossip_interval: Duration::from_millis(200),
+            push_pull_interval: Duration::from_secs(30),
+            probe_timeout: Duration::from_millis(500),
+            probe_interval: Duration::from_secs(1),
+            indirect_checks: 3,
+            suspicion_mult: 4,
+            forget_after: Duration::from_secs(3600),
+            observer: false,
+        }
+    }
+}
+
+/// A member as this node knows it.
+#[derive(Debug)]
+pub(super) struct Known {
+    pub(super) record: Member,
+    /// When its record last changed here.
+    pub(super) changed: Instant,
+    /// While suspect: when it becomes dead unless refuted.
+    pub(super) suspect_until: Option<Instant>,
+}
+
+/// An indirect probe under way.
+#[derive(Debug)]
+pub(super) struct Check {
+    target: u64,
+    deadline: Instant,
+    asked: usize,
+    answered: usize,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug)]
+pub(super) struct Cluster {
+    pub(super) config: ClusterConfig,
+    pub(super) me: Member,
+    pub(super) members: IndexMap<u64, Known>,
+    /// Changes still to gossip: member id (ours included), and the link it came on.
+    news: IndexMap<u64, Option<Peer>>,
+    /// Members a link of ours was hearing, and since when we last did: the ones we watch.
+    watched: IndexMap<u64, Instant>,
+    checks: IndexMap<u32, Check>,
+    seq: u32,
+    rng: XorShift,
+    next_gossip: Option<Instant>,
+    /// Set once the first link opens.
+    next_push_pull: Option<Instant>,
+    /// Lifeguard's local health: 0 is healthy.
+    pub(super) health: u32,
+}
+
+impl Cluster {
+    pub(super) fn new(node_id: u64, config: ClusterConfig) -> Self {
+        let me = Member {
+            id: node_id,
+            incarnation: 1,
+            state: MemberState::Alive,
+            durable: config.durable,
+            joined_ms: config.joined_ms,
+            name: config.name.clone(),
+            endpoints: config.endpoints.clone(),
+            tags: config.tags.clone(),
+        };
+        let rng = XorShift::new(config.seed ^ node_id);
+        Cluster {
+            config,
+            me,
+            members: IndexMap::new(),
+            news: IndexMap::new(),
+            watched: IndexMap::new(),
+            checks: IndexMap::new(),
+            seq: 0,
+            rng,
+            next_gossip: None,
+            next_push_pull: None,
+            health: 0,
+        }
+    }
+
+    /// Members known, this one included.
+    fn size(&self) -> usize {
+        self.members.len() + 1
+    }
+
+    /// log10(N + 1), at least 1: how cluster size scales retransmits and suspicions.
+    fn scale(&self) -> u32 {
+        let mut scale = 0;
+        let mut n = self.size() + 1;
+        while n >= 10 {
+            n /= 10;
+            scale += 1;
+        }
+        scale.max(1)
+    }
+
+    /// How long a suspicion lasts here: longer in a bigger cluster and on a late node.
+    fn suspicion_timeout(&self) -> Duration {
+        self.config.probe_interval * (self.config.suspicion_mult * self.scale()) * (1 + self.health)
+    }
+
+    fn probe_timeout(&self) -> Duration {
+        self.config.probe_timeout * (1 + self.health)
+    }
+
+    /// How often the whole list goes out: memberlist's scaling, slower past 32 members.
+    fn push_pull_interval(&self) -> Duration {
+        let n = self.size() as f64;
+        let factor = if n <= 32.0 {
+            1.0
+        } else {
+            (n.log2() - 32f64.log2()).ceil() + 1.0
+        };
+        self.config.push_pull_interval.mul_f64(factor)
+    }
+
+    fn spread(&mut self, id: u64, from: Option<Peer>, now: Instant) {
+        if self.config.observer {
+            return;
+        }
+        self.news.insert(id, from);
+        let due = now + self.config.gossip_interval;
+        self.next_gossip = Some(self.next_gossip.map_or(due, |at| at.min(due)));
+    }
+
+    fn record(&self, id: u64) -> Option<&Member> {
+        if id == self.me.id {
+            Some(&self.me)
+        } else {
+            self.members.get(&id).map(|k| &k.record)
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let suspicions = self.members.values().filter_map(|k| k.suspect_until);
+        let checks = self.checks.values().map(|c| c.deadline);
+        let forgotten = self
+            .members
+            .values()
+            .filter(|k| matches!(k.record.state, MemberState::Dead | MemberState::Left))
+            .map(|k| k.changed + self.config.forget_after);
+        suspicions
+            .chain(checks)
+            .chain(forgotten)
+            .chain(self.next_gossip)
+            .chain(self.next_push_pull)
+            .min()
+    }
+}
+
+/// Whether `message` is one of §12's, which only members send each other.
+pub(super) fn is_membership(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::Members(_)
+            | Message::Join { .. }
+            | Message::Neighbor(_)
+            | Message::Disconnect { .. }
+            | Message::Shuffle { .. }
+            | Message::Probe(_)
+    )
+}
+
+/// Whether a peer's record may be kept: a name, tags and endpoints within the limits.
+fn acceptable(record: &Member) -> bool {
+    record.id != 0
+        && record.name.len() <= MAX_NAME_BYTES
+        && record.name.chars().all(|c| !c.is_control())
+        && record.tags.iter().map(String::len).sum::<usize>() <= MAX_TAG_BYTES
+        && record
+            .endpoints
+            .iter()
+            .all(|e| validate(e, "", usize::MAX).is_ok())
+}
+
+/// The frames that carry `records`, each at most [`MEMBERS_FRAME_BYTES`] of them.
+fn members_frames(records: Vec<Member>) -> Vec<Message> {
+    let mut frames = Vec::new();
+    let mut frame = Vec::new();
+    let mut bytes = 0;
+    for record in records {
+        let weight = 32
+            + record.name.len()
+            + record.endpoints.iter().map(|e| e.len() + 1).sum::<usize>()
+            + record.tags.iter().map(|t| t.len() + 1).sum::<usize>();
+        if bytes + weight > MEMBERS_FRAME_BYTES && !frame.is_empty() {
+            frames.push(Message::Members(std::mem::take(&mut frame)));
+            bytes = 0;
+        }
+        bytes += weight;
+        frame.push(record);
+    }
+    if !frame.is_empty() {
+        frames.push(Message::Members(frame));
+    }
+    frames
+}
+
+impl Engine {
+    /// Every member, this node first (unless it only observes), then by name and id; empty
+    /// unless the cluster layer is on.
+    pub fn members(&self) -> Vec<Member> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        let mut others: Vec<Member> = cluster.members.values().map(|k| k.record.clone()).collect();
+        others.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+        if cluster.config.observer {
+            return others;
+        }
+        let mut all = vec![cluster.me.clone()];
+        all.extend(others);
+        all
+    }
+
+    /// Our links to members: connected, hailed sessions and remotes, with the member's id.
+    pub(super) fn member_links(&self) -> Vec<(Peer, u64)> {
+        let remotes = self.remotes.iter().enumerate().filter_map(|(index, r)| {
+            let node = r.node?;
+            r.connected
+                .then_some((Peer::Remote(RemoteId(index as u32)), node))
+        });
+        let sessions = self.sessions.iter().filter_map(|(client, s)| {
+            let node = s.node?;
+            (s.state == SessionState::Connected).then(|| (Peer::Client(client.clone()), node))
+        });
+        remotes.chain(sessions).collect()
+    }
+
+    pub(super) fn send_to_peer(&mut self, peer: &Peer, message: Message) {
+        let output = match peer {
+            Peer::Client(client) => Output::ToClient(client.clone(), message),
+            Peer::Remote(remote) => Output::ToRemote(*remote, message),
+        };
+        self.outputs.push_back(output);
+    }
+
+    /// A link to a member opened (its hail came): it gets every record we hold.
+    pub(super) fn on_member_link(&mut self, now: Instant, peer: Peer, node: u64) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if cluster.config.observer {
+            return;
+        }
+        cluster.watched.insert(node, now);
+        if cluster.next_push_pull.is_none() {
+            cluster.next_push_pull = Some(now + cluster.push_pull_interval());
+        }
+        let mut records = vec![cluster.me.clone()];
+        records.extend(cluster.members.values().map(|k| k.record.clone()));
+        for frame in members_frames(records) {
+            self.send_to_peer(&peer, frame);
+        }
+    }
+
+    /// A member message came on a link to member `from`.
+    pub(super) fn on_member_message(&mut self, now: Instant, peer: Peer, message: Message) {
+        if self.cluster.is_none() {
+            return;
+        }
+        match message {
+            Message::Members(records) => {
+                for record in records {
+                    self.merge_member(now, record, Some(&peer), "gossip");
+                }
+            }
+            Message::Probe(probe) if !probe.answer => {
+                let failed = !self.hears(now, probe.target, self.config.server_timeout * 2);
+                let answer = Probe {
+                    answer: true,
+                    failed,
+                    ..probe
+                };
+                self.send_to_peer(&peer, Message::Probe(answer));
+            }
+            Message::Probe(answer) => self.on_probe_answer(answer),
+            other => debug!(
+                message = other.id().name(),
+                "membership message not used yet"
+            ),
+        }
+    }
+
+    /// Whether a link of ours heard `node` within `within` (or it is us).
+    fn hears(&self, now: Instant, node: u64, within: Duration) -> bool {
+        if self.cluster.as_ref().is_some_and(|c| c.me.id == node) {
+            return true;
+        }
+        let remotes = self.remotes.iter().any(|r| {
+            r.node == Some(node)
+                && r.connected
+                && now.saturating_duration_since(r.last_heard) < within
+        });
+        remotes
+            || self.sessions.values().any(|s| {
+                s.node == Some(node)
+                    && s.state == SessionState::Connected
+                    && now.saturating_duration_since(s.last_heard) < within
+            })
+    }
+
+    /// Whether a link of ours to `node` is open, heard or not.
+    fn linked(&self, node: u64) -> bool {
+        self.remotes
+            .iter()
+            .any(|r| r.node == Some(node) && r.connected)
+            || (self.sessions.values())
+                .any(|s| s.node == Some(node) && s.state == SessionState::Connected)
+    }
+
+    /// How long a member may go unheard on our links before we ask others about it: a link
+    /// that is gone gets a probe interval to come back (a redial takes well under that); one
+    /// still open but silent gets two server timeouts, so a few heartbeats lost in a row are
+    /// not an accusation. Both stretch with local health.
+    fn unheard_grace(&self, node: u64) -> Duration {
+        let health = self.cluster.as_ref().map_or(0, |c| c.health);
+        let base = if self.linked(node) {
+            self.config.server_timeout * 2
+        } else {
+            self.cluster
+                .as_ref()
+                .map_or(Duration::ZERO, |c| c.config.probe_interval)
+        };
+        base * (1 + health)
+    }
+
+    /// Keeps `record` if it beats the one held; refutes an accusation against us.
+    pub(super) fn merge_member(
+        &mut self,
+        now: Instant,
+        record: Member,
+        from: Option<&Peer>,
+        reason: &str,
+    ) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if record.id == cluster.me.id {
+            let accused = matches!(record.state, MemberState::Suspect | MemberState::Dead);
+            if accused && record.incarnation >= cluster.me.incarnation {
+                cluster.me.incarnation = record.incarnation + 1;
+                cluster.health = (cluster.health + 1).min(MAX_HEALTH);
+                let id = cluster.me.id;
+                cluster.spread(id, None, now);
+                self.stats.refutations += 1;
+                info!(
+                    incarnation = record.incarnation + 1,
+                    "refuting a suspicion of this node"
+                );
+                if record.state == MemberState::Dead {
+                    // Our tuples were dropped where we were taken for dead: they come back
+                    // with new versions.
+                    self.republish_own(now);
+                }
+            }
+            return;
+        }
+        if !acceptable(&record) {
+            self.stats.members_refused += 1;
+            if self.warnings.allow(now, "member refused", &record.id) {
+                warn!(
+                    member = record.id,
+                    "refused a member record over the limits"
+                );
+            }
+            return;
+        }
+        let held = cluster.members.get(&record.id);
+        if held.is_some_and(|k| !record.supersedes(&k.record)) {
+            return;
+        }
+        if held.is_none() && cluster.members.len() >= MAX_MEMBERS {
+            self.stats.members_refused += 1;
+            return;
+        }
+        let was = held.map(|k| k.record.state);
+        let suspect_until =
+            (record.state == MemberState::Suspect).then(|| now + cluster.suspicion_timeout());
+        let (id, state, name) = (record.id, record.state, record.name.clone());
+        let durable = record.durable;
+        cluster.members.insert(
+            id,
+            Known {
+                record,
+                changed: now,
+                suspect_until,
+            },
+        );
+        cluster.spread(id, from.cloned(), now);
+        if was != Some(state) {
+            self.member_event(id, name, state, reason);
+        }
+        if state == MemberState::Dead && was != Some(MemberState::Dead) && !durable {
+            self.drop_tuples_of(now, id);
+        }
+    }
+
+    fn member_event(&mut self, id: u64, name: String, state: MemberState, reason: &str) {
+        debug!(member = id, %name, state = state.name(), reason, "member");
+        self.outputs.push_back(Output::Event(Event::Member {
+            id,
+            name,
+            state,
+            reason: reason.to_owned(),
+        }));
+    }
+
+    /// A dead member's tuples end here, as if their leases ran out, and the application is
+    /// told why.
+    fn drop_tuples_of(&mut self, now: Instant, origin: u64) {
+        for key in self.store.live_from(origin) {
+            self.end_tuple(now, key, ExpireReason::OriginDied);
+        }
+    }
+
+    /// Publishes our own tuples again at new versions (after being taken for dead).
+    fn republish_own(&mut self, now: Instant) {
+        for key in self.store.owned() {
+            self.bump_own(now, &key);
+        }
+    }
+
+    fn on_probe_answer(&mut self, answer: Probe) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let Some(check) = cluster.checks.get_mut(&answer.seq) else {
+            return;
+        };
+        if check.target != answer.target {
+            return;
+        }
+        check.answered += 1;
+        if !answer.failed {
+            // Someone hears it: no suspicion, and this node was not the slow one.
+            let target = check.target;
+            cluster.checks.shift_remove(&answer.seq);
+            cluster.watched.shift_remove(&target);
+            cluster.health = cluster.health.saturating_sub(1);
+        }
+    }
+
+    /// A timeout came `late` after it was due. A node that keeps running late (a starved
+    /// process) raises its local health score, which stretches its own probe and suspicion
+    /// timeouts; one on time lowers it again.
+    pub(super) fn note_lateness(&mut self, late: Duration) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if late > cluster.config.probe_timeout / 2 {
+            cluster.health = (cluster.health + 1).min(MAX_HEALTH);
+        } else if late.is_zero() && cluster.checks.is_empty() {
+            cluster.health = cluster.health.saturating_sub(1);
+        }
+    }
+
+    /// The cluster's part of a timeout: gossip, the whole list now and then, probes of members
+    /// no link hears any more, suspicions that ran out, and the dead forgotten.
+    pub(super) fn cluster_timeout(&mut self, now: Instant) {
+        if self.cluster.as_ref().is_none_or(|c| c.config.observer) {
+            return;
+        }
+        self.watch_links(now);
+        self.end_checks(now);
+        self.end_suspicions(now);
+        self.gossip_news(now);
+        self.push_pull(now);
+        if let Some(cluster) = &mut self.cluster {
+            let forget_after = cluster.config.forget_after;
+            cluster.members.retain(|_, k| {
+                !matches!(k.record.state, MemberState::Dead | MemberState::Left)
+                    || now.saturating_duration_since(k.changed) < forget_after
+            });
+        }
+    }
+
+    /// Notes which members our links hear, and starts an indirect probe of one that every
+    /// link of ours has stopped hearing.
+    fn watch_links(&mut self, now: Instant) {
+        let links = self.member_links();
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let fresh = self.config.suspect_after();
+        let mut heard = Vec::new();
+        let mut lost = Vec::new();
+        for (&node, &last) in &cluster.watched {
+            let alive = cluster
+                .members
+                .get(&node)
+                .is_some_and(|k| k.record.state == MemberState::Alive);
+            if !alive || cluster.checks.values().any(|c| c.target == node) {
+                continue;
+            }
+            if self.hears(now, node, fresh) {
+                heard.push(node);
+            } else if now.saturating_duration_since(last) >= self.unheard_grace(node) {
+                lost.push(node);
+            }
+        }
+        for (_, node) in &links {
+            if self.hears(now, *node, fresh) {
+                heard.push(*node);
+            }
+        }
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        for node in heard {
+            if node != cluster.me.id {
+                cluster.watched.insert(node, now);
+            }
+        }
+        for node in lost {
+            self.start_check(now, node, &links);
+        }
+    }
+
+    fn start_check(&mut self, now: Instant, target: u64, links: &[(Peer, u64)]) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        cluster.seq = cluster.seq.wrapping_add(1);
+        let seq = cluster.seq;
+        let mut helpers: Vec<&Peer> = links
+            .iter()
+            .filter(|(_, node)| *node != target)
+            .map(|(peer, _)| peer)
+            .collect();
+        // A seeded shuffle: which members are asked repeats from the seed.
+        for i in (1..helpers.len()).rev() {
+            let j = (cluster.rng.next_u64() % (i as u64 + 1)) as usize;
+            helpers.swap(i, j);
+        }
+        helpers.truncate(cluster.config.indirect_checks);
+        let helpers: Vec<Peer> = helpers.into_iter().cloned().collect();
+        let deadline = now + cluster.probe_timeout();
+        cluster.checks.insert(
+            seq,
+            Check {
+                target,
+                deadline,
+                asked: helpers.len(),
+                answered: 0,
+            },
+        );
+        debug!(
+            member = target,
+            asked = helpers.len(),
+            "no link hears a member; asking others"
+        );
+        let probe = Probe {
+            answer: false,
+            failed: false,
+            seq,
+            target,
+        };
+        for peer in helpers {
+            self.send_to_peer(&peer, Message::Probe(probe));
+        }
+    }
+
+    /// Probes whose time ran out without anyone hearing the target make it suspect.
+    fn end_checks(&mut self, now: Instant) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let due: Vec<u32> = (cluster.checks.iter())
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(seq, _)| *seq)
+            .collect();
+        let mut suspects = Vec::new();
+        for seq in due {
+            let Some(check) = cluster.checks.shift_remove(&seq) else {
+                continue;
+            };
+            cluster.watched.shift_remove(&check.target);
+            if check.asked > 0 && check.answered == 0 {
+                // Nobody answered at all: perhaps this node is the slow one.
+                cluster.health = (cluster.health + 1).min(MAX_HEALTH);
+            }
+            if let Some(known) = cluster.members.get(&check.target)
+                && known.record.state == MemberState::Alive
+            {
+                let mut record = known.record.clone();
+                record.state = MemberState::Suspect;
+                suspects.push(record);
+            }
+        }
+        for record in suspects {
+            self.stats.suspicions += 1;
+            self.merge_member(now, record, None, "no link hears it");
+        }
+    }
+
+    /// Suspicions nobody refuted in time make their members dead.
+    fn end_suspicions(&mut self, now: Instant) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let dead: Vec<Member> = (cluster.members.values())
+            .filter(|k| k.record.state == MemberState::Suspect)
+            .filter(|k| k.suspect_until.is_some_and(|at| at <= now))
+            .map(|k| Member {
+                state: MemberState::Dead,
+                ..k.record.clone()
+            })
+            .collect();
+        for record in dead {
+            self.merge_member(now, record, None, "suspicion not refuted");
+        }
+    }
+
+    /// Sends the changes gathered since the last interval to every linked member but the one
+    /// each came from (a suspect member included: it must hear the accusation to refute it).
+    fn gossip_news(&mut self, now: Instant) {
+        let links = self.member_links();
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if cluster.next_gossip.is_none_or(|at| at > now) {
+            return;
+        }
+        cluster.next_gossip = None;
+        let news = std::mem::take(&mut cluster.news);
+        let mut sends: Vec<Vec<Member>> = vec![Vec::new(); links.len()];
+        for (id, from) in news {
+            let Some(record) = cluster.record(id) else {
+                continue;
+            };
+            for ((peer, _), send) in links.iter().zip(&mut sends) {
+                if from.as_ref() != Some(peer) {
+                    send.push(record.clone());
+                }
+            }
+        }
+        for ((peer, _), records) in links.iter().zip(sends) {
+            for frame in members_frames(records) {
+                self.send_to_peer(peer, frame);
+            }
+        }
+    }
+
+    /// Now and then, the whole list to one linked member.
+    fn push_pull(&mut self, now: Instant) {
+        let links = self.member_links();
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if cluster.next_push_pull.is_none_or(|at| at > now) {
+            return;
+        }
+        cluster.next_push_pull = Some(now + cluster.push_pull_interval());
+        if links.is_empty() {
+            return;
+        }
+        let pick = (cluster.rng.next_u64() % links.len() as u64) as usize;
+        let Some((peer, node)) = links.get(pick).cloned() else {
+            return;
+        };
+        let _ = cluster.record(node);
+        self.on_member_link(now, peer, node);
+    }
+
+    /// A graceful stop: every linked member hears at once that we left.
+    pub(super) fn leave(&mut self) {
+        let links = self.member_links();
+        let Some(cluster) = self.cluster.as_mut().filter(|c| !c.config.observer) else {
+            return;
+        };
+        cluster.me.state = MemberState::Left;
+        let me = cluster.me.clone();
+        for (peer, _) in links {
+            self.send_to_peer(&peer, Message::Members(vec![me.clone()]));
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The cluster layer across many engines on the harness: members learned through links and
+//! gossip, crashes found and confirmed without false accusations, services dropped with their
+//! dead member, graceful stops told at once. Seeded; each prints its seed.
+
+use super::*;
+use crate::engine::harness::Net;
+use crate::rng::XorShift;
+use crate::wire::MemberState;
+
+fn seed() -> u64 {
+    let seed = std::env::var("ZGOSSIP_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7_001);
+    println!("seed {seed} (ZGOSSIP_SIM_SEED={seed} repeats it)");
+    seed
+}
+
+fn member_config(node: usize) -> EngineConfig {
+    EngineConfig {
+        node_id: node as u64 + 1,
+        server_timeout: ms(1000),
+        cluster: Some(Box::new(ClusterConfig {
+            name: format!("n{node}"),
+            seed: 99,
+            ..ClusterConfig::default()
+        })),
+        ..EngineConfig::default()
+    }
+}
+
+/// `n` members, each after the first dialling `degree` distinct earlier ones.
+fn cluster(seed: u64, n: usize, degree: usize) -> Net {
+    let mut rng = XorShift::new(seed);
+    let mut net = Net::new(seed, ms(2));
+    for node in 0..n {
+        net.add(member_config(node));
+        for server in rng.distinct_below(node, degree) {
+            net.connect(node, server);
+        }
+    }
+    net
+}
+
+/// How `viewer` sees member `id`.
+fn state_of(net: &Net, viewer: usize, id: u64) -> Option<MemberState> {
+    net.engine(viewer)
+        .members()
+        .iter()
+        .find(|m| m.id == id)
+        .map(|m| m.state)
+}
+
+fn knows_all_alive(net: &Net, viewer: usize, n: usize) -> bool {
+    let members = net.engine(viewer).members();
+    members.len() == n && members.iter().all(|m| m.state == MemberState::Alive)
+}
+
+/// Every member event any node was told, as `viewer: id state`.
+fn accusations(net: &Net, n: usize) -> Vec<String> {
+    (0..n)
+        .flat_map(|viewer| {
+            net.events(viewer).iter().filter_map(move |e| match e {
+                Event::Member { id, state, .. }
+                    if matches!(state, MemberState::Suspect | MemberState::Dead) =>
+                {
+                    Some(format!("{viewer}: {id} {}", state.name()))
+                }
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn every_member_learns_every_other_through_sparse_links() {
+    let seed = seed();
+    let n = 200;
+    let mut net = cluster(seed, n, 2);
+    assert!(
+        net.run_until(Duration::from_secs(20), |net| (0..n)
+            .all(|v| knows_all_alive(net, v, n))),
+        "seed {seed}: member lists incomplete after 20 s"
+    );
+    println!("all {n} member lists complete after {:?}", net.elapsed());
+    // A quiet cluster sends no membership traffic: only heartbeats flow.
+    net.run_for(Duration::from_secs(5));
+    let before = net.frames();
+    net.run_for(Duration::from_secs(10));
+    let per_node_per_s = (net.frames() - before) as f64 / n as f64 / 10.0;
+    println!("{per_node_per_s:.1} frames per node per second while quiet");
+    assert!(
+        accusations(&net, n).is_empty(),
+        "{:?}",
+        accusations(&net, n)
+    );
+}
+
+#[test]
+fn a_crashed_member_is_found_dead_everywhere_and_its_services_go_with_it() {
+    let seed = seed();
+    let n = 40;
+    let mut net = cluster(seed, n, 3);
+    net.publish(5, "tcp://10.0.0.5:1", "orders", None);
+    net.publish(6, "tcp://10.0.0.6:1", "billing", None);
+    assert!(net.run_until(Duration::from_secs(20), |net| {
+        (0..n).all(|v| knows_all_alive(net, v, n) && net.engine(v).store().len() == 2)
+    }));
+    for v in 0..n {
+        net.take_events(v);
+    }
+    net.kill(5);
+    let crashed = 6; // node 5's id
+    let survivors: Vec<usize> = (0..n).filter(|&v| v != 5).collect();
+    let done = |net: &Net| {
+        survivors.iter().all(|&v| {
+            state_of(net, v, crashed) == Some(MemberState::Dead) && net.engine(v).store().len() == 1
+        })
+    };
+    assert!(
+        net.run_until(Duration::from_secs(30), done),
+        "seed {seed}: not every survivor found node 5 dead within 30 s"
+    );
+    println!("node 5 dead everywhere after {:?}", net.elapsed());
+    // Nobody else was accused, and every survivor was told why the service went.
+    let wrongly: Vec<String> = accusations(&net, n)
+        .into_iter()
+        .filter(|a| {
+            !a.ends_with(&format!(": {crashed} suspect"))
+                && !a.ends_with(&format!(": {crashed} dead"))
+        })
+        .collect();
+    assert!(
+        wrongly.is_empty(),
+        "seed {seed}: false accusations {wrongly:?}"
+    );
+    for &v in &survivors {
+        assert!(
+            net.events(v).iter().any(|e| matches!(
+                e,
+                Event::Expire { key, reason: ExpireReason::OriginDied } if &**key == "tcp://10.0.0.5:1"
+            )),
+            "node {v} was not told the service went with its node"
+        );
+    }
+}
+
+#[test]
+fn a_graceful_stop_is_left_everywhere_within_a_few_gossip_rounds() {
+    let seed = seed();
+    let n = 30;
+    let mut net = cluster(seed, n, 3);
+    assert!(net.run_until(Duration::from_secs(20), |net| {
+        (0..n).all(|v| knows_all_alive(net, v, n))
+    }));
+    let start = net.elapsed();
+    net.stop(7);
+    assert!(
+        net.run_until(Duration::from_secs(5), |net| {
+            (0..n)
+                .filter(|&v| v != 7)
+                .all(|v| state_of(net, v, 8) == Some(MemberState::Left))
+        }),
+        "seed {seed}: node 7's leave did not reach everyone"
+    );
+    println!("left everywhere {:?} after the stop", net.elapsed() - start);
+    assert!(
+        accusations(&net, n).is_empty(),
+        "{:?}",
+        accusations(&net, n)
+    );
+}
+
+#[test]
+fn five_percent_loss_for_ten_minutes_accuses_no_live_member_of_death() {
+    let seed = seed();
+    let n = 30;
+    let mut net = cluster(seed, n, 3);
+    assert!(net.run_until(Duration::from_secs(20), |net| {
+        (0..n).all(|v| knows_all_alive(net, v, n))
+    }));
+    net.set_loss(0.05);
+    net.set_jitter(ms(50));
+    net.run_for(Duration::from_secs(600));
+    let accused = accusations(&net, n);
+    let deaths: Vec<&String> = accused.iter().filter(|a| a.ends_with("dead")).collect();
+    println!("suspicions and deaths over 10 minutes: {}", accused.len());
+    assert!(
+        deaths.is_empty(),
+        "seed {seed}: live members declared dead: {deaths:?}"
+    );
+    net.set_loss(0.0);
+    assert!(net.run_until(Duration::from_secs(30), |net| {
+        (0..n).all(|v| knows_all_alive(net, v, n))
+    }));
+}

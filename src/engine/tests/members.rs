@@ -1,0 +1,306 @@
+//! The cluster layer on one engine: records merged by incarnation and state, accusations
+//! refuted, dead members' tuples dropped, and a graceful stop told at once.
+
+use super::*;
+use crate::wire::{Member, MemberState};
+
+fn member_engine(node_id: u64) -> Engine {
+    Engine::new(EngineConfig {
+        node_id,
+        server_timeout: ms(1000),
+        cluster: Some(Box::new(ClusterConfig {
+            name: format!("n{node_id}"),
+            ..ClusterConfig::default()
+        })),
+        ..EngineConfig::default()
+    })
+}
+
+fn record(id: u64, incarnation: u64, state: MemberState) -> Member {
+    Member {
+        id,
+        incarnation,
+        state,
+        durable: false,
+        joined_ms: 0,
+        name: format!("n{id}"),
+        endpoints: vec![format!("tcp://10.0.0.{id}:5670")],
+        tags: vec!["zone=eu1".into()],
+    }
+}
+
+/// Client `c`, node `node`, says a hailed HELLO (a member link opens) and sends its record.
+fn link(e: &mut Engine, now: Instant, c: u8, node: u64) -> Vec<Output> {
+    e.handle_client_message(now, client(c), Message::Hello(hail_of(node)));
+    let record = record(node, 1, MemberState::Alive);
+    e.handle_client_message(now, client(c), Message::Members(vec![record]));
+    drain(e)
+}
+
+fn member_events(outputs: &[Output]) -> Vec<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::Member { id, state, .. }) => {
+                Some(format!("{id} {}", state.name()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn states(e: &Engine) -> Vec<String> {
+    e.members()
+        .iter()
+        .map(|m| format!("{} {}@{}", m.id, m.state.name(), m.incarnation))
+        .collect()
+}
+
+#[test]
+fn a_new_member_link_gets_every_record_and_a_plain_client_gets_none() {
+    let now = t0();
+    let mut e = member_engine(1);
+    let out = link(&mut e, now, 1, 7);
+    assert!(to_client(&out, &client(1)).contains(&"MEMBERS 1:alive@1".to_owned()));
+    // A client that never hails (CZMQ's) is not a member and is sent nothing of this.
+    e.handle_client_message(now, client(2), hello());
+    let out = drain(&mut e);
+    assert!(
+        to_client(&out, &client(2))
+            .iter()
+            .all(|m| !m.starts_with("MEMBERS"))
+    );
+    // Nor may it send membership messages.
+    e.handle_client_message(
+        now,
+        client(2),
+        Message::Members(vec![record(9, 1, MemberState::Alive)]),
+    );
+    assert_eq!(to_client(&drain(&mut e), &client(2)), ["INVALID"]);
+    assert_eq!(states(&e), ["1 alive@1", "7 alive@1"]);
+}
+
+#[test]
+fn records_merge_by_incarnation_then_state_and_changes_are_told() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    let send = |e: &mut Engine, records: Vec<Member>| {
+        e.handle_client_message(now, client(1), Message::Members(records));
+        member_events(&drain(e))
+    };
+    assert_eq!(
+        send(&mut e, vec![record(3, 5, MemberState::Alive)]),
+        ["3 alive"]
+    );
+    // An older incarnation, or the same record again, changes nothing.
+    assert!(send(&mut e, vec![record(3, 4, MemberState::Dead)]).is_empty());
+    assert!(send(&mut e, vec![record(3, 5, MemberState::Alive)]).is_empty());
+    // Same incarnation, later state: suspect wins over alive, and alive at the next wins over it.
+    assert_eq!(
+        send(&mut e, vec![record(3, 5, MemberState::Suspect)]),
+        ["3 suspect"]
+    );
+    assert_eq!(
+        send(&mut e, vec![record(3, 6, MemberState::Alive)]),
+        ["3 alive"]
+    );
+    assert_eq!(states(&e), ["1 alive@1", "2 alive@1", "3 alive@6"]);
+}
+
+#[test]
+fn an_accused_member_refutes_with_a_higher_incarnation() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    e.handle_client_message(
+        now,
+        client(1),
+        Message::Members(vec![record(1, 1, MemberState::Suspect)]),
+    );
+    drain(&mut e);
+    assert_eq!(states(&e), ["1 alive@2", "2 alive@1"]);
+    assert_eq!(e.stats().refutations, 1);
+    // The refutation is gossiped at the next interval.
+    e.handle_timeout(now + ms(200));
+    let out = drain(&mut e);
+    assert!(
+        to_client(&out, &client(1))
+            .iter()
+            .any(|m| m.contains("1:alive@2")),
+        "{:?}",
+        to_client(&out, &client(1))
+    );
+}
+
+#[test]
+fn a_dead_member_takes_its_tuples_with_it_unless_durable() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    let mut durable = record(4, 1, MemberState::Alive);
+    durable.durable = true;
+    e.handle_client_message(
+        now,
+        client(1),
+        Message::Members(vec![record(3, 1, MemberState::Alive), durable]),
+    );
+    e.handle_client_message(
+        now,
+        client(1),
+        stamped("tcp://10.0.0.3:1", "orders", 0, 10, 3, 0),
+    );
+    e.handle_client_message(
+        now,
+        client(1),
+        stamped("tcp://10.0.0.4:1", "config", 0, 10, 4, 0),
+    );
+    e.handle_client_message(
+        now,
+        client(1),
+        stamped("tcp://10.0.0.9:1", "czmq", 0, 0, 0, 0),
+    );
+    drain(&mut e);
+    let mut dead = record(4, 1, MemberState::Dead);
+    dead.durable = true;
+    e.handle_client_message(
+        now,
+        client(1),
+        Message::Members(vec![record(3, 1, MemberState::Dead), dead]),
+    );
+    let out = drain(&mut e);
+    assert_eq!(member_events(&out), ["3 dead", "4 dead"]);
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::Expire { key, reason: ExpireReason::OriginDied }) if &**key == "tcp://10.0.0.3:1"
+    )));
+    assert_eq!(told(&out), ["EXPIRE tcp://10.0.0.3:1"]);
+    // The copy cannot come back from a node that has not heard yet.
+    e.handle_client_message(
+        now,
+        client(1),
+        stamped("tcp://10.0.0.3:1", "orders", 0, 10, 3, 0),
+    );
+    assert!(told(&drain(&mut e)).is_empty());
+    assert_eq!(e.store().len(), 2);
+}
+
+#[test]
+fn a_member_no_link_hears_is_probed_then_suspected_then_dead() {
+    let now = t0();
+    let mut e = member_engine(1);
+    // Two members linked: node 2 (client 1) and node 3 (client 2).
+    link(&mut e, now, 1, 2);
+    link(&mut e, now, 2, 3);
+    let ping = |e: &mut Engine, at: Instant, c: u8, node: u64| {
+        e.handle_client_message(at, client(c), Message::Ping(hail_of(node)));
+    };
+    // Node 3 keeps pinging; node 2 goes quiet.
+    let mut at = now;
+    let mut probes = Vec::new();
+    while at < now + ms(3000) {
+        at += ms(100);
+        ping(&mut e, at, 2, 3);
+        e.handle_timeout(at);
+        let out = drain(&mut e);
+        probes.extend(
+            to_client(&out, &client(2))
+                .into_iter()
+                .filter(|m| m.starts_with("PROBE")),
+        );
+        // Node 3 answers that it does not hear node 2 either.
+        for o in &out {
+            if let Output::ToClient(_, Message::Probe(p)) = o {
+                let nack = crate::wire::Probe {
+                    answer: true,
+                    failed: true,
+                    ..*p
+                };
+                e.handle_client_message(at, client(2), Message::Probe(nack));
+            }
+        }
+    }
+    assert_eq!(
+        probes,
+        ["PROBE 2"],
+        "node 3 is asked once whether it hears node 2"
+    );
+    // Nobody hears it: suspect (its link gone a second, then half a second of asking), and
+    // after the suspicion timeout (4 s here), dead.
+    let suspect = states(&e);
+    assert!(suspect.contains(&"2 suspect@1".to_owned()), "{suspect:?}");
+    while at < now + ms(9000) {
+        at += ms(100);
+        ping(&mut e, at, 2, 3);
+        e.handle_timeout(at);
+        drain(&mut e);
+    }
+    assert!(
+        states(&e).contains(&"2 dead@1".to_owned()),
+        "{:?}",
+        states(&e)
+    );
+    assert!(states(&e).contains(&"3 alive@1".to_owned()));
+    assert_eq!(e.stats().suspicions, 1);
+}
+
+#[test]
+fn a_probe_answered_by_someone_who_hears_the_member_clears_it() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    link(&mut e, now, 2, 3);
+    let mut at = now;
+    let mut answered = false;
+    while at < now + ms(3000) {
+        at += ms(100);
+        e.handle_client_message(at, client(2), Message::Ping(hail_of(3)));
+        e.handle_timeout(at);
+        let out = drain(&mut e);
+        for m in to_client(&out, &client(2)) {
+            if let Some(rest) = m.strip_prefix("PROBE ")
+                && !answered
+            {
+                assert_eq!(rest, "2");
+                // Node 3 still hears node 2 (our link to it is what failed).
+                let seq = out.iter().find_map(|o| match o {
+                    Output::ToClient(_, Message::Probe(p)) => Some(p.seq),
+                    _ => None,
+                });
+                e.handle_client_message(
+                    at,
+                    client(2),
+                    Message::Probe(crate::wire::Probe {
+                        answer: true,
+                        failed: false,
+                        seq: seq.unwrap(),
+                        target: 2,
+                    }),
+                );
+                answered = true;
+            }
+        }
+    }
+    assert!(answered);
+    assert!(
+        states(&e).contains(&"2 alive@1".to_owned()),
+        "{:?}",
+        states(&e)
+    );
+    assert_eq!(e.stats().suspicions, 0);
+}
+
+#[test]
+fn a_graceful_stop_tells_every_member_link_we_left() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    e.goodbye(now);
+    let out = drain(&mut e);
+    let to = to_client(&out, &client(1));
+    assert_eq!(
+        to.first().map(String::as_str),
+        Some("MEMBERS 1:left@1"),
+        "{to:?}"
+    );
+}
