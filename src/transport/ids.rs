@@ -189,10 +189,9 @@ impl ClientIds {
     }
 }
 
-/// The engine's id for the `n`th client this node has seen. (The engine still names the
-/// transports in its ids; the number goes in the variant that holds one.)
+/// The engine's id for the `n`th client this node has seen.
 fn client_id(n: u64) -> ClientId {
-    ClientId::Inproc(n)
+    ClientId(n)
 }
 
 #[cfg(test)]
@@ -217,6 +216,7 @@ mod tests {
         assert_eq!(ids.remove(&a), Some(a.clone()));
         let again = ids.heard_zmq(routing_id(1), &mut forgotten);
         assert!(again != a && again != b);
+        assert_eq!(again.to_string(), "client:3");
         assert!(forgotten.is_empty());
     }
 
