@@ -58,7 +58,8 @@
 //! # Layout
 //! A message's path, outside in:
 //! - `transport`: bytes on and off the network: tcp/ipc over libzmq sockets, and `inproc://`,
-//!   this project's own in-process transport.
+//!   this project's own in-process transport, behind one facade (`Transports`) that names
+//!   peers for the engine and holds the policy and byte budgets common to both.
 //! - [`wire`]: ZGP v1 frames ↔ [`wire::Message`]. No I/O.
 //! - `engine`: the node as a sans-IO state machine: tuple store, server sessions, remotes,
 //!   heartbeats, and resyncs streamed a slice at a time as the peer reads. Inputs carry `now`;

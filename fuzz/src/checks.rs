@@ -312,13 +312,7 @@ fn through_the_wire(message: &Message) -> Option<Result<Message, String>> {
 }
 
 fn client_id(n: u8) -> ClientId {
-    let n = n % CLIENTS;
-    // Both kinds of id, as the tcp/ipc and inproc transports make them.
-    if n.is_multiple_of(2) {
-        ClientId::Zmq(Bytes::from(vec![0, 0x80, n]))
-    } else {
-        ClientId::Inproc(u64::from(n))
-    }
+    ClientId(u64::from(n % CLIENTS))
 }
 
 fn remote_id(n: u8) -> RemoteId {
@@ -327,7 +321,7 @@ fn remote_id(n: u8) -> RemoteId {
 
 /// The innocent client: it only says HELLO (when it has no session) and PING (every step).
 fn innocent_id() -> ClientId {
-    ClientId::Inproc(u64::MAX)
+    ClientId(u64::MAX)
 }
 
 /// Runs the engine on the steps read from `data`, checking it after every step.

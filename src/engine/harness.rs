@@ -422,7 +422,7 @@ impl Net {
                     self.dial(link, REDIAL);
                     return;
                 }
-                let client = ClientId::Inproc(self.next_client);
+                let client = ClientId(self.next_client);
                 self.next_client += 1;
                 if let Some(l) = self.links.get_mut(link) {
                     l.client = Some(client);

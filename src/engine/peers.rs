@@ -5,26 +5,14 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-/// A client of one of our listeners, named by its transport.
+/// A client of one of our listeners: an opaque number the transports give each connection
+/// (they keep which socket it is), unique in the node's life and never reused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ClientId {
-    /// A ZeroMQ ROUTER routing id (tcp and ipc).
-    Zmq(Bytes),
-    /// An in-process connection number.
-    Inproc(u64),
-}
+pub struct ClientId(pub u64);
 
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Zmq(routing_id) => {
-                f.write_str("zmq:")?;
-                routing_id.iter().try_for_each(|b| write!(f, "{b:02x}"))
-            }
-            Self::Inproc(n) => write!(f, "inproc:{n}"),
-        }
+        write!(f, "client:{}", self.0)
     }
 }
 

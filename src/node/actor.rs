@@ -1,23 +1,21 @@
 //! The actor: one tokio task that owns the engine and the transports. It turns commands from
-//! handles and frames from transports into engine inputs, carries out the engine's outputs, and
-//! sleeps until the engine's next deadline. Nothing else touches the engine.
+//! handles and what the transports report into engine inputs, carries out the engine's outputs,
+//! and sleeps until the engine's next deadline. Nothing else touches the engine.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::batch::{Batches, Dest};
 use super::{Command, Config, ConfigError, Error, Event, Status, TupleInfo, parse_duration};
 use crate::engine::{ClientId, Engine, EngineConfig, Output, Peer, RemoteId, node_name};
 use crate::transport::curve::CurveKey;
-use crate::transport::inproc::{Inproc, Sent};
-use crate::transport::zmq::{Answer, ZmqIo};
-use crate::transport::{Endpoint, FrameError, Incoming};
+use crate::transport::{Endpoint, FrameError, Incoming, Transports};
 use crate::wire::{EncodeError, Message};
 
 /// Work done in one go before the engine's outputs are sent: a frame counts one, a BATCH one per
@@ -32,22 +30,17 @@ const RESYNC_SLICE: usize = 128 * 1024;
 /// at once are served a few slices at a time, between other peers' PINGs.
 const RESYNC_PASS: usize = 4 * RESYNC_SLICE;
 
-/// Which transport carries a remote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Zmq,
-    Inproc,
-}
+/// tcp/ipc client ids kept per session the engine may hold (and at least [`MIN_CLIENT_IDS`]):
+/// libzmq does not say when a client hangs up, so ids past that are forgotten longest idle
+/// first, and a client still there is only forgotten once that many others spoke since.
+const CLIENT_IDS_PER_SESSION: usize = 2;
+const MIN_CLIENT_IDS: usize = 1024;
 
 pub(super) struct Actor {
     config: Config,
     engine: Engine,
     commands: mpsc::Receiver<Command>,
-    inproc: Inproc,
-    zmq: Option<ZmqIo>,
-    /// Frames the I/O thread delivered while the actor waited on it for a bind or connect.
-    zmq_backlog: VecDeque<Incoming>,
-    routes: Vec<Route>,
+    transports: Transports,
     events: Option<broadcast::Sender<Event>>,
     port: i32,
     verbose: bool,
@@ -71,17 +64,24 @@ impl Actor {
         let node_id = config.node_id.unwrap_or_else(super::random_node_id);
         let label = config.name.clone().unwrap_or_else(|| node_name(node_id));
         let batches = Batches::new(config.max_message_bytes);
+        let max_sessions = super::fds::sessions_within_limit(config.max_sessions);
+        let transports = Transports::new(
+            config.limits(),
+            config.budget(),
+            &label,
+            config.faults(),
+            max_sessions
+                .saturating_mul(CLIENT_IDS_PER_SESSION)
+                .max(MIN_CLIENT_IDS),
+        );
         Self {
             engine: Engine::new(EngineConfig {
-                max_sessions: super::fds::sessions_within_limit(config.max_sessions),
+                max_sessions,
                 ..config.engine(node_id)
             }),
-            inproc: Inproc::new(config.limits(), &label, config.faults()),
+            transports,
             config,
             commands,
-            zmq: None,
-            zmq_backlog: VecDeque::new(),
-            routes: Vec::new(),
             events: None,
             port: 0,
             verbose: false,
@@ -137,22 +137,12 @@ impl Actor {
                         None => break None,
                     },
                     // One clock reading per batch: a batch takes well under a millisecond.
-                    event = self.inproc.recv() => {
+                    incoming = self.transports.recv() => {
                         let now = now();
-                        let incoming = self.inproc.handle(event);
                         let mut done = self.on_incoming(now, incoming);
                         while done < INCOMING_BATCH {
-                            let Some(event) = self.inproc.try_recv() else { break };
-                            let incoming = self.inproc.handle(event);
+                            let Some(incoming) = self.transports.try_recv() else { break };
                             done += self.on_incoming(now, incoming);
-                        }
-                    }
-                    incoming = next_zmq(&mut self.zmq, &mut self.zmq_backlog) => {
-                        let now = now();
-                        let mut done = self.on_incoming(now, Some(incoming));
-                        while done < INCOMING_BATCH {
-                            let Some(incoming) = self.zmq_backlog.pop_front().or_else(|| self.zmq.as_mut()?.try_recv()) else { break };
-                            done += self.on_incoming(now, Some(incoming));
                         }
                     }
                     () = sleep_until(deadline) => {
@@ -168,12 +158,7 @@ impl Actor {
 
     async fn stop(self, terminate: Option<oneshot::Sender<()>>) {
         debug!("stopping");
-        let Actor { inproc, zmq, .. } = self;
-        // Dropping the inproc transport unbinds our names and tells our peers.
-        drop(inproc);
-        if let Some(thread) = zmq.and_then(ZmqIo::shutdown) {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        self.transports.shutdown().await;
         if let Some(reply) = terminate {
             let _ = reply.send(());
         }
@@ -229,8 +214,9 @@ impl Actor {
                     remotes_synced: self.engine.remotes_synced(),
                     node_id: self.engine.config().node_id,
                     stats: self.engine.stats().clone(),
-                    curve_refused: self.zmq.as_ref().map_or(0, ZmqIo::curve_refused),
-                    handshakes_failed: self.zmq.as_ref().map_or(0, ZmqIo::handshakes_failed),
+                    curve_refused: self.transports.curve_refused(),
+                    handshakes_failed: self.transports.handshakes_failed(),
+                    transport_failure: self.transports.failure().map(str::to_owned),
                 });
             }
             Command::Port { reply } => {
@@ -266,18 +252,17 @@ impl Actor {
                 // Handled by the loop; kept here so the match is complete.
                 let _ = reply.send(());
             }
+            #[cfg(any(test, feature = "sim"))]
+            Command::FailIoThread { reply } => {
+                let _ = reply.send(self.transports.fail_io_thread().map_err(Error::from));
+            }
         }
     }
 
     async fn bind(&mut self, endpoint: &str) -> Result<String, Error> {
-        let result = match Endpoint::parse(endpoint)? {
-            Endpoint::Inproc(name) => self.inproc.bind(&name).map(|()| endpoint.to_owned()),
-            Endpoint::Zmq(endpoint) => {
-                let curve = self.config.curve_server();
-                let answer = self.zmq()?.bind(&endpoint, curve)?;
-                wait_on_io(answer, &mut self.zmq_backlog, &mut self.zmq).await
-            }
-        };
+        let parsed = Endpoint::parse(endpoint)?;
+        let curve = self.config.curve_server().filter(|_| !parsed.is_inproc());
+        let result = self.transports.bind(&parsed, curve).await;
         match &result {
             Ok(bound) => {
                 self.port = port_of(bound);
@@ -295,21 +280,12 @@ impl Actor {
         let parsed = Endpoint::parse(endpoint)?;
         // Checked before the remote exists, so a refusal leaves nothing behind.
         let curve = self.config.curve_client(&parsed, server_key)?;
+        self.transports.check(&parsed)?;
         let remote = self.engine.add_remote(now(), endpoint)?;
-        match parsed {
-            Endpoint::Inproc(name) => {
-                self.routes.push(Route::Inproc);
-                if self.inproc.connect(remote, &name) {
-                    self.engine.handle_remote_connected(now(), remote);
-                }
-            }
-            Endpoint::Zmq(endpoint) => {
-                // The route first, so remote ids and routes stay aligned even if libzmq refuses.
-                self.routes.push(Route::Zmq);
-                let answer = self.zmq()?.connect(remote, &endpoint, curve)?;
-                wait_on_io(answer, &mut self.zmq_backlog, &mut self.zmq).await?;
-            }
-        }
+        let result = self.transports.connect(remote, &parsed, curve).await;
+        // A connection made on the spot counts even if a later step failed.
+        self.take_ready();
+        result?;
         info!(endpoint, "connecting");
         Ok(())
     }
@@ -369,29 +345,24 @@ impl Actor {
         Ok(())
     }
 
-    /// The I/O thread, started the first time a tcp or ipc endpoint is used.
-    fn zmq(&mut self) -> Result<&ZmqIo, Error> {
-        if self.zmq.is_none() {
-            let name = self.config.name.clone().unwrap_or_default();
-            self.zmq = Some(ZmqIo::start(self.config.limits(), &name)?);
-        }
-        self.zmq.as_ref().ok_or(Error::Stopped)
-    }
-
     /// Hands one transport event to the engine and carries out what it asked for, except that
     /// PUBLISHes for peers that read BATCH wait for the end of the pass; returns the event's
     /// weight in [`INCOMING_BATCH`]. Dispatching per event keeps the engine's output queue at
     /// one message's worth instead of a whole pass's.
-    fn on_incoming(&mut self, now: Instant, incoming: Option<Incoming>) -> usize {
+    fn on_incoming(&mut self, now: Instant, incoming: Incoming) -> usize {
         let weight = self.take_incoming(now, incoming);
         self.dispatch();
         weight
     }
 
-    fn take_incoming(&mut self, now: Instant, incoming: Option<Incoming>) -> usize {
-        let Some(incoming) = incoming else {
-            return 1;
-        };
+    /// Hands the engine what the transports had to say at once after a call.
+    fn take_ready(&mut self) {
+        while let Some(incoming) = self.transports.ready() {
+            self.take_incoming(now(), incoming);
+        }
+    }
+
+    fn take_incoming(&mut self, now: Instant, incoming: Incoming) -> usize {
         let weight = |message: &Message| match message {
             Message::Batch(entries) => entries.len().max(1),
             _ => 1,
@@ -407,13 +378,21 @@ impl Actor {
                 }
                 Some(Err(error)) => self.engine.handle_client_malformed(now, client, &error),
             },
-            Incoming::ClientGone(client) => self.engine.handle_client_gone(&client),
-            Incoming::ClientOverflow(client) => self.engine.handle_client_overflow(now, &client),
+            Incoming::ClientGone(client) => {
+                self.engine.handle_client_gone(&client);
+                // What it was sent is moot: no Drained comes for a connection that is gone.
+                self.awaiting_drain.remove(&Peer::Client(client));
+            }
+            Incoming::Overflow(Peer::Client(client)) => {
+                self.engine.handle_client_overflow(now, &client)
+            }
+            Incoming::Overflow(Peer::Remote(remote)) => {
+                self.engine.handle_remote_overflow(now, remote)
+            }
             Incoming::RemoteConnected(remote) => self.engine.handle_remote_connected(now, remote),
             Incoming::RemoteDisconnected(remote) => {
                 self.engine.handle_remote_disconnected(now, remote)
             }
-            Incoming::RemoteOverflow(remote) => self.engine.handle_remote_overflow(now, remote),
             Incoming::RemoteUnreachable(remote, cause) => {
                 self.engine.handle_remote_unreachable(remote, cause);
             }
@@ -430,6 +409,11 @@ impl Actor {
                 }
                 Some(Err(error)) => self.engine.handle_remote_malformed(now, remote, &error),
             },
+            Incoming::Stopped(why) => {
+                // Its peers are reported gone next; the node goes on over inproc.
+                error!(%why, "the tcp/ipc transport stopped: tcp and ipc peers are lost, and tcp/ipc binds and connects fail until the node restarts");
+                self.awaiting_drain.clear();
+            }
         }
         1
     }
@@ -460,7 +444,8 @@ impl Actor {
                 Output::ToRemote(remote, message) => self.send_to_remote(remote, &message),
                 Output::Redial(remote) => {
                     self.release(&Dest::Remote(remote));
-                    self.redial(remote);
+                    self.transports.redial(remote);
+                    self.take_ready();
                 }
                 Output::Event(event) => self.tell(event),
             }
@@ -486,26 +471,17 @@ impl Actor {
                 self.more_resyncs = true;
                 return;
             }
-            let zmq = self.is_zmq(&peer);
+            let paced = self.transports.paced(&peer);
             budget = budget.saturating_sub(RESYNC_SLICE);
-            let slice = if zmq { RESYNC_SLICE } else { usize::MAX };
+            let slice = if paced { RESYNC_SLICE } else { usize::MAX };
             let done = self.engine.resync_step(now, &peer, slice);
             self.dispatch();
-            if zmq && !done {
+            if paced && !done {
                 self.release(&peer);
-                if let Some(io) = &self.zmq {
-                    io.mark(peer.clone());
+                if self.transports.mark(&peer) {
                     self.awaiting_drain.insert(peer);
                 }
             }
-        }
-    }
-
-    /// Whether `peer` is carried by libzmq.
-    fn is_zmq(&self, peer: &Peer) -> bool {
-        match peer {
-            Peer::Client(client) => matches!(client, ClientId::Zmq(_)),
-            Peer::Remote(remote) => self.routes.get(remote.0 as usize) == Some(&Route::Zmq),
         }
     }
 
@@ -537,11 +513,10 @@ impl Actor {
         }
     }
 
+    /// Hands a frame to the transports; a peer gone or not reading is the engine's news now.
     fn deliver(&mut self, dest: Dest, frame: Bytes) {
-        match dest {
-            Dest::Client(client) => self.deliver_to_client(client, frame),
-            Dest::Remote(remote) => self.deliver_to_remote(remote, frame),
-        }
+        self.transports.send(&dest, frame);
+        self.take_ready();
     }
 
     /// A message's frame; a PUBLISH that is the same copy as the last one reuses its frame.
@@ -576,76 +551,16 @@ impl Actor {
         self.send(Dest::Remote(remote), message);
     }
 
-    fn deliver_to_client(&mut self, client: ClientId, frame: Bytes) {
-        match &client {
-            ClientId::Inproc(n) => match self.inproc.send_to_client(*n, frame) {
-                Sent::Queued => {}
-                Sent::NotConnected => self.engine.handle_client_gone(&client),
-                Sent::Overflow => self.engine.handle_client_overflow(now(), &client),
-            },
-            ClientId::Zmq(routing_id) => {
-                let sent = self
-                    .zmq
-                    .as_ref()
-                    .map(|io| io.send_to_client(routing_id.clone(), frame));
-                if let Some(Err(_)) = sent {
-                    self.engine.handle_client_overflow(now(), &client);
-                }
-            }
-        }
-    }
-
-    fn deliver_to_remote(&mut self, remote: RemoteId, frame: Bytes) {
-        match self.routes.get(remote.0 as usize) {
-            Some(Route::Inproc) => match self.inproc.send_to_server(remote, frame) {
-                Sent::Queued | Sent::NotConnected => {}
-                Sent::Overflow => self.server_not_reading(remote),
-            },
-            Some(Route::Zmq) => {
-                let sent = self.zmq.as_ref().map(|io| io.send_to_server(remote, frame));
-                if let Some(Err(_)) = sent {
-                    self.server_not_reading(remote);
-                }
-            }
-            None => {}
-        }
-    }
-
-    /// A server's link had no room for what we sent: the connection goes, and a new one
-    /// resyncs.
-    fn server_not_reading(&mut self, remote: RemoteId) {
-        warn!(
-            endpoint = self.engine.remote_endpoint(remote),
-            "server is not reading; reconnecting"
-        );
-        self.engine.handle_remote_overflow(now(), remote);
-        self.redial(remote);
-    }
-
     /// In-process peers that are there (and reachable, under a fault plan) are busy, not
     /// silent: a peer that goes away says so. Without this, thousands of nodes sharing a few
     /// cores take each other's turns for silence, and the resyncs that follow add to the load
     /// that caused them.
     fn excuse_reachable_peers(&mut self, now: Instant) {
-        for remote in self.inproc.reachable_remotes() {
-            self.engine.handle_remote_reachable(now, remote);
-        }
-        for client in self.inproc.reachable_clients() {
-            self.engine.handle_client_reachable(now, &client);
-        }
-    }
-
-    fn redial(&mut self, remote: RemoteId) {
-        match self.routes.get(remote.0 as usize) {
-            Some(Route::Inproc) if self.inproc.redial(remote) => {
-                self.engine.handle_remote_connected(now(), remote);
+        for peer in self.transports.reachable() {
+            match peer {
+                Peer::Remote(remote) => self.engine.handle_remote_reachable(now, remote),
+                Peer::Client(client) => self.engine.handle_client_reachable(now, &client),
             }
-            Some(Route::Zmq) => {
-                if let Some(zmq) = &self.zmq {
-                    zmq.redial(remote);
-                }
-            }
-            _ => {}
         }
     }
 
@@ -679,36 +594,6 @@ fn decode(
     Some(Message::decode_frame(&frame).map_err(|e| e.to_string()))
 }
 
-/// The next frame or event from the I/O thread, the backlog first; pends without one.
-async fn next_zmq(zmq: &mut Option<ZmqIo>, backlog: &mut VecDeque<Incoming>) -> Incoming {
-    if let Some(incoming) = backlog.pop_front() {
-        return incoming;
-    }
-    match zmq {
-        Some(zmq) => zmq.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits for the I/O thread to answer while keeping what it delivers meanwhile, so neither
-/// side ever waits on the other.
-async fn wait_on_io<T>(
-    answer: Answer<T>,
-    backlog: &mut VecDeque<Incoming>,
-    zmq: &mut Option<ZmqIo>,
-) -> Result<T, crate::transport::Error> {
-    let Some(zmq) = zmq else {
-        return Err(crate::transport::Error::Stopped);
-    };
-    tokio::pin!(answer);
-    loop {
-        tokio::select! {
-            result = &mut answer => return result.map_err(|_| crate::transport::Error::Stopped)?,
-            incoming = zmq.recv() => backlog.push_back(incoming),
-        }
-    }
-}
-
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -736,6 +621,89 @@ fn port_of(endpoint: &str) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::time::Duration;
+
+    use crate::node::{Events, Node};
+    use crate::{Config, Error, Event, PeerState, TransportError};
+
+    /// Waits for a PEER event about `peer` in `state`; its reason.
+    async fn peer_event(events: &mut Events, peer: &str, state: PeerState) -> String {
+        let wait = async {
+            loop {
+                if let Ok(Event::Peer {
+                    peer: p,
+                    state: s,
+                    reason,
+                }) = events.recv().await
+                    && p == peer
+                    && s == state
+                {
+                    return reason;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no PEER {peer} {state} within 10 s"))
+    }
+
+    fn io_failed(error: &Error) -> bool {
+        matches!(error, Error::Transport(TransportError::Failed { why }) if why.contains("zmq poll failed"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_io_thread_is_reported_and_refuses_tcp_from_then_on() {
+        let server = Node::spawn(Config::named("server")).unwrap();
+        let endpoint = server.bind("tcp://127.0.0.1:*").await.unwrap();
+        let client = Node::spawn(Config::named("client")).unwrap();
+        let mut events = client.events().await.unwrap();
+        client.connect(&endpoint).await.unwrap();
+        peer_event(&mut events, &endpoint, PeerState::Alive).await;
+
+        client.fail_io_thread().await.unwrap();
+        let reason = peer_event(&mut events, &endpoint, PeerState::Dead).await;
+        assert_eq!(reason, "the tcp/ipc transport stopped");
+        let status = client.status().await.unwrap();
+        let why = status.transport_failure.clone().expect("status tells");
+        assert!(why.contains("zmq poll failed"), "{why}");
+        assert!(status.detail().ends_with(" transport_failed=1"));
+
+        let bind = client.bind("tcp://127.0.0.1:*").await.unwrap_err();
+        assert!(io_failed(&bind), "{bind}");
+        let connect = client.connect(&endpoint).await.unwrap_err();
+        assert!(io_failed(&connect), "{connect}");
+        assert_eq!(
+            client.status().await.unwrap().remotes,
+            1,
+            "a refused CONNECT adds no remote"
+        );
+        // inproc does not depend on the I/O thread.
+        client.bind("inproc://after-the-io-thread").await.unwrap();
+
+        client.shutdown().await.unwrap();
+        server.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_whose_io_thread_dies_loses_its_tcp_clients() {
+        let server = Node::spawn(Config::named("server")).unwrap();
+        let mut events = server.events().await.unwrap();
+        let endpoint = server.bind("tcp://127.0.0.1:*").await.unwrap();
+        let client = Node::spawn(Config::named("client")).unwrap();
+        client.connect(&endpoint).await.unwrap();
+        assert!(client.wait_synced(Duration::from_secs(10)).await.unwrap());
+        let name = crate::engine::node_name(client.status().await.unwrap().node_id);
+
+        server.fail_io_thread().await.unwrap();
+        let reason = peer_event(&mut events, &name, PeerState::Dead).await;
+        assert_eq!(reason, "connection closed");
+        assert_eq!(server.status().await.unwrap().sessions, 0);
+
+        client.shutdown().await.unwrap();
+        server.shutdown().await.unwrap();
+    }
+
     /// Every node is one task; its future's size is most of an idle node's memory.
     #[test]
     fn an_idle_node_task_stays_small() {

@@ -149,7 +149,7 @@ mod tests {
     }
 
     fn client(n: u8) -> Dest {
-        Dest::Client(ClientId::Zmq(Bytes::from(vec![n])))
+        Dest::Client(ClientId(u64::from(n)))
     }
 
     #[test]

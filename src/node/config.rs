@@ -7,7 +7,7 @@ use crate::engine::{ClusterConfig, EngineConfig, MAX_NAME_BYTES, MAX_TAG_BYTES};
 use crate::transport::curve::{CurveClient, CurveKey, CurveKeys, CurveServer};
 #[cfg(feature = "sim")]
 use crate::transport::inproc::Faults;
-use crate::transport::{Endpoint, Limits};
+use crate::transport::{Budget, Endpoint, Limits};
 
 /// Everything a node can be told before it starts. `SET` changes some of it at run time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -380,9 +380,12 @@ impl Config {
             handshake_timeout_ms: i32::try_from(self.handshake_timeout.as_millis())
                 .unwrap_or(i32::MAX),
             socket_hwm: self.socket_hwm,
-            max_queued_bytes: self.max_queued_bytes,
-            max_total_queued_bytes: self.max_total_queued_bytes,
         }
+    }
+
+    /// The byte bounds on what waits to be sent, for both transports.
+    pub(crate) fn budget(&self) -> Budget {
+        Budget::new(self.max_queued_bytes, self.max_total_queued_bytes)
     }
 }
 

@@ -88,6 +88,10 @@ pub struct Status {
     /// Connections to our tcp/ipc listeners whose handshake failed: a plain client on a CURVE
     /// listener, a wrong server key, a refused key (each attempt counts).
     pub handshakes_failed: u64,
+    /// Why the tcp/ipc transport died, if it has (its I/O thread failed): every tcp and ipc
+    /// peer is then gone, and tcp/ipc binds and connects fail until the node is restarted.
+    /// inproc goes on.
+    pub transport_failure: Option<String>,
 }
 
 #[derive(Debug)]
@@ -148,6 +152,11 @@ pub(crate) enum Command {
         /// Withdraw and say goodbye first (false: stop as if killed).
         graceful: bool,
         reply: oneshot::Sender<()>,
+    },
+    /// Make the I/O thread die as if `zmq_poll` had failed.
+    #[cfg(any(test, feature = "sim"))]
+    FailIoThread {
+        reply: oneshot::Sender<Result<(), Error>>,
     },
 }
 
@@ -429,6 +438,14 @@ impl Node {
         self.ask(|reply| Command::Members { reply }).await
     }
 
+    /// Makes the node's tcp/ipc I/O thread die as if `zmq_poll` had failed (starting it if need
+    /// be), for tests of what the node does then.
+    #[cfg(any(test, feature = "sim"))]
+    #[doc(hidden)]
+    pub async fn fail_io_thread(&self) -> Result<(), Error> {
+        self.ask(|reply| Command::FailIoThread { reply }).await?
+    }
+
     /// What the node holds and has seen.
     pub async fn status(&self) -> Result<Status, Error> {
         self.ask(|reply| Command::Status { reply }).await
@@ -619,6 +636,9 @@ impl Status {
         }
         line.push_str(&format!(" curve_refused={}", self.curve_refused));
         line.push_str(&format!(" handshakes_failed={}", self.handshakes_failed));
+        if self.transport_failure.is_some() {
+            line.push_str(" transport_failed=1");
+        }
         line
     }
 }

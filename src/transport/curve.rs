@@ -1,6 +1,6 @@
 //! CURVE keys and the ZAP verdict for tcp/ipc links. A key is 32 bytes, written as 40 characters
 //! of Z85 in files, pipes and logs; [`CurveServer`] and [`CurveClient`] are what the libzmq I/O
-//! thread ([`super::zmq`]) applies to a listener or a DEALER. `inproc://` never uses CURVE: it is
+//! thread (`zmq`) applies to a listener or a DEALER. `inproc://` never uses CURVE: it is
 //! our own transport inside one process, which is trusted.
 //!
 //! Z85 is done here rather than with `zmq::z85_decode`, which accepts characters outside the

@@ -1,9 +1,10 @@
 //! `inproc://`: this project's own in-process transport. Nodes in one process find each other
 //! through a process-wide registry of bound names; bind and connect may come in either order (a
 //! connect to an unbound name waits for it). Each node has one unbounded inbox; what is queued
-//! on every link is counted in bytes, and a peer that lets more than `max_queued_bytes` pile up
-//! is treated as not reading, so memory stays bounded without ever blocking a sender (two nodes
-//! blocked sending to each other would deadlock).
+//! on every link is counted in bytes, and a peer that lets more than the budget's `peer_bytes`
+//! pile up is treated as not reading, so memory stays bounded without ever blocking a sender
+//! (two nodes blocked sending to each other would deadlock). Clients are known by connection
+//! numbers, unique in the process; the facade maps them to the engine's ids.
 //!
 //! For simulations, a shared [`Faults`] plan can lose, duplicate and delay frames, cut links
 //! and partition nodes; each node is known to it by its label (its configured name).
@@ -21,8 +22,7 @@ use super::faults::Fate;
 #[cfg(feature = "sim")]
 pub use super::faults::FaultStats;
 pub use super::faults::Faults;
-use super::{Error, FrameError, Incoming, Limits};
-use crate::engine::{ClientId, RemoteId};
+use super::{Error, FrameError, RemoteKey, Report};
 
 /// A node's inbox, as other nodes hold it.
 type Inbox = mpsc::UnboundedSender<Event>;
@@ -40,7 +40,7 @@ struct ClientPeer {
     inbox: Inbox,
     /// The client node's label, for the fault plan.
     label: Arc<str>,
-    remote: RemoteId,
+    remote: RemoteKey,
     dial: u64,
     link: Arc<Link>,
     /// Frames held back by the fault plan, in order.
@@ -115,7 +115,7 @@ fn send_frame(
 
 /// What nodes put in each other's inboxes.
 #[derive(Debug)]
-pub struct Event(Kind);
+pub(crate) struct Event(Kind);
 
 #[derive(Debug)]
 enum Kind {
@@ -131,29 +131,29 @@ enum Kind {
         client: u64,
     },
     Connected {
-        remote: RemoteId,
+        remote: RemoteKey,
         dial: u64,
         server: ServerPeer,
     },
     FromServer {
-        remote: RemoteId,
+        remote: RemoteKey,
         dial: u64,
         frame: Bytes,
     },
     Disconnected {
-        remote: RemoteId,
+        remote: RemoteKey,
         dial: u64,
     },
     /// To ourselves: a redial after a disconnect found the server back at once.
     Reconnected {
-        remote: RemoteId,
+        remote: RemoteKey,
     },
 }
 
 struct Waiter {
     inbox: Inbox,
     label: Arc<str>,
-    remote: RemoteId,
+    remote: RemoteKey,
     dial: u64,
 }
 
@@ -194,7 +194,7 @@ struct Dial {
 
 /// A node's in-process transport.
 #[derive(Debug)]
-pub struct Inproc {
+pub(crate) struct Inproc {
     inbox: Inbox,
     /// This node's name in the fault plan.
     label: Arc<str>,
@@ -202,13 +202,17 @@ pub struct Inproc {
     receiver: mpsc::UnboundedReceiver<Event>,
     bound: Vec<String>,
     clients: HashMap<u64, ClientPeer>,
-    remotes: HashMap<RemoteId, Dial>,
-    limits: Limits,
+    remotes: HashMap<RemoteKey, Dial>,
+    /// Frames longer than this are refused.
+    max_message_bytes: usize,
+    /// Bytes in flight toward one peer past which it counts as not reading (the budget's
+    /// `peer_bytes`).
+    peer_bytes: usize,
 }
 
 /// How a send went.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Sent {
+pub(crate) enum Sent {
     /// Queued for the peer.
     Queued,
     /// The peer is not connected; nothing was sent.
@@ -219,7 +223,12 @@ pub enum Sent {
 
 impl Inproc {
     /// A transport with no bindings and no connections, called `label` in the fault plan.
-    pub fn new(limits: Limits, label: &str, faults: Option<Faults>) -> Self {
+    pub(crate) fn new(
+        max_message_bytes: usize,
+        peer_bytes: usize,
+        label: &str,
+        faults: Option<Faults>,
+    ) -> Self {
         let (inbox, receiver) = mpsc::unbounded_channel();
         Self {
             inbox,
@@ -229,12 +238,13 @@ impl Inproc {
             bound: Vec::new(),
             clients: HashMap::new(),
             remotes: HashMap::new(),
-            limits,
+            max_message_bytes,
+            peer_bytes,
         }
     }
 
     /// Binds `inproc://name`; clients already waiting for it connect now.
-    pub fn bind(&mut self, name: &str) -> Result<(), Error> {
+    pub(crate) fn bind(&mut self, name: &str) -> Result<(), Error> {
         let mut registry = registry();
         if registry
             .listeners
@@ -283,8 +293,8 @@ impl Inproc {
     }
 
     /// Dials `inproc://name` for `remote`. Returns whether it connected at once; otherwise it
-    /// connects when the name is bound and [`Incoming::RemoteConnected`] follows.
-    pub fn connect(&mut self, remote: RemoteId, name: &str) -> bool {
+    /// connects when the name is bound and [`Report::RemoteConnected`] follows.
+    pub(crate) fn connect(&mut self, remote: RemoteKey, name: &str) -> bool {
         let mut dial = Dial {
             name: name.to_owned(),
             dial: next_id(),
@@ -296,7 +306,7 @@ impl Inproc {
     }
 
     /// Drops a remote's connection and dials again. Returns whether it connected at once.
-    pub fn redial(&mut self, remote: RemoteId) -> bool {
+    pub(crate) fn redial(&mut self, remote: RemoteKey) -> bool {
         let Some(mut dial) = self.remotes.remove(&remote) else {
             return false;
         };
@@ -311,7 +321,7 @@ impl Inproc {
         connected
     }
 
-    fn dial(&self, remote: RemoteId, dial: &mut Dial) -> bool {
+    fn dial(&self, remote: RemoteKey, dial: &mut Dial) -> bool {
         let mut registry = registry();
         let listener = registry
             .listeners
@@ -355,11 +365,11 @@ impl Inproc {
     }
 
     /// Sends a frame to a client of one of our bindings.
-    pub fn send_to_client(&mut self, client: u64, frame: Bytes) -> Sent {
+    pub(crate) fn send_to_client(&mut self, client: u64, frame: Bytes) -> Sent {
         let Some(peer) = self.clients.get_mut(&client) else {
             return Sent::NotConnected;
         };
-        if peer.link.to_client.load(Ordering::Relaxed) > self.limits.max_queued_bytes {
+        if peer.link.to_client.load(Ordering::Relaxed) > self.peer_bytes {
             return Sent::Overflow;
         }
         let (remote, dial) = (peer.remote, peer.dial);
@@ -383,7 +393,7 @@ impl Inproc {
     }
 
     /// Sends a frame through one of our remotes.
-    pub fn send_to_server(&mut self, remote: RemoteId, frame: Bytes) -> Sent {
+    pub(crate) fn send_to_server(&mut self, remote: RemoteKey, frame: Bytes) -> Sent {
         let Some(server) = self
             .remotes
             .get_mut(&remote)
@@ -391,7 +401,7 @@ impl Inproc {
         else {
             return Sent::NotConnected;
         };
-        if server.link.to_server.load(Ordering::Relaxed) > self.limits.max_queued_bytes {
+        if server.link.to_server.load(Ordering::Relaxed) > self.peer_bytes {
             return Sent::Overflow;
         }
         let client = server.client;
@@ -414,7 +424,7 @@ impl Inproc {
 
     /// Remotes whose server is there and reachable through the fault plan. An in-process
     /// server that goes away says so, so silence from one of these is a backlog, not a loss.
-    pub fn reachable_remotes(&self) -> impl Iterator<Item = RemoteId> + '_ {
+    pub(crate) fn reachable_remotes(&self) -> impl Iterator<Item = RemoteKey> + '_ {
         self.remotes
             .iter()
             .filter(|(_, dial)| {
@@ -427,11 +437,11 @@ impl Inproc {
 
     /// Clients that are there and reachable through the fault plan (see
     /// [`Inproc::reachable_remotes`]).
-    pub fn reachable_clients(&self) -> impl Iterator<Item = ClientId> + '_ {
+    pub(crate) fn reachable_clients(&self) -> impl Iterator<Item = u64> + '_ {
         self.clients
             .iter()
             .filter(|(_, peer)| !peer.inbox.is_closed() && self.can_reach(&peer.label))
-            .map(|(client, _)| ClientId::Inproc(*client))
+            .map(|(client, _)| *client)
     }
 
     fn can_reach(&self, peer: &str) -> bool {
@@ -441,7 +451,7 @@ impl Inproc {
     }
 
     /// Waits for the next event from another node.
-    pub async fn recv(&mut self) -> Event {
+    pub(crate) async fn recv(&mut self) -> Event {
         // We hold a sender ourselves, so the channel never closes.
         match self.receiver.recv().await {
             Some(event) => event,
@@ -450,12 +460,12 @@ impl Inproc {
     }
 
     /// The next event if one is queued.
-    pub fn try_recv(&mut self) -> Option<Event> {
+    pub(crate) fn try_recv(&mut self) -> Option<Event> {
         self.receiver.try_recv().ok()
     }
 
-    /// Books an event and says what it means for the engine, if anything.
-    pub fn handle(&mut self, Event(kind): Event) -> Option<Incoming> {
+    /// Books an event and says what it means for the node, if anything.
+    pub(crate) fn handle(&mut self, Event(kind): Event) -> Option<Report<u64>> {
         match kind {
             Kind::Accepted { client, peer } => {
                 self.clients.insert(client, peer);
@@ -466,14 +476,14 @@ impl Inproc {
                 peer.link
                     .to_server
                     .fetch_sub(frame.len(), Ordering::Relaxed);
-                Some(Incoming::ClientFrame {
-                    client: ClientId::Inproc(client),
+                Some(Report::ClientFrame {
+                    client,
                     frame: self.check(frame),
                 })
             }
             Kind::ClientGone { client } => {
                 self.clients.remove(&client)?;
-                Some(Incoming::ClientGone(ClientId::Inproc(client)))
+                Some(Report::ClientGone(client))
             }
             Kind::Connected {
                 remote,
@@ -482,7 +492,7 @@ impl Inproc {
             } => match self.remotes.get_mut(&remote) {
                 Some(current) if current.dial == dial && current.server.is_none() => {
                     current.server = Some(server);
-                    Some(Incoming::RemoteConnected(remote))
+                    Some(Report::RemoteConnected(remote))
                 }
                 _ => {
                     // A dial we gave up on: close the connection it made.
@@ -504,7 +514,7 @@ impl Inproc {
                         .to_client
                         .fetch_sub(frame.len(), Ordering::Relaxed);
                 }
-                Some(Incoming::RemoteFrame {
+                Some(Report::RemoteFrame {
                     remote,
                     frame: self.check(frame),
                 })
@@ -516,14 +526,14 @@ impl Inproc {
                     // It is back already: the engine sees a disconnect and a connect.
                     let _ = self.inbox.send(Event(Kind::Reconnected { remote }));
                 }
-                Some(Incoming::RemoteDisconnected(remote))
+                Some(Report::RemoteDisconnected(remote))
             }
-            Kind::Reconnected { remote } => Some(Incoming::RemoteConnected(remote)),
+            Kind::Reconnected { remote } => Some(Report::RemoteConnected(remote)),
         }
     }
 
     fn check(&self, frame: Bytes) -> Result<Bytes, FrameError> {
-        let max = self.limits.max_message_bytes;
+        let max = self.max_message_bytes;
         if frame.len() > max {
             return Err(FrameError::TooLarge {
                 len: frame.len(),

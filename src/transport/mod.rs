@@ -1,53 +1,81 @@
-//! Bytes on and off the network, behind a small seam. `tcp://` and `ipc://` run on libzmq
-//! sockets (one ROUTER listener, one DEALER per remote) driven by a dedicated I/O thread per
-//! node ([`zmq`]); `inproc://` is this project's own in-process transport ([`inproc`]), so
-//! thousands of nodes can share one process. Both hand the actor whole frames; decoding them is
-//! the actor's job, so every message crosses the codec whatever the transport. tcp/ipc links
-//! may use CURVE ([`curve`]); inproc links never do.
+//! Bytes on and off the network, behind one seam: [`Transports`], which the actor owns.
+//! `tcp://` and `ipc://` run on libzmq sockets (one ROUTER listener, one DEALER per remote)
+//! driven by a dedicated I/O thread per node (`zmq`); `inproc://` is this project's own
+//! in-process transport ([`inproc`]), so thousands of nodes can share one process. Both hand
+//! over whole frames; decoding them is the actor's job, so every message crosses the codec
+//! whatever the transport. tcp/ipc links may use CURVE ([`curve`]); inproc links never do.
+//!
+//! Each transport names its peers its own way (a libzmq routing id, an inproc connection
+//! number) and knows nothing of the engine; the facade turns those names into the engine's
+//! opaque [`ClientId`](crate::engine::ClientId)s (`ids`) and keeps which transport carries each
+//! remote and client. Policy common to both lives in the facade: a peer that is not reading is
+//! reported once as [`Incoming::Overflow`], and a remote is then redialled; a dying I/O thread
+//! is [`Incoming::Stopped`], not silence.
+//!
+//! # Budgets
+//! The byte bounds of [`Budget`] are set in one place (the facade is built with them) and
+//! enforced where the bytes wait:
+//!
+//! | bound | tcp/ipc | inproc |
+//! |---|---|---|
+//! | `channel_bytes`: frames handed to the I/O thread, not yet taken | facade, at each send | no channel: a send is a push into the peer's inbox |
+//! | `peer_bytes`: bytes queued toward one peer | I/O thread, on its queue for that client or server | [`inproc`], on the link's count at each send |
+//! | `node_bytes`: bytes queued toward all peers | I/O thread: the peer with the most waiting is dropped | not enforced: the bytes sit in the peers' inboxes, where dropping a peer frees nothing; `peer_bytes` times the peers bounds them |
 
 pub mod curve;
+mod facade;
 mod faults;
+mod ids;
 pub mod inproc;
-pub mod zmq;
+mod zmq;
 
 use std::fmt;
 
 use bytes::Bytes;
 
-use crate::engine::{ClientId, Peer, RemoteId};
+pub use facade::{Incoming, Transports};
 
-/// What a transport hands the actor.
+/// What a transport reports, naming a client connection its own way (`C`: a libzmq routing
+/// id, an inproc connection number). The facade turns it into an [`Incoming`].
 #[derive(Debug)]
-pub enum Incoming {
-    /// A frame from a client of our listener; `Err` says why it is not a single ZGP frame.
+pub(crate) enum Report<C> {
     ClientFrame {
-        /// Who sent it.
-        client: ClientId,
-        /// The frame, or why there is no usable one.
+        client: C,
         frame: Result<Bytes, FrameError>,
     },
-    /// The client's connection is gone.
-    ClientGone(ClientId),
-    /// The client is not reading; messages for it were dropped.
-    ClientOverflow(ClientId),
-    /// A remote finished connecting (also after a reconnect).
-    RemoteConnected(RemoteId),
-    /// A remote's connection attempt failed, and why; libzmq keeps retrying.
-    RemoteUnreachable(RemoteId, &'static str),
-    /// A remote lost its connection and is reconnecting.
-    RemoteDisconnected(RemoteId),
-    /// A remote's server was not reading; its connection was dropped and is being redialled.
-    RemoteOverflow(RemoteId),
-    /// Everything queued for the peer before a mark ([`zmq::ZmqIo::mark`]) is in libzmq.
-    Drained(Peer),
-    /// A frame from the server at the other end of a remote.
+    ClientGone(C),
+    /// What waited for the client was dropped: it is not reading.
+    ClientOverflow(C),
+    RemoteConnected(RemoteKey),
+    /// A connection attempt failed, and why; the transport keeps retrying.
+    RemoteUnreachable(RemoteKey, &'static str),
+    RemoteDisconnected(RemoteKey),
+    /// What waited for the server was dropped: it is not reading. `dial` says which of the
+    /// remote's connections it was, so a report about one already replaced is ignored.
+    RemoteOverflow {
+        remote: RemoteKey,
+        dial: u64,
+    },
     RemoteFrame {
-        /// Which remote.
-        remote: RemoteId,
-        /// The frame, or why there is no usable one.
+        remote: RemoteKey,
         frame: Result<Bytes, FrameError>,
     },
+    /// Everything queued for the peer before a mark is in libzmq.
+    Drained(Target<C>),
+    /// The transport is dead, and why.
+    Stopped(String),
 }
+
+/// A peer as one transport knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Target<C> {
+    Client(C),
+    Remote(RemoteKey),
+}
+
+/// A remote as the transports know it: the facade's number for it (the engine's remote id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct RemoteKey(pub(crate) u32);
 
 /// Why what a peer sent is not one usable frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,7 +96,7 @@ pub enum FrameError {
     },
 }
 
-/// Limits the transports enforce on what peers send and how much is queued for them.
+/// Limits the transports enforce on what peers send.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Frames larger than this are refused (libzmq's MAXMSGSIZE; checked on inproc too).
@@ -77,10 +105,32 @@ pub struct Limits {
     pub handshake_timeout_ms: i32,
     /// ZeroMQ send/receive high-water marks, in messages.
     pub socket_hwm: i32,
+}
+
+/// Bounds, in bytes, on what waits to be sent; the module doc says where each is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
     /// Bytes queued toward one peer beyond which it counts as not reading and is dropped.
-    pub max_queued_bytes: usize,
-    /// Bytes queued toward all peers together beyond which the peer with the most is dropped.
-    pub max_total_queued_bytes: usize,
+    pub peer_bytes: usize,
+    /// Bytes queued toward all tcp/ipc peers together beyond which the peer with the most is
+    /// dropped.
+    pub node_bytes: usize,
+    /// Frame bytes handed to the I/O thread and not yet taken by it; past it a send overflows
+    /// its peer.
+    pub channel_bytes: usize,
+}
+
+impl Budget {
+    /// The budget for `max_queued_bytes` per peer and `max_total_queued_bytes` per node. The
+    /// channel to the I/O thread may hold the node's whole share: what waits there is waiting
+    /// to be queued, so it is bounded like the queues.
+    pub fn new(max_queued_bytes: usize, max_total_queued_bytes: usize) -> Self {
+        Self {
+            peer_bytes: max_queued_bytes,
+            node_bytes: max_total_queued_bytes,
+            channel_bytes: max_total_queued_bytes,
+        }
+    }
 }
 
 /// A transport-level failure, naming the endpoint and the cause.
@@ -114,6 +164,13 @@ pub enum Error {
     /// The I/O thread is gone (the node is stopping).
     #[error("the transport has stopped")]
     Stopped,
+    /// The tcp/ipc I/O thread died while the node ran, and why; tcp and ipc endpoints are
+    /// unusable for the rest of the node's life (inproc still works).
+    #[error("the tcp/ipc transport failed: {why}")]
+    Failed {
+        /// What the I/O thread said, or that it ended.
+        why: String,
+    },
 }
 
 /// Which transport an endpoint uses.

@@ -5,6 +5,11 @@
 //! to the actor through a bounded channel; when the actor falls behind, the thread stops reading
 //! and libzmq's receive high-water marks push back on the peers.
 //!
+//! The thread knows clients by their routing ids and remotes by the facade's keys; it decides
+//! nothing about a peer that is not reading beyond dropping what waits for it and saying so
+//! (the facade redials). It enforces the budget's `peer_bytes` and `node_bytes` on its queues.
+//! If it dies (a failed `zmq_poll`), it says why before it goes.
+//!
 //! CURVE: a bind or connect may carry a [`CurveServer`] or [`CurveClient`], applied to that
 //! listener or DEALER (libzmq copies a socket's options when it binds, so one ROUTER can hold
 //! CURVE and plain listeners side by side). A CURVE listener with an allow list makes this thread
@@ -25,8 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::curve::{CurveClient, CurveKey, CurveServer, NO_CURVE, curve_available, zap_answer};
-use super::{Error, FrameError, Incoming, Limits};
-use crate::engine::{ClientId, Peer, RemoteId};
+use super::{Budget, Error, FrameError, Limits, RemoteKey, Report, Target};
 use crate::warnings::Warnings;
 
 /// How long closing sockets may keep trying to send what is queued (goodbyes, withdrawals)
@@ -65,16 +69,24 @@ enum Command {
         reply: oneshot::Sender<Result<String, Error>>,
     },
     Connect {
-        remote: RemoteId,
+        remote: RemoteKey,
+        /// Which of the remote's connections this is, as the facade counts them.
+        dial: u64,
         endpoint: String,
         curve: Option<CurveClient>,
         reply: oneshot::Sender<Result<(), Error>>,
     },
-    Redial(RemoteId),
+    Redial {
+        remote: RemoteKey,
+        dial: u64,
+    },
     ToClient(Bytes, Bytes),
-    ToServer(RemoteId, Bytes),
-    /// Say [`Incoming::Drained`] once everything queued for the peer so far is in libzmq.
-    Mark(Peer),
+    ToServer(RemoteKey, Bytes),
+    /// Say [`Report::Drained`] once everything queued for the peer so far is in libzmq.
+    Mark(Target<Bytes>),
+    /// Die as if `zmq_poll` had failed (tests).
+    #[cfg(any(test, feature = "sim"))]
+    Fail,
 }
 
 impl Command {
@@ -88,31 +100,25 @@ impl Command {
 }
 
 /// The I/O thread's answer to a bind or connect.
-pub type Answer<T> = oneshot::Receiver<Result<T, Error>>;
+pub(super) type Answer<T> = oneshot::Receiver<Result<T, Error>>;
 
-/// The actor's handle on a node's libzmq I/O thread.
+/// The facade's handle on a node's libzmq I/O thread.
 #[derive(Debug)]
-pub struct ZmqIo {
+pub(super) struct ZmqIo {
     commands: std_mpsc::Sender<Command>,
     wake: UnixStream,
     wake_pending: Arc<AtomicBool>,
-    events: mpsc::Receiver<Incoming>,
+    events: mpsc::Receiver<Report<Bytes>>,
     thread: Option<JoinHandle<()>>,
     curve_refused: Arc<AtomicU64>,
     handshakes_failed: Arc<AtomicU64>,
     /// Frame bytes in the channel to the thread, not yet taken.
     in_channel: Arc<AtomicUsize>,
-    /// At most this many bytes wait in the channel (the node's ceiling on queued bytes).
-    channel_max: usize,
 }
-
-/// A frame the channel to the I/O thread had no room for: the peer is treated as not reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
 
 impl ZmqIo {
     /// Starts the I/O thread.
-    pub fn start(limits: Limits, name: &str) -> Result<Self, Error> {
+    pub(super) fn start(limits: Limits, budget: Budget, name: &str) -> Result<Self, Error> {
         let io_error = |e: std::io::Error| Error::Bind {
             endpoint: String::new(),
             why: format!("cannot start the zmq I/O thread: {e}"),
@@ -126,7 +132,6 @@ impl ZmqIo {
         let curve_refused = Arc::new(AtomicU64::new(0));
         let in_channel = Arc::new(AtomicUsize::new(0));
         let handshakes_failed = Arc::new(AtomicU64::new(0));
-        let channel_max = limits.max_total_queued_bytes;
         let io = Io {
             // One context per node: stopping it waits for what this node still has to send,
             // and no node's sockets can hold up another's.
@@ -139,6 +144,7 @@ impl ZmqIo {
             wake: wake_rx,
             wake_pending: Arc::clone(&wake_pending),
             limits,
+            budget,
             zap: None,
             curve_refused: Arc::clone(&curve_refused),
             in_channel: Arc::clone(&in_channel),
@@ -162,18 +168,17 @@ impl ZmqIo {
             curve_refused,
             handshakes_failed,
             in_channel,
-            channel_max,
         })
     }
 
     /// CURVE clients refused by the allow list so far.
-    pub fn curve_refused(&self) -> u64 {
+    pub(super) fn curve_refused(&self) -> u64 {
         self.curve_refused.load(Ordering::Relaxed)
     }
 
     /// Connections to our listeners whose ZeroMQ handshake failed so far (a plain client on a
     /// CURVE listener, a client with the wrong server key, a refused key).
-    pub fn handshakes_failed(&self) -> u64 {
+    pub(super) fn handshakes_failed(&self) -> u64 {
         self.handshakes_failed.load(Ordering::Relaxed)
     }
 
@@ -197,8 +202,8 @@ impl ZmqIo {
 
     /// Asks for the ROUTER to bind `endpoint`, as a CURVE server when `curve` says so; the
     /// answer is the endpoint as bound (the real port for `*`). The caller must keep reading
-    /// events while it waits.
-    pub fn bind(
+    /// reports while it waits.
+    pub(super) fn bind(
         &self,
         endpoint: &str,
         curve: Option<CurveServer>,
@@ -213,17 +218,19 @@ impl ZmqIo {
     }
 
     /// Asks for a DEALER for `remote`, connected to `endpoint` (as a CURVE client when `curve`
-    /// says so); libzmq reconnects it from then on. The caller must keep reading events while it
-    /// waits.
-    pub fn connect(
+    /// says so); libzmq reconnects it from then on. The caller must keep reading reports while
+    /// it waits.
+    pub(super) fn connect(
         &self,
-        remote: RemoteId,
+        remote: RemoteKey,
+        dial: u64,
         endpoint: &str,
         curve: Option<CurveClient>,
     ) -> Result<Answer<()>, Error> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Connect {
             remote,
+            dial,
             endpoint: endpoint.to_owned(),
             curve,
             reply,
@@ -231,63 +238,84 @@ impl ZmqIo {
         Ok(answer)
     }
 
-    /// Replaces a remote's DEALER with a fresh one (a new connection the server has not seen).
-    pub fn redial(&self, remote: RemoteId) {
-        let _ = self.send(Command::Redial(remote));
+    /// Replaces a remote's DEALER with a fresh one (a new connection the server has not seen),
+    /// known as `dial` from then on.
+    pub(super) fn redial(&self, remote: RemoteKey, dial: u64) -> Result<(), Error> {
+        self.send(Command::Redial { remote, dial })
     }
 
-    /// Sends a frame to a client of our ROUTER; [`Full`] when the channel to the thread
-    /// already holds the node's ceiling of bytes.
-    pub fn send_to_client(&self, routing_id: Bytes, frame: Bytes) -> Result<(), Full> {
-        self.check_room(frame.len())?;
-        let _ = self.send(Command::ToClient(routing_id, frame));
-        Ok(())
+    /// Sends a frame to a client of our ROUTER.
+    pub(super) fn send_to_client(&self, routing_id: Bytes, frame: Bytes) -> Result<(), Error> {
+        self.send(Command::ToClient(routing_id, frame))
     }
 
-    /// Sends a frame through a remote's DEALER; [`Full`] as for
-    /// [`ZmqIo::send_to_client`].
-    pub fn send_to_server(&self, remote: RemoteId, frame: Bytes) -> Result<(), Full> {
-        self.check_room(frame.len())?;
-        let _ = self.send(Command::ToServer(remote, frame));
-        Ok(())
+    /// Sends a frame through a remote's DEALER.
+    pub(super) fn send_to_server(&self, remote: RemoteKey, frame: Bytes) -> Result<(), Error> {
+        self.send(Command::ToServer(remote, frame))
     }
 
-    /// Asks for [`Incoming::Drained`] for `peer` once what is queued for it so far has gone
-    /// into libzmq: the actor sends a resync's next slice then.
-    pub fn mark(&self, peer: Peer) {
-        let _ = self.send(Command::Mark(peer));
+    /// Asks for [`Report::Drained`] for `peer` once what is queued for it so far has gone
+    /// into libzmq: a resync's next slice goes then.
+    pub(super) fn mark(&self, peer: Target<Bytes>) -> Result<(), Error> {
+        self.send(Command::Mark(peer))
     }
 
-    fn check_room(&self, bytes: usize) -> Result<(), Full> {
-        let held = self.in_channel.load(Ordering::SeqCst);
-        if held.saturating_add(bytes) > self.channel_max {
-            return Err(Full);
-        }
-        Ok(())
+    /// Makes the thread die as if `zmq_poll` had failed.
+    #[cfg(any(test, feature = "sim"))]
+    pub(super) fn fail(&self) -> Result<(), Error> {
+        self.send(Command::Fail)
     }
 
-    /// The next thing the I/O thread saw. Pends forever once the thread is gone.
-    pub async fn recv(&mut self) -> Incoming {
+    /// Frame bytes handed to the thread and not yet taken by it.
+    pub(super) fn in_channel(&self) -> usize {
+        self.in_channel.load(Ordering::SeqCst)
+    }
+
+    /// The next thing the I/O thread saw; [`Report::Stopped`] once it is gone.
+    pub(super) async fn recv(&mut self) -> Report<Bytes> {
         match self.events.recv().await {
-            Some(incoming) => incoming,
-            None => std::future::pending().await,
+            Some(report) => report,
+            None => ended(),
         }
     }
 
     /// The next thing the I/O thread saw, if any is queued.
-    pub fn try_recv(&mut self) -> Option<Incoming> {
-        self.events.try_recv().ok()
+    pub(super) fn try_recv(&mut self) -> Option<Report<Bytes>> {
+        match self.events.try_recv() {
+            Ok(report) => Some(report),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(ended()),
+        }
     }
 
     /// Stops the thread and closes its sockets; returns the thread to join.
-    pub fn shutdown(mut self) -> Option<JoinHandle<()>> {
+    pub(super) fn shutdown(mut self) -> Option<JoinHandle<()>> {
         self.thread.take()
         // Dropping `commands` and `wake` here tells the thread to stop.
     }
 }
 
+/// What the thread's channel closing means: it ended without saying why (a panic).
+fn ended() -> Report<Bytes> {
+    Report::Stopped("the I/O thread ended".into())
+}
+
+/// A routing id as logs show it.
+struct RoutingId<'a>(&'a [u8]);
+
+impl std::fmt::Display for RoutingId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("zmq:")?;
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
 struct Dealer {
     endpoint: String,
+    /// The facade's count of this remote's connections, when this one was made.
+    dial: u64,
+    /// Its server was reported not reading: what comes for it is dropped until the redial.
+    overflowed: bool,
     curve: Option<CurveClient>,
     socket: zmq::Socket,
     monitor: zmq::Socket,
@@ -329,12 +357,13 @@ struct Io {
     router: Option<zmq::Socket>,
     /// The ROUTER's options make a CURVE server: set by a CURVE bind, cleared by a later plain one.
     router_curve: bool,
-    remotes: BTreeMap<RemoteId, Dealer>,
-    events: mpsc::Sender<Incoming>,
+    remotes: BTreeMap<RemoteKey, Dealer>,
+    events: mpsc::Sender<Report<Bytes>>,
     commands: std_mpsc::Receiver<Command>,
     wake: UnixStream,
     wake_pending: Arc<AtomicBool>,
     limits: Limits,
+    budget: Budget,
     zap: Option<Zap>,
     curve_refused: Arc<AtomicU64>,
     in_channel: Arc<AtomicUsize>,
@@ -342,8 +371,8 @@ struct Io {
     clients: HashMap<Bytes, ClientQueue>,
     /// Bytes waiting in every queue, clients' and servers': at most the node's ceiling.
     queued: usize,
-    /// Peers whose queue emptied while a mark waited, to be told to the actor.
-    marks: Vec<Peer>,
+    /// Peers whose queue emptied while a mark waited, to be told to the facade.
+    marks: Vec<Target<Bytes>>,
     /// Failed handshakes on our listeners, from this monitor of the ROUTER.
     router_monitor: Option<zmq::Socket>,
     handshakes_failed: Arc<AtomicU64>,
@@ -426,7 +455,7 @@ impl Io {
         // Marks answered by the commands just taken go now, not after the poll below sleeps.
         self.tell_marks()?;
 
-        let ids: Vec<RemoteId> = self.remotes.keys().copied().collect();
+        let ids: Vec<RemoteKey> = self.remotes.keys().copied().collect();
         let (router_ready, zap_ready, dealer_ready) = {
             let mut items = vec![zmq::PollItem::from_fd(self.wake.as_raw_fd(), zmq::POLLIN)];
             if let Some(router) = &self.router {
@@ -454,10 +483,7 @@ impl Io {
             };
             match zmq::poll(&mut items, timeout) {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(e) => {
-                    warn!(error = %e, "zmq poll failed; stopping the I/O thread");
-                    return Err(Stop);
-                }
+                Err(e) => return Err(self.poll_failed(e)),
             }
             let mut rest = items.iter().skip(1);
             let router_ready =
@@ -504,12 +530,20 @@ impl Io {
         self.tell_marks()
     }
 
-    /// Tells the actor of the peers whose queues emptied with a mark waiting.
+    /// Tells the facade of the peers whose queues emptied with a mark waiting.
     fn tell_marks(&mut self) -> Running {
         for peer in std::mem::take(&mut self.marks) {
-            self.emit(Incoming::Drained(peer))?;
+            self.emit(Report::Drained(peer))?;
         }
         Ok(())
+    }
+
+    /// The thread cannot go on: it says why, and stops.
+    fn poll_failed(&self, error: impl std::fmt::Display) -> Stop {
+        let why = format!("zmq poll failed: {error}");
+        debug!(%why, "stopping the I/O thread");
+        let _ = self.emit(Report::Stopped(why));
+        Stop
     }
 
     fn drain_wake(&mut self) -> Running {
@@ -525,8 +559,8 @@ impl Io {
         }
     }
 
-    fn emit(&self, incoming: Incoming) -> Running {
-        self.events.blocking_send(incoming).map_err(|_| Stop)
+    fn emit(&self, report: Report<Bytes>) -> Running {
+        self.events.blocking_send(report).map_err(|_| Stop)
     }
 
     fn on_command(&mut self, command: Command) -> Running {
@@ -540,20 +574,21 @@ impl Io {
             }
             Command::Connect {
                 remote,
+                dial,
                 endpoint,
                 curve,
                 reply,
             } => {
-                let result = self.dial(remote, &endpoint, curve);
+                let result = self.dial(remote, dial, &endpoint, curve);
                 let _ = reply.send(result);
             }
-            Command::Redial(remote) => {
+            Command::Redial { remote, dial } => {
                 self.drop_server_queue(remote);
                 if let Some(old) = self.remotes.remove(&remote) {
                     let endpoint = old.endpoint.clone();
                     let curve = old.curve.clone();
                     drop(old);
-                    if let Err(e) = self.dial(remote, &endpoint, curve) {
+                    if let Err(e) = self.dial(remote, dial, &endpoint, curve) {
                         warn!(error = %e, "redial failed");
                     }
                 }
@@ -561,27 +596,28 @@ impl Io {
             Command::ToClient(routing_id, frame) => self.send_to_client(routing_id, frame)?,
             Command::ToServer(remote, frame) => self.send_to_server(remote, frame)?,
             Command::Mark(peer) => self.on_mark(peer),
+            #[cfg(any(test, feature = "sim"))]
+            Command::Fail => return Err(self.poll_failed("simulated failure")),
         }
         Ok(())
     }
 
-    fn on_mark(&mut self, peer: Peer) {
+    fn on_mark(&mut self, peer: Target<Bytes>) {
         let waiting = match &peer {
-            Peer::Client(ClientId::Zmq(routing_id)) => match self.clients.get_mut(routing_id) {
+            Target::Client(routing_id) => match self.clients.get_mut(routing_id) {
                 Some(queue) if !queue.pending.is_empty() => {
                     queue.marked = true;
                     true
                 }
                 _ => false,
             },
-            Peer::Remote(remote) => match self.remotes.get_mut(remote) {
+            Target::Remote(remote) => match self.remotes.get_mut(remote) {
                 Some(dealer) if !dealer.pending.is_empty() => {
                     dealer.marked = true;
                     true
                 }
                 _ => false,
             },
-            Peer::Client(ClientId::Inproc(_)) => false,
         };
         if !waiting {
             self.marks.push(peer);
@@ -660,7 +696,8 @@ impl Io {
 
     fn dial(
         &mut self,
-        remote: RemoteId,
+        remote: RemoteKey,
+        dial: u64,
         endpoint: &str,
         curve: Option<CurveClient>,
     ) -> Result<(), Error> {
@@ -704,6 +741,8 @@ impl Io {
             remote,
             Dealer {
                 endpoint: endpoint.to_owned(),
+                dial,
+                overflowed: false,
                 curve,
                 socket,
                 monitor,
@@ -799,12 +838,12 @@ impl Io {
                 Sent::Full => {}
             }
         }
-        let max = self.limits.max_queued_bytes;
+        let max = self.budget.peer_bytes;
         let queue = self.clients.entry(routing_id.clone()).or_default();
         if queue.bytes + frame.len() > max {
-            debug!(client = %ClientId::Zmq(routing_id.clone()), "client is not reading; dropping what waits for it");
+            debug!(client = %RoutingId(&routing_id), "client is not reading; dropping what waits for it");
             self.drop_client_queue(&routing_id);
-            return self.emit(Incoming::ClientOverflow(ClientId::Zmq(routing_id)));
+            return self.emit(Report::ClientOverflow(routing_id));
         }
         queue.bytes += frame.len();
         queue.moved.get_or_insert_with(Instant::now);
@@ -852,7 +891,7 @@ impl Io {
         self.clients.retain(|routing_id, queue| {
             let keep = !queue.pending.is_empty();
             if !keep && queue.marked {
-                marks.push(Peer::Client(ClientId::Zmq(routing_id.clone())));
+                marks.push(Target::Client(routing_id.clone()));
             }
             keep
         });
@@ -860,19 +899,19 @@ impl Io {
             self.client_gone(routing_id)?;
         }
         for routing_id in stalled {
-            let client = ClientId::Zmq(routing_id.clone());
+            let client = RoutingId(&routing_id);
             if self.warnings.allow(now, "client stalled", &client) {
                 warn!(%client, "client has not read for {CLIENT_STALL:?}; dropping its session");
             }
             self.drop_client_queue(&routing_id);
-            self.emit(Incoming::ClientOverflow(ClientId::Zmq(routing_id)))?;
+            self.emit(Report::ClientOverflow(routing_id))?;
         }
         Ok(())
     }
 
     fn client_gone(&mut self, routing_id: Bytes) -> Running {
         self.drop_client_queue(&routing_id);
-        self.emit(Incoming::ClientGone(ClientId::Zmq(routing_id)))
+        self.emit(Report::ClientGone(routing_id))
     }
 
     /// Forgets what waits for a client; a mark on it is answered (there is nothing to wait for).
@@ -880,20 +919,19 @@ impl Io {
         if let Some(queue) = self.clients.remove(routing_id) {
             self.queued -= queue.bytes;
             if queue.marked {
-                self.marks
-                    .push(Peer::Client(ClientId::Zmq(routing_id.clone())));
+                self.marks.push(Target::Client(routing_id.clone()));
             }
         }
     }
 
     /// Forgets what waits for a server, answering a mark on it.
-    fn drop_server_queue(&mut self, remote: RemoteId) {
+    fn drop_server_queue(&mut self, remote: RemoteKey) {
         if let Some(dealer) = self.remotes.get_mut(&remote) {
             self.queued -= dealer.pending_bytes;
             dealer.pending.clear();
             dealer.pending_bytes = 0;
             if std::mem::take(&mut dealer.marked) {
-                self.marks.push(Peer::Remote(remote));
+                self.marks.push(Target::Remote(remote));
             }
         }
     }
@@ -901,7 +939,7 @@ impl Io {
     /// Keeps the bytes waiting in all queues under the node's ceiling: the peer with the most
     /// waiting is the one not reading, so its queue goes, and its session or connection.
     fn enforce_ceiling(&mut self) -> Running {
-        while self.queued > self.limits.max_total_queued_bytes {
+        while self.queued > self.budget.node_bytes {
             let client = self
                 .clients
                 .iter()
@@ -918,12 +956,12 @@ impl Io {
             };
             match (client, server) {
                 (Some((bytes, routing_id)), _) if client_first => {
-                    let client = ClientId::Zmq(routing_id.clone());
+                    let client = RoutingId(&routing_id);
                     if self.warnings.allow(Instant::now(), "queues full", &client) {
                         warn!(%client, bytes, "the node's queues are full; dropping the client with the most waiting");
                     }
                     self.drop_client_queue(&routing_id);
-                    self.emit(Incoming::ClientOverflow(ClientId::Zmq(routing_id)))?;
+                    self.emit(Report::ClientOverflow(routing_id))?;
                 }
                 (_, Some((bytes, remote))) => {
                     warn!(
@@ -931,8 +969,7 @@ impl Io {
                         bytes,
                         "the node's queues are full; dropping the server with the most waiting"
                     );
-                    self.emit(Incoming::RemoteOverflow(remote))?;
-                    self.on_command(Command::Redial(remote))?;
+                    self.server_overflowed(remote)?;
                 }
                 // Nothing waits, so nothing is over (the count is of what waits).
                 _ => break,
@@ -941,25 +978,40 @@ impl Io {
         Ok(())
     }
 
-    fn send_to_server(&mut self, remote: RemoteId, frame: Bytes) -> Running {
-        let max = self.limits.max_queued_bytes;
+    fn send_to_server(&mut self, remote: RemoteKey, frame: Bytes) -> Running {
+        let max = self.budget.peer_bytes;
         let Some(dealer) = self.remotes.get_mut(&remote) else {
             return Ok(());
         };
+        if dealer.overflowed {
+            return Ok(());
+        }
         dealer.pending_bytes += frame.len();
         self.queued += frame.len();
         dealer.pending.push_back(frame);
         if dealer.pending_bytes > max {
-            warn!(endpoint = %dealer.endpoint, "server is not reading; reconnecting");
-            self.emit(Incoming::RemoteOverflow(remote))?;
-            return self.on_command(Command::Redial(remote));
+            return self.server_overflowed(remote);
         }
         self.flush(remote)?;
         self.enforce_ceiling()
     }
 
+    /// A server is not reading: what waits for it goes, and the facade hears once per
+    /// connection (it redials; until then, what comes for the server is dropped).
+    fn server_overflowed(&mut self, remote: RemoteKey) -> Running {
+        self.drop_server_queue(remote);
+        let Some(dealer) = self.remotes.get_mut(&remote) else {
+            return Ok(());
+        };
+        if std::mem::replace(&mut dealer.overflowed, true) {
+            return Ok(());
+        }
+        let dial = dealer.dial;
+        self.emit(Report::RemoteOverflow { remote, dial })
+    }
+
     /// Sends what is queued for a server until libzmq pushes back.
-    fn flush(&mut self, remote: RemoteId) -> Running {
+    fn flush(&mut self, remote: RemoteKey) -> Running {
         let Some(dealer) = self.remotes.get_mut(&remote) else {
             return Ok(());
         };
@@ -979,7 +1031,7 @@ impl Io {
             }
         }
         if dealer.pending.is_empty() && std::mem::take(&mut dealer.marked) {
-            self.marks.push(Peer::Remote(remote));
+            self.marks.push(Target::Remote(remote));
         }
         Ok(())
     }
@@ -1007,13 +1059,13 @@ impl Io {
                     frames: usize::from(first.is_some()) + rest,
                 }),
             };
-            let client = ClientId::Zmq(Bytes::from(routing_id));
-            self.emit(Incoming::ClientFrame { client, frame })?;
+            let client = Bytes::from(routing_id);
+            self.emit(Report::ClientFrame { client, frame })?;
         }
         Ok(())
     }
 
-    fn read_dealer(&mut self, remote: RemoteId) -> Running {
+    fn read_dealer(&mut self, remote: RemoteKey) -> Running {
         for _ in 0..READ_BATCH {
             let Some(dealer) = self.remotes.get(&remote) else {
                 return Ok(());
@@ -1031,12 +1083,12 @@ impl Io {
                 Some(frame) if count == 1 => Ok(Bytes::from(frame)),
                 _ => Err(FrameError::Multipart { frames: count }),
             };
-            self.emit(Incoming::RemoteFrame { remote, frame })?;
+            self.emit(Report::RemoteFrame { remote, frame })?;
         }
         Ok(())
     }
 
-    fn read_monitor(&mut self, remote: RemoteId) -> Running {
+    fn read_monitor(&mut self, remote: RemoteKey) -> Running {
         loop {
             let Some(dealer) = self.remotes.get_mut(&remote) else {
                 return Ok(());
@@ -1051,13 +1103,13 @@ impl Io {
             match zmq::SocketEvent::from_raw(u16::from_le_bytes([*lo, *hi])) {
                 zmq::SocketEvent::HANDSHAKE_SUCCEEDED => {
                     debug!(endpoint = %dealer.endpoint, "connected");
-                    self.emit(Incoming::RemoteConnected(remote))?;
+                    self.emit(Report::RemoteConnected(remote))?;
                 }
                 zmq::SocketEvent::DISCONNECTED => {
                     debug!(endpoint = %dealer.endpoint, "disconnected");
                     // What was queued is moot: the reconnect resyncs everything.
                     self.drop_server_queue(remote);
-                    self.emit(Incoming::RemoteDisconnected(remote))?;
+                    self.emit(Report::RemoteDisconnected(remote))?;
                 }
                 zmq::SocketEvent::HANDSHAKE_FAILED_AUTH
                 | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL
@@ -1069,11 +1121,11 @@ impl Io {
                     } else {
                         "handshake failed (a CURVE server dialled without its key?)"
                     };
-                    self.emit(Incoming::RemoteUnreachable(remote, cause))?;
+                    self.emit(Report::RemoteUnreachable(remote, cause))?;
                 }
                 zmq::SocketEvent::CONNECT_RETRIED => {
                     let cause = "connection refused, no route or unknown host (retrying)";
-                    self.emit(Incoming::RemoteUnreachable(remote, cause))?;
+                    self.emit(Report::RemoteUnreachable(remote, cause))?;
                 }
                 _ => {}
             }

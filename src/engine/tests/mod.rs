@@ -25,7 +25,7 @@ pub(super) fn ms(n: u64) -> Duration {
 }
 
 pub(super) fn client(n: u8) -> ClientId {
-    ClientId::Zmq(Bytes::from(vec![0, 0, 0, 0, n]))
+    ClientId(u64::from(n))
 }
 
 pub(super) fn engine(node_id: u64, timeout_ms: u64) -> Engine {

@@ -307,7 +307,7 @@ fn sessions_go_alive_suspect_dead_and_left_with_events() {
     // Client 1 still claims the node: the goodbye ends client 2's session, named by its
     // connection, and says nothing of the node.
     e.handle_client_message(now + ms(86), client(2), Message::Ping(hail(true)));
-    assert_eq!(peer_events(&drain(&mut e)), ["zmq:0000000002 left"]);
+    assert_eq!(peer_events(&drain(&mut e)), ["client:2 left"]);
     e.handle_timeout(now + ms(100));
     assert_eq!(peer_events(&drain(&mut e)), ["node:0000000000000abc dead"]);
 }
