@@ -5,65 +5,42 @@
 //! CZMQ; bad keys and CURVE on inproc get a clear error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::time::Duration;
+mod support;
 
-use zgossip::Pipe;
-use zgossip::{Config, CurveKey, CurveKeys, Node};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-/// How long a link that must not work gets to work anyway: working links here deliver within
-/// milliseconds, and libzmq redials a failed handshake within a second.
-const QUIET: Duration = Duration::from_millis(1500);
+use support::{WAIT, expect_event, spawn, wait_holds, wait_until};
+use zgossip::{Config, CurveKey, CurveKeys, Event, Events, Node, PeerState, Pipe, Status};
 
 fn keys() -> CurveKeys {
     CurveKeys::generate().unwrap()
 }
 
 fn node(name: &str, keys: Option<CurveKeys>, allow: &[CurveKey]) -> Node {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("ZGOSSIP_LOG"))
-        .with_test_writer()
-        .try_init();
-    Node::spawn({
-        let mut config = Config::default();
-        config.name = Some(name.into());
+    spawn({
+        let mut config = Config::named(name);
         config.curve_public_key = keys.map(|k| k.public);
         config.curve_secret_key = keys.map(|k| k.secret);
         config.curve_allow = allow.to_vec();
         config
     })
-    .unwrap()
 }
 
-/// A server listening on 127.0.0.1 tcp and a client dialling it: over CURVE when `server_key`
-/// is given, else plain.
+/// A server listening on 127.0.0.1 tcp and a client dialling it (over CURVE when `server_key`
+/// is given, else plain), with the client's events from before it dialled.
 async fn server_and_client(
     server_keys: Option<CurveKeys>,
     allow: &[CurveKey],
     client_keys: Option<CurveKeys>,
     server_key: Option<CurveKey>,
-) -> (Node, Node) {
+) -> (Node, Node, Events) {
     let server = node("server", server_keys, allow);
     let endpoint = server.bind("tcp://127.0.0.1:*").await.unwrap();
     let client = node("client", client_keys, &[]);
+    let events = client.events().await.unwrap();
     match server_key {
         Some(key) => client.connect_secure(&endpoint, &key).await.unwrap(),
         None => client.connect(&endpoint).await.unwrap(),
     }
-    (server, client)
-}
-
-/// Waits until `node` holds `key` with `value`.
-async fn wait_for(node: &Node, key: &str, value: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while node.get(key).await.unwrap().as_deref() != Some(value) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{key}={value} never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    (server, client, events)
 }
 
 /// Each side publishes; each must get the other's tuple.
@@ -71,16 +48,39 @@ async fn assert_exchange(server: &Node, client: &Node, tag: &str) {
     let (from_server, from_client) = (format!("{tag}-server"), format!("{tag}-client"));
     server.publish(&from_server, "svc").await.unwrap();
     client.publish(&from_client, "svc").await.unwrap();
-    wait_for(client, &from_server, "svc").await;
-    wait_for(server, &from_client, "svc").await;
+    wait_holds(client, &from_server, "svc").await;
+    wait_holds(server, &from_client, "svc").await;
 }
 
-/// Each side publishes; after [`QUIET`] neither has the other's tuple, the client never
-/// connected and the server never saw a session.
-async fn assert_no_exchange(server: &Node, client: &Node) {
+/// Waits until the client has been told its handshake failed and the listener has counted
+/// one: the link was tried and refused before a single message, and every redial fails alike.
+async fn handshake_failed_on_both_sides(server: &Node, client_events: &mut Events) -> Status {
+    expect_event(client_events, WAIT, "PEER dead (handshake failed)", |e| {
+        matches!(e, Event::Peer { state: PeerState::Dead, reason, .. } if reason.contains("handshake failed"))
+    })
+    .await;
+    failed_handshake_counted(server).await
+}
+
+/// Waits until `server` has counted a failed handshake; returns its status then.
+async fn failed_handshake_counted(server: &Node) -> Status {
+    wait_until("a failed handshake counted", async || {
+        let status = server.status().await.unwrap();
+        if status.handshakes_failed >= 1 {
+            Ok(status)
+        } else {
+            Err(status.detail())
+        }
+    })
+    .await
+}
+
+/// Each side publishes, and once the handshake has failed on both sides neither has the
+/// other's tuple, the client never connected and the server never saw a session.
+async fn assert_no_exchange(server: &Node, client: &Node, mut client_events: Events) {
     server.publish("from-server", "svc").await.unwrap();
     client.publish("from-client", "svc").await.unwrap();
-    tokio::time::sleep(QUIET).await;
+    handshake_failed_on_both_sides(server, &mut client_events).await;
     assert_eq!(client.get("from-server").await.unwrap(), None);
     assert_eq!(server.get("from-client").await.unwrap(), None);
     let (server, client) = (
@@ -103,7 +103,7 @@ async fn curve_nodes_exchange_tuples_both_ways_over_tcp() {
         .connect_secure(&endpoint, &server_keys.public)
         .await
         .unwrap();
-    wait_for(&client, "before", "svc").await;
+    wait_holds(&client, "before", "svc").await;
     assert_exchange(&server, &client, "live").await;
     assert_eq!(server.status().await.unwrap().sessions, 1);
 }
@@ -126,20 +126,21 @@ async fn a_client_without_keys_uses_a_throwaway_pair_over_ipc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_with_the_wrong_server_key_gets_nothing_and_gives_nothing() {
     let wrong = Some(keys().public);
-    let (server, client) = server_and_client(Some(keys()), &[], Some(keys()), wrong).await;
-    assert_no_exchange(&server, &client).await;
+    let (server, client, events) = server_and_client(Some(keys()), &[], Some(keys()), wrong).await;
+    assert_no_exchange(&server, &client, events).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_client_of_a_curve_server_gets_nothing_and_gives_nothing() {
-    let (server, client) = server_and_client(Some(keys()), &[], None, None).await;
-    assert_no_exchange(&server, &client).await;
+    let (server, client, events) = server_and_client(Some(keys()), &[], None, None).await;
+    assert_no_exchange(&server, &client, events).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_curve_client_of_a_plain_server_gets_nothing_and_gives_nothing() {
-    let (server, client) = server_and_client(None, &[], Some(keys()), Some(keys().public)).await;
-    assert_no_exchange(&server, &client).await;
+    let (server, client, events) =
+        server_and_client(None, &[], Some(keys()), Some(keys().public)).await;
+    assert_no_exchange(&server, &client, events).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,16 +158,24 @@ async fn an_allow_list_admits_listed_keys_and_refuses_and_counts_the_rest() {
     assert_eq!(server.status().await.unwrap().curve_refused, 0);
 
     let refused = node("unlisted", Some(unlisted), &[]);
+    let mut refused_events = refused.events().await.unwrap();
     refused
         .connect_secure(&endpoint, &server_keys.public)
         .await
         .unwrap();
     refused.publish("from-unlisted", "svc").await.unwrap();
-    tokio::time::sleep(QUIET).await;
+    handshake_failed_on_both_sides(&server, &mut refused_events).await;
+    let status = wait_until("the refusal counted", async || {
+        let status = server.status().await.unwrap();
+        if status.curve_refused >= 1 {
+            Ok(status)
+        } else {
+            Err(status.detail())
+        }
+    })
+    .await;
     assert_eq!(server.get("from-unlisted").await.unwrap(), None);
     assert_eq!(refused.get("listed-server").await.unwrap(), None);
-    let status = server.status().await.unwrap();
-    assert!(status.curve_refused >= 1, "{}", status.detail());
     assert!(status.detail().contains(" curve_refused="));
     assert_eq!(
         status.sessions,
@@ -231,7 +240,7 @@ async fn the_pipe_sets_keys_for_later_binds_and_dials_with_a_server_key() {
         .unwrap();
     client_pipe.send("PUBLISH via-pipe svc").await.unwrap();
     expect(&mut pipe, "DELIVER via-pipe svc").await;
-    wait_for(&curve_client, "plain-server", "svc").await;
+    wait_holds(&curve_client, "plain-server", "svc").await;
     assert_eq!(ask(&mut pipe, "STATUS", "STATUS").await, "STATUS 3");
 }
 
@@ -281,26 +290,18 @@ async fn bad_keys_and_curve_on_inproc_get_clear_errors() {
     assert_eq!(status, "STATUS 0", "no ERROR before the STATUS reply");
 }
 
-/// Waits (at most 10 s) for a PEER event about `peer` going dead for a reason holding `why`.
-async fn expect_dead(events: &mut zgossip::Events, peer: &str, why: &str) -> String {
-    let found = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Ok(zgossip::Event::Peer {
-                peer: p,
-                state: zgossip::PeerState::Dead,
-                reason,
-                ..
-            }) = events.recv().await
-                && p == peer
-                && reason.contains(why)
-            {
-                return reason;
-            }
-        }
-    });
-    found
-        .await
-        .unwrap_or_else(|_| panic!("no PEER {peer} dead ({why}) within 10 s"))
+/// Waits for a PEER event about `peer` going dead for a reason holding `why`; returns it.
+async fn expect_dead(events: &mut Events, peer: &str, why: &str) -> String {
+    let what = format!("PEER {peer} dead ({why})");
+    let event = expect_event(events, WAIT, &what, |e| {
+        matches!(e, Event::Peer { peer: p, state: PeerState::Dead, reason, .. }
+            if p == peer && reason.contains(why))
+    })
+    .await;
+    match event {
+        Event::Peer { reason, .. } => reason.to_string(),
+        _ => unreachable!("matched a PEER event"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,20 +313,8 @@ async fn a_failed_handshake_is_told_on_both_sides_and_counted_on_the_listener() 
     plain.connect(&endpoint).await.unwrap();
     let reason = expect_dead(&mut events, &endpoint, "handshake failed").await;
     println!("client told: {reason}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = server.status().await.unwrap();
-        if status.handshakes_failed >= 1 {
-            assert!(status.detail().contains(" handshakes_failed="));
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not counted: {}",
-            status.detail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = failed_handshake_counted(&server).await;
+    assert!(status.detail().contains(" handshakes_failed="));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

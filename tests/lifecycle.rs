@@ -3,10 +3,12 @@
 //! are measured exactly and the tests never race the machine.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod support;
+
 use std::time::Duration;
 
 use tokio::time::Instant;
-use zgossip::{Config, Event, Events, Node};
+use zgossip::{Event, Events, Node};
 
 const TTL: Duration = Duration::from_secs(3);
 
@@ -17,7 +19,7 @@ struct Peer {
 
 /// A node bound to `inproc://{name}` that dials each of `dial`.
 async fn peer(name: &str, dial: &[&str]) -> Peer {
-    let node = Node::spawn(Config::named(name)).unwrap();
+    let node = support::node(name);
     let events = node.events().await.unwrap();
     node.bind(&format!("inproc://{name}")).await.unwrap();
     for other in dial {
@@ -34,18 +36,8 @@ impl Peer {
         what: &str,
         matches: impl Fn(&Event) -> bool,
     ) -> Instant {
-        let found = tokio::time::timeout(within, async {
-            loop {
-                if let Ok(event) = self.events.recv().await
-                    && matches(&event)
-                {
-                    return Instant::now();
-                }
-            }
-        });
-        found
-            .await
-            .unwrap_or_else(|_| panic!("no {what} within {within:?}"))
+        support::expect_event(&mut self.events, within, what, matches).await;
+        Instant::now()
     }
 
     /// Every event up to now (the node is idle when this is called in paused time).
@@ -60,11 +52,7 @@ impl Peer {
     }
 
     async fn wait_holds(&mut self, key: &str, value: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.get(key).await.as_deref() != Some(value) {
-            assert!(Instant::now() < deadline, "{key}={value} never arrived");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        support::wait_holds(&self.node, key, value).await;
     }
 
     async fn publish_sent(&self) -> u64 {

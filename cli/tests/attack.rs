@@ -9,33 +9,25 @@
 //! mitigation here (README, Security), so it stays ignored. The scenarios share the machine's
 //! cores, so they run one at a time.
 //! Needs Debian's python3-zmq at /usr/bin/python3 (`scripts/setup` installs it); without it
-//! each test says so and passes.
+//! each test says so and passes, unless `ZGOSSIP_REQUIRE_ALL=1`.
+
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
-const PYTHON: &str = "/usr/bin/python3";
+use support::PYTHON;
+
 const SCRIPT: &str = "../scripts/attack";
 
 /// One scenario at a time: each measures latency and memory that another would disturb.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn pyzmq_missing() -> bool {
-    !Command::new(PYTHON)
-        .args(["-c", "import zmq"])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// Runs one scenario at its quick size and fails with every verdict it failed.
 fn attack(scenario: &str) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if pyzmq_missing() {
-        eprintln!(
-            "skipped: {PYTHON} cannot import zmq; install python3-zmq (scripts/setup does) \
-             to run the attack suite"
-        );
+    if support::skip_without_pyzmq() {
         return;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(SCRIPT);

@@ -22,12 +22,7 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::{LINE_TIMEOUT, LinePeer, TCP_ANY, tcp_endpoint, temp_ipc_endpoint};
-
-/// Long enough for a tuple that is not coming to have come.
-const QUIET_PERIOD: Duration = Duration::from_millis(300);
 
 /// Peer `client` connects to `server`'s endpoint and publishes two tuples; both nodes end up
 /// with them, and the client sees its own tuples delivered back.
@@ -49,6 +44,9 @@ fn publish_two_through(server: &mut LinePeer, client: &mut LinePeer, endpoint: &
 
 #[test]
 fn czmq_peers_share_tuples_over_tcp() {
+    if support::skip_without_czmq() {
+        return;
+    }
     let mut server = LinePeer::czmq("tcp-server");
     let mut client = LinePeer::czmq("tcp-client");
     server.send(&format!("BIND {TCP_ANY}"));
@@ -58,6 +56,9 @@ fn czmq_peers_share_tuples_over_tcp() {
 
 #[test]
 fn czmq_peers_share_tuples_over_ipc() {
+    if support::skip_without_czmq() {
+        return;
+    }
     let (_dir, endpoint) = temp_ipc_endpoint("server");
     let mut server = LinePeer::czmq("ipc-server");
     let mut client = LinePeer::czmq("ipc-client");
@@ -67,6 +68,9 @@ fn czmq_peers_share_tuples_over_ipc() {
 
 #[test]
 fn three_czmq_peers_learn_every_tuple_through_one_server() {
+    if support::skip_without_czmq() {
+        return;
+    }
     let mut base = LinePeer::czmq_with_args("base", &["--bind", TCP_ANY]);
     let endpoint = tcp_endpoint(base.port());
     let mut alpha = LinePeer::czmq_with_args("alpha", &["--connect", &endpoint]);
@@ -90,6 +94,9 @@ fn three_czmq_peers_learn_every_tuple_through_one_server() {
 
 #[test]
 fn czmq_port_replies_follow_the_latest_bind() {
+    if support::skip_without_czmq() {
+        return;
+    }
     let mut peer = LinePeer::czmq("port");
     peer.send("PORT");
     assert_eq!(peer.next_line(LINE_TIMEOUT).as_deref(), Some("PORT 0"));
@@ -114,6 +121,9 @@ fn czmq_port_replies_follow_the_latest_bind() {
 
 #[test]
 fn czmq_delivers_a_local_publish_only_when_the_tuple_is_new() {
+    if support::skip_without_czmq() {
+        return;
+    }
     let mut peer = LinePeer::czmq("local");
     peer.send("PUBLISH key one");
     assert_eq!(
@@ -132,11 +142,16 @@ fn czmq_delivers_a_local_publish_only_when_the_tuple_is_new() {
     );
     peer.send("STATUS");
     assert_eq!(peer.next_line(LINE_TIMEOUT).as_deref(), Some("STATUS 1"));
-    assert_eq!(peer.next_line(QUIET_PERIOD), None);
+    // The actor answers in order: a stray DELIVER would come before this reply.
+    peer.send("STATUS");
+    assert_eq!(peer.next_line(LINE_TIMEOUT).as_deref(), Some("STATUS 1"));
 }
 
 #[test]
 fn czmq_ignores_unknown_verbs_and_the_peer_refuses_short_commands() {
+    if support::skip_without_czmq() {
+        return;
+    }
     let mut peer = LinePeer::czmq("verbs");
     peer.send("FOO bar");
     peer.send("UNPUBLISH key");
@@ -161,6 +176,9 @@ fn czmq_ignores_unknown_verbs_and_the_peer_refuses_short_commands() {
 
 #[test]
 fn czmq_peer_answers_earlier_commands_then_stops_on_eof() {
+    if support::skip_without_czmq() {
+        return;
+    }
     let mut peer = LinePeer::czmq("eof");
     peer.send("PUBLISH key value");
     peer.send("STATUS");
@@ -177,6 +195,9 @@ fn czmq_peer_answers_earlier_commands_then_stops_on_eof() {
 
 #[test]
 fn czmq_peer_answers_earlier_commands_then_stops_on_term() {
+    if support::skip_without_czmq() {
+        return;
+    }
     let mut peer = LinePeer::czmq("term");
     peer.send("STATUS");
     peer.send("$TERM");

@@ -404,17 +404,18 @@ fn version_clock() -> (std::time::Instant, u64) {
     })
 }
 
-/// A random node id, never 0: process-random hasher keys mixed with the time and a counter.
+/// A random node id from the operating system's random source, never 0 (which no node uses).
+///
+/// # Panics
+/// When the operating system has no random source to read, as `HashMap::new` would then too.
 pub fn random_node_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(since.as_nanos());
+    loop {
+        match getrandom::u64() {
+            Ok(0) => {}
+            Ok(id) => return id,
+            Err(error) => panic!("cannot read the operating system's random source: {error}"),
+        }
     }
-    hasher.finish().max(1)
 }
 
 /// Parses a duration as `SET` takes it: a bare number is milliseconds (as CZMQ takes
@@ -429,6 +430,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_node_ids_are_never_0_and_differ() {
+        let ids: std::collections::HashSet<u64> = (0..1000).map(|_| random_node_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        assert!(!ids.contains(&0));
+    }
 
     #[test]
     fn durations_are_milliseconds_or_humantime() {

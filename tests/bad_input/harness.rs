@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
-use tracing_subscriber::EnvFilter;
 use zgossip::Stats;
 use zgossip::{Config, Node};
 
-use crate::client::{Client, REPLY_TIMEOUT};
+use crate::client::Client;
+use crate::support;
 
 /// The tuples every node under attack holds before the attack.
 pub const KNOWN: [(&str, &str); 2] = [
@@ -36,21 +36,6 @@ pub fn config() -> Config {
         config.server_timeout = Duration::from_secs(60);
         config
     }
-}
-
-/// Logs to stderr at the level `ZGOSSIP_LOG` says; without it, warnings go to the test's
-/// captured output (shown when it fails).
-pub fn init_logging() {
-    let _ = match EnvFilter::try_from_env("ZGOSSIP_LOG") {
-        Ok(filter) => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init(),
-        Err(_) => tracing_subscriber::fmt()
-            .with_env_filter(EnvFilter::new("warn"))
-            .with_test_writer()
-            .try_init(),
-    };
 }
 
 /// A frame from `proto/vectors/bad/<name>` (hex text, `#` comments).
@@ -91,8 +76,7 @@ impl Harness {
 
     /// A node with `config`, listening, holding [`KNOWN`], with its veteran greeted.
     pub async fn start_with(transport: Transport, config: Config) -> Harness {
-        init_logging();
-        let node = Node::spawn(config).unwrap();
+        let node = support::spawn(config);
         let (dir, wanted) = match transport {
             Transport::Tcp => (None, "tcp://127.0.0.1:*".to_owned()),
             Transport::Ipc => {
@@ -144,17 +128,13 @@ impl Harness {
         self.node.status().await.unwrap().sessions
     }
 
-    /// Polls the counters until `done` holds; fails after [`REPLY_TIMEOUT`].
+    /// Polls the counters until `done` holds; fails after [`support::WAIT`].
     pub async fn wait_for_stats(&self, done: impl Fn(&Stats) -> bool, what: &str) -> Stats {
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        loop {
+        support::wait_until(what, async || {
             let stats = self.stats().await;
-            if done(&stats) {
-                return stats;
-            }
-            assert!(Instant::now() < deadline, "{what}: still {stats:?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+            if done(&stats) { Ok(stats) } else { Err(stats) }
+        })
+        .await
     }
 
     /// A client with a connected session (it said HELLO and got the resync and a PONG).

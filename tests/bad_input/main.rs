@@ -15,11 +15,14 @@
 //! connections that never handshake, and more new clients than `max_sessions`.
 //!
 //! Helpers: [`client`] (a DEALER that sends anything), [`zmtp`] (ZMTP 3.0 by hand over a raw
-//! stream), [`harness`] (the node under attack and the verdict). `ZGOSSIP_LOG=debug` sends the
-//! node's log to stderr.
+//! stream), [`harness`] (the node under attack and the verdict), and the root tests' `support`
+//! (logging and waits). `ZGOSSIP_LOG=debug` puts the node's log in a failing test's output (every
+//! test's with `--nocapture`).
 
 mod client;
 mod harness;
+#[path = "../support/mod.rs"]
+mod support;
 mod zmtp;
 
 use std::collections::BTreeMap;
@@ -514,13 +517,14 @@ async fn silent_connections_are_closed_after_the_handshake_timeout() {
             .map(|(opened, mut conn)| {
                 // libzmq accepted it: it sends its signature and waits for ours.
                 zmtp::read_signature(&mut conn, REPLY_TIMEOUT);
-                zmtp::closed_within(&mut conn, opened, Duration::from_secs(3))
+                zmtp::closed_within(&mut conn, opened, REPLY_TIMEOUT)
             })
             .collect::<Vec<_>>()
     })
     .await;
     for (n, lifetime) in lifetimes.iter().enumerate() {
-        let lifetime = lifetime.unwrap_or_else(|| panic!("connection {n} still open after 3 s"));
+        let lifetime =
+            lifetime.unwrap_or_else(|| panic!("connection {n} still open after {REPLY_TIMEOUT:?}"));
         assert!(
             lifetime >= handshake_timeout - Duration::from_millis(50),
             "connection {n} closed after {lifetime:?}, before the handshake timeout"

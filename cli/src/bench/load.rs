@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
 use super::{Process, Report};
@@ -159,9 +160,48 @@ struct Shared {
     /// When each timed `(key, value)` was handed to its client, until the observer sees it.
     sent: Mutex<HashMap<(String, String), Instant>>,
     /// Publish → observer delivery, one per timed publish seen.
-    latencies: Mutex<Vec<Duration>>,
+    latencies: Mutex<Latencies>,
     /// Lookup client spawned → answer, one per lookup that did not miss.
-    lookup_times: Mutex<Vec<Duration>>,
+    lookup_times: Mutex<Latencies>,
+}
+
+/// Durations in microseconds to three significant digits: the same memory however long the
+/// run.
+#[derive(Debug)]
+struct Latencies(Histogram<u64>);
+
+impl Default for Latencies {
+    #[allow(
+        clippy::expect_used,
+        reason = "3 is within the 0 to 5 digits `new` takes"
+    )]
+    fn default() -> Self {
+        Self(Histogram::new(3).expect("3 significant digits"))
+    }
+}
+
+impl Latencies {
+    fn record(&mut self, duration: Duration) {
+        let micros = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        // `record` grows the histogram as needed (`saturating_record` would clamp instead).
+        if self.0.record(micros).is_err() {
+            self.0.saturating_record(micros);
+        }
+    }
+
+    /// The `fraction` quantile (1.0: the largest), in milliseconds with `decimals`; `None`
+    /// when nothing was recorded.
+    fn quantile_ms(&self, fraction: f64, decimals: usize) -> Option<String> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let micros = if fraction >= 1.0 {
+            self.0.max()
+        } else {
+            self.0.value_at_quantile(fraction)
+        };
+        Some(format!("{:.decimals$}", micros as f64 / 1000.0))
+    }
 }
 
 /// Resident memory of the node under test, one sample a second from the start of the window.
@@ -204,15 +244,6 @@ impl RssSamples {
     }
 }
 
-/// The `fraction` quantile (nearest rank) of sorted durations, in milliseconds with
-/// `decimals`; `None` when there are none.
-fn quantile_ms(sorted: &[Duration], fraction: f64, decimals: usize) -> Option<String> {
-    let rank = (fraction * sorted.len() as f64).ceil() as usize;
-    sorted
-        .get(rank.saturating_sub(1))
-        .map(|d| format!("{:.decimals$}", d.as_secs_f64() * 1000.0))
-}
-
 /// Tuples of `expected` that `held` lacks or holds with another value, and keys held that are
 /// not expected.
 fn compare(held: &[(String, String)], expected: &HashMap<String, String>) -> (usize, usize) {
@@ -246,7 +277,7 @@ async fn observe(mut events: Events, shared: Arc<Shared>) {
         let seen = Instant::now();
         let sent = lock(&shared.sent).remove(&(key.to_string(), value.to_string()));
         if let Some(sent) = sent {
-            lock(&shared.latencies).push(seen.saturating_duration_since(sent));
+            lock(&shared.latencies).record(seen.saturating_duration_since(sent));
             shared.delivered.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -308,7 +339,7 @@ async fn lookup_once(
     shared.lookups.fetch_add(1, Ordering::Relaxed);
     let why = match result {
         Ok((Some(found), took)) if found == want => {
-            lock(&shared.lookup_times).push(took);
+            lock(&shared.lookup_times).record(took);
             return;
         }
         Ok((Some(found), _)) => format!("{found} of {want} endpoints"),
@@ -628,16 +659,8 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
     observing.abort();
     server.stop().await?;
 
-    let latencies = {
-        let mut all = std::mem::take(&mut *lock(&shared.latencies));
-        all.sort_unstable();
-        all
-    };
-    let lookup_times = {
-        let mut all = std::mem::take(&mut *lock(&shared.lookup_times));
-        all.sort_unstable();
-        all
-    };
+    let latencies = std::mem::take(&mut *lock(&shared.latencies));
+    let lookup_times = std::mem::take(&mut *lock(&shared.lookup_times));
     let verdict = rss
         .judge(warmup.as_secs_f64(), args.rss_limit_pct)
         .context("no RSS sample after the warm-up")?;
@@ -676,10 +699,10 @@ pub async fn load(args: &LoadArgs) -> Result<Report> {
             "lookups_skipped",
             shared.lookups_skipped.load(Ordering::Relaxed),
         )
-        .add("p50_ms", or_na(quantile_ms(&latencies, 0.50, 2)))
-        .add("p99_ms", or_na(quantile_ms(&latencies, 0.99, 2)))
-        .add("max_ms", or_na(quantile_ms(&latencies, 1.0, 2)))
-        .add("lookup_p99_ms", or_na(quantile_ms(&lookup_times, 0.99, 1)))
+        .add("p50_ms", or_na(latencies.quantile_ms(0.50, 2)))
+        .add("p99_ms", or_na(latencies.quantile_ms(0.99, 2)))
+        .add("max_ms", or_na(latencies.quantile_ms(1.0, 2)))
+        .add("lookup_p99_ms", or_na(lookup_times.quantile_ms(0.99, 1)))
         .add("rss_warm_kb", verdict.warm_kb)
         .add("rss_end_kb", verdict.end_kb)
         .add("rss_max_kb", verdict.max_kb)
@@ -731,12 +754,21 @@ mod tests {
     }
 
     #[test]
-    fn quantiles_take_the_nearest_rank() {
-        let sorted: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(quantile_ms(&sorted, 0.5, 1).as_deref(), Some("50.0"));
-        assert_eq!(quantile_ms(&sorted, 0.99, 2).as_deref(), Some("99.00"));
-        assert_eq!(quantile_ms(&sorted, 1.0, 0).as_deref(), Some("100"));
-        assert_eq!(quantile_ms(&[], 0.99, 1), None);
+    fn quantiles_are_milliseconds_to_three_significant_digits() {
+        let mut latencies = Latencies::default();
+        assert_eq!(latencies.quantile_ms(0.99, 1), None);
+        for ms in 1..=100 {
+            latencies.record(Duration::from_millis(ms));
+        }
+        let ms = |fraction| -> f64 { latencies.quantile_ms(fraction, 3).unwrap().parse().unwrap() };
+        for (fraction, exact) in [(0.5, 50.0), (0.99, 99.0), (1.0, 100.0)] {
+            let got = ms(fraction);
+            assert!(
+                (got - exact).abs() <= exact / 1000.0,
+                "{fraction}: {got} ms"
+            );
+        }
+        assert_eq!(latencies.quantile_ms(0.5, 1).as_deref(), Some("50.0"));
     }
 
     #[test]
