@@ -74,32 +74,6 @@ async fn connects_past_max_remotes_are_refused() {
     assert_eq!(client.status().await.unwrap().remotes, 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_peer_that_lets_too_much_pile_up_is_dropped_and_counted() {
-    // The server queues its whole resync at once; 300 tuples are far more than 4 KiB.
-    let server = node("queued", {
-        let mut config = Config::default();
-        config.max_queued_bytes = 4096;
-        config
-    });
-    server.bind("inproc://limits-queued").await.unwrap();
-    for i in 0..300 {
-        server
-            .publish(&format!("tcp://10.0.0.1:{i}"), "svc")
-            .await
-            .unwrap();
-    }
-    let client = node("slow", Config::default());
-    client.connect("inproc://limits-queued").await.unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let stats = server.status().await.unwrap().stats;
-    assert!(stats.overflows >= 1, "{stats:?}");
-    assert!(
-        client.status().await.unwrap().tuples < 300,
-        "the resync was cut short"
-    );
-}
-
 /// A server whose queue limit is far below its store: `max_queued_bytes` of 4 KiB and 300
 /// tuples (about 14 KiB as a resync).
 async fn small_queue_big_store(tag: &str) -> Node {
@@ -133,11 +107,11 @@ async fn a_reading_peer_gets_a_store_bigger_than_the_queue_limit_over_tcp() {
     assert_eq!(server.status().await.unwrap().stats.overflows, 0);
 }
 
-/// The same over inproc. The inproc transport hands a peer its whole resync at once, so any
-/// store bigger than the server's `max_queued_bytes` overflows every peer, however promptly it
-/// reads: the peer is dropped, redials, and ends with the same first 294 keys every time.
+/// The same over inproc: a slice whenever the link has room (a quarter of the limit), so the
+/// peer gets all of it. Handing over the whole resync at once overflowed every peer of a store
+/// bigger than the limit, for ever: the peer was dropped, redialled, and ended with the same
+/// first 294 keys every time. (Peers that do not read are dropped: tests/reliability.rs.)
 #[tokio::test(start_paused = true)]
-#[ignore = "inproc resyncs are not paced: a peer never gets a store over max_queued_bytes"]
 async fn a_reading_peer_gets_a_store_bigger_than_the_queue_limit_over_inproc() {
     let server = small_queue_big_store("queued-inproc").await;
     server.bind("inproc://limits-roomy").await.unwrap();
@@ -148,6 +122,7 @@ async fn a_reading_peer_gets_a_store_bigger_than_the_queue_limit_over_inproc() {
         roomy.tuples().await.unwrap(),
         server.tuples().await.unwrap()
     );
+    assert_eq!(server.status().await.unwrap().stats.overflows, 0);
 }
 
 #[tokio::test(start_paused = true)]

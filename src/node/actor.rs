@@ -26,6 +26,9 @@ const INCOMING_BATCH: usize = 256;
 /// only once the last is in libzmq: what a peer that does not read costs us stays this small.
 const RESYNC_SLICE: usize = 128 * 1024;
 
+/// How soon a resync waiting for room on an in-process link looks again.
+const RESYNC_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Resync bytes one pass builds before it lets other work in: hundreds of clients saying HELLO
 /// at once are served a few slices at a time, between other peers' PINGs.
 const RESYNC_PASS: usize = 4 * RESYNC_SLICE;
@@ -53,6 +56,8 @@ pub(super) struct Actor {
     awaiting_drain: HashSet<Peer>,
     /// The last pass stopped at [`RESYNC_PASS`] with slices still to send: come back at once.
     more_resyncs: bool,
+    /// An in-process peer's link had no room for its next slice: look again shortly.
+    resync_waiting: bool,
 }
 
 fn now() -> Instant {
@@ -89,6 +94,7 @@ impl Actor {
             batches,
             awaiting_drain: HashSet::new(),
             more_resyncs: false,
+            resync_waiting: false,
         }
     }
 
@@ -105,12 +111,17 @@ impl Actor {
         async move {
             let terminate = loop {
                 self.flush();
+                let engine_due = self
+                    .engine
+                    .poll_timeout()
+                    .map(tokio::time::Instant::from_std);
                 let deadline = if self.more_resyncs {
                     Some(tokio::time::Instant::now())
+                } else if self.resync_waiting {
+                    let soon = tokio::time::Instant::now() + RESYNC_RETRY;
+                    Some(engine_due.map_or(soon, |due| due.min(soon)))
                 } else {
-                    self.engine
-                        .poll_timeout()
-                        .map(tokio::time::Instant::from_std)
+                    engine_due
                 };
                 // The select below prefers traffic, so under a steady stream its timer branch would
                 // not win: what we send on a clock (PINGs, refreshes) goes out here regardless. What
@@ -457,6 +468,7 @@ impl Actor {
     /// to a tcp/ipc peer, each once the last is in libzmq.
     fn pump_resyncs(&mut self) {
         self.more_resyncs = false;
+        self.resync_waiting = false;
         if !self.engine.has_resyncs() {
             self.awaiting_drain.clear();
             return;
@@ -472,8 +484,18 @@ impl Actor {
                 return;
             }
             let paced = self.transports.paced(&peer);
+            // An in-process peer gets a slice whenever its link has room: it says nothing when
+            // it has read one, so the next pass looks again, a millisecond later.
+            let slice = if paced {
+                RESYNC_SLICE
+            } else {
+                self.transports.room(&peer, RESYNC_SLICE)
+            };
+            if slice == 0 {
+                self.resync_waiting = true;
+                continue;
+            }
             budget = budget.saturating_sub(RESYNC_SLICE);
-            let slice = if paced { RESYNC_SLICE } else { usize::MAX };
             let done = self.engine.resync_step(now, &peer, slice);
             self.dispatch();
             if paced && !done {

@@ -324,6 +324,26 @@ impl Transports {
         }
     }
 
+    /// For a peer that is not paced (in-process): how many bytes of resync may go to it now,
+    /// so what waits on its link stays within a quarter of what it may let pile up; 0 when its
+    /// link is that full already (the peer has not read the last slice yet). A whole resync at
+    /// once would overflow any peer whose store is bigger than that budget, for ever.
+    pub fn room(&mut self, peer: &Peer, slice: usize) -> usize {
+        let backlog = match peer {
+            Peer::Client(client) => match self.clients.conn(client) {
+                Some(Conn::Inproc(n)) => self.inproc.backlog_to_client(*n),
+                _ => None,
+            },
+            Peer::Remote(remote) => self.inproc.backlog_to_server(RemoteKey(remote.0)),
+        };
+        let quarter = self.inproc.peer_bytes() / 4;
+        match backlog {
+            Some(queued) if queued >= quarter => 0,
+            Some(_) => slice.min(quarter).max(1),
+            None => slice,
+        }
+    }
+
     /// Asks for [`Incoming::Drained`] once what was sent to a paced peer so far is in libzmq;
     /// whether it will come.
     pub fn mark(&mut self, peer: &Peer) -> bool {

@@ -364,6 +364,23 @@ impl Inproc {
         false
     }
 
+    /// Bytes sent to a client and not yet taken from its inbox; `None` if it is not ours.
+    pub(crate) fn backlog_to_client(&self, client: u64) -> Option<usize> {
+        let peer = self.clients.get(&client)?;
+        Some(peer.link.to_client.load(Ordering::Relaxed))
+    }
+
+    /// Bytes sent through a remote and not yet taken by its server; `None` if not connected.
+    pub(crate) fn backlog_to_server(&self, remote: RemoteKey) -> Option<usize> {
+        let server = self.remotes.get(&remote)?.server.as_ref()?;
+        Some(server.link.to_server.load(Ordering::Relaxed))
+    }
+
+    /// What a peer may let pile up before it counts as not reading.
+    pub(crate) fn peer_bytes(&self) -> usize {
+        self.peer_bytes
+    }
+
     /// Sends a frame to a client of one of our bindings.
     pub(crate) fn send_to_client(&mut self, client: u64, frame: Bytes) -> Sent {
         let Some(peer) = self.clients.get_mut(&client) else {
