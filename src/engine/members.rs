@@ -310,20 +310,27 @@ impl Engine {
         self.outputs.push_back(output);
     }
 
-    /// A link to a member opened (its hail came): it gets every record we hold.
+    /// A link to a node that hailed opened. It gets our own record; a client we do not know
+    /// as a member (a newcomer, or an observer such as `zgossip members`) gets every record we
+    /// hold, as a newcomer must learn the cluster once. Members that already know each other,
+    /// reconnecting, send their own records only: a full list on every link would cost every
+    /// node the whole list again for each of its links.
     pub(super) fn on_member_link(&mut self, now: Instant, peer: Peer, node: u64) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        if cluster.config.observer {
-            return;
+        let newcomer = matches!(peer, Peer::Client(_)) && !cluster.members.contains_key(&node);
+        let mut records = Vec::new();
+        if !cluster.config.observer {
+            cluster.watched.insert(node, now);
+            if cluster.next_push_pull.is_none() {
+                cluster.next_push_pull = Some(now + cluster.push_pull_interval());
+            }
+            records.push(cluster.me.clone());
         }
-        cluster.watched.insert(node, now);
-        if cluster.next_push_pull.is_none() {
-            cluster.next_push_pull = Some(now + cluster.push_pull_interval());
+        if newcomer {
+            records.extend(cluster.members.values().map(|k| k.record.clone()));
         }
-        let mut records = vec![cluster.me.clone()];
-        records.extend(cluster.members.values().map(|k| k.record.clone()));
         for frame in members_frames(records) {
             self.send_to_peer(&peer, frame);
         }
@@ -731,11 +738,14 @@ impl Engine {
             return;
         }
         let pick = (cluster.rng.next_u64() % links.len() as u64) as usize;
-        let Some((peer, node)) = links.get(pick).cloned() else {
+        let Some((peer, _)) = links.get(pick).cloned() else {
             return;
         };
-        let _ = cluster.record(node);
-        self.on_member_link(now, peer, node);
+        let mut records = vec![cluster.me.clone()];
+        records.extend(cluster.members.values().map(|k| k.record.clone()));
+        for frame in members_frames(records) {
+            self.send_to_peer(&peer, frame);
+        }
     }
 
     /// A graceful stop: every linked member hears at once that we left.

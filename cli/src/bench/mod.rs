@@ -82,6 +82,28 @@ pub struct ChainArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_s: u64,
+    /// Whether the nodes are cluster members (`member`) or only spread tuples (`off`).
+    #[arg(long, value_enum, default_value_t = Cluster::Member)]
+    pub cluster: Cluster,
+}
+
+/// The nodes' part in the cluster, for a benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Cluster {
+    /// Members (the default of a node).
+    Member,
+    /// Tuples only: what the benchmarks measured before the cluster layer.
+    Off,
+}
+
+impl Cluster {
+    fn config(self) -> Config {
+        let mut config = Config::default();
+        if self == Cluster::Off {
+            config.cluster = zgossip::Membership::Off;
+        }
+        config
+    }
 }
 
 /// `zgossip bench mesh`.
@@ -110,6 +132,9 @@ pub struct MeshArgs {
     /// a load that delays answers past it, remotes are redialled and resync.
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration_with_unit)]
     pub server_timeout: Option<Duration>,
+    /// Whether the nodes are cluster members (`member`) or only spread tuples (`off`).
+    #[arg(long, value_enum, default_value_t = Cluster::Member)]
+    pub cluster: Cluster,
 }
 
 /// One benchmark's result: `key=value` fields, the ones the issue asks for first.
@@ -274,7 +299,7 @@ pub async fn chain(args: &ChainArgs) -> Result<Report> {
     }
     let timeout = Duration::from_secs(args.timeout_s);
     let endpoints = Endpoints::new(args.transport, "chain")?;
-    let (nodes, bound) = spawn_bound(count, &endpoints, &Config::default()).await?;
+    let (nodes, bound) = spawn_bound(count, &endpoints, &args.cluster.config()).await?;
     for index in 1..count {
         let (Some(node), Some(endpoint)) = (nodes.get(index - 1), bound.get(index)) else {
             continue;
@@ -352,7 +377,7 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
 
     let rss_before = Process::Current.rss_kb()?;
     let spawning = Instant::now();
-    let mut config = Config::default();
+    let mut config = args.cluster.config();
     if let Some(timeout) = args.server_timeout {
         config.server_timeout = timeout;
     }
