@@ -90,6 +90,8 @@ pub struct FileError {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct File {
     name: Option<String>,
+    #[serde(default)]
+    advertise: Vec<String>,
     node_id: Option<u64>,
     #[serde(default)]
     bind: Vec<String>,
@@ -215,6 +217,7 @@ fn key_of(field: &str) -> &str {
         "ping_interval" => "remote.ping-interval",
         "tombstone_ttl" => "node.tombstone-ttl",
         "tags" => "node.tags",
+        "advertise" => "advertise",
         "node_id" => "node-id",
         "max_message_bytes" => "limits.max-message-bytes",
         "max_value_bytes" => "limits.max-value-bytes",
@@ -274,6 +277,7 @@ impl Setup {
         set(&mut config.server_timeout, parsed.server.timeout);
         set(&mut config.withdraw_on_stop, parsed.node.withdraw_on_stop);
         config.tags = parsed.node.tags;
+        config.advertise = parsed.advertise;
         set(&mut config.tombstone_ttl, parsed.node.tombstone_ttl);
         set(&mut config.max_tuples, limits.max_tuples);
         set(&mut config.max_value_bytes, limits.max_value_bytes);

@@ -122,6 +122,10 @@ struct NodeArgs {
     /// A name for this node's logs and its member record.
     #[arg(long)]
     name: Option<String>,
+    /// An endpoint other nodes should dial to reach this one (e.g. tcp://10.0.0.5:5670);
+    /// repeatable; replaces the file's list. Default: what it binds, except wildcards.
+    #[arg(long, value_name = "EP")]
+    advertise: Vec<String>,
     /// A tag other members see (e.g. zone=eu1); repeatable; replaces the file's list.
     #[arg(long = "tag", value_name = "KEY=VALUE")]
     tags: Vec<String>,
@@ -296,6 +300,9 @@ fn node_setup(args: &NodeArgs) -> Result<Setup> {
     }
     if !args.tags.is_empty() {
         setup.config.tags.clone_from(&args.tags);
+    }
+    if !args.advertise.is_empty() {
+        setup.config.advertise.clone_from(&args.advertise);
     }
     if let Some(timeout) = args.timeout {
         setup.config.server_timeout = timeout;

@@ -523,6 +523,28 @@ impl Engine {
         }
     }
 
+    /// The endpoints other members should dial: a change raises our incarnation and spreads.
+    pub fn set_advertised(&mut self, now: Instant, endpoints: Vec<String>) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if cluster.me.endpoints == endpoints {
+            return;
+        }
+        cluster.me.endpoints = endpoints;
+        cluster.me.incarnation += 1;
+        let id = cluster.me.id;
+        cluster.spread(id, None, now);
+    }
+
+    /// The endpoints other members are told to dial.
+    pub fn advertised(&self) -> Vec<String> {
+        self.cluster
+            .as_ref()
+            .map(|c| c.me.endpoints.clone())
+            .unwrap_or_default()
+    }
+
     /// A timeout came `late` after it was due. A node that keeps running late (a starved
     /// process) raises its local health score, which stretches its own probe and suspicion
     /// timeouts; one on time lowers it again.

@@ -41,7 +41,7 @@ use crate::warnings::Warnings;
 use crate::wire::{Hail, MemberState, Message, Publish, Stamp};
 pub use config::{EngineConfig, MAX_SERVER_TIMEOUT};
 use members::{Cluster, is_membership};
-pub use members::{ClusterConfig, MAX_MEMBERS, MAX_NAME_BYTES, MAX_TAG_BYTES};
+pub use members::{ClusterConfig, MAX_NAME_BYTES, MAX_TAG_BYTES};
 pub use output::{Event, ExpireReason, Output};
 pub use peers::{ClientId, PeerState, RemoteId, node_name};
 use peers::{Remote, Session, SessionState};

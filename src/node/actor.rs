@@ -278,6 +278,7 @@ impl Actor {
             Ok(bound) => {
                 self.port = port_of(bound);
                 info!(endpoint = %bound, "bound");
+                self.advertise_bound(bound);
             }
             Err(error) => {
                 self.port = -1;
@@ -285,6 +286,27 @@ impl Actor {
             }
         }
         Ok(result?)
+    }
+
+    /// Without `advertise`, members are told to dial what we bind, except a tcp wildcard,
+    /// which names no address another host can dial: that gets a warning instead.
+    fn advertise_bound(&mut self, bound: &str) {
+        if self.config.cluster != super::Membership::Member || !self.config.advertise.is_empty() {
+            return;
+        }
+        if super::config::is_wildcard(bound) {
+            warn!(
+                endpoint = %bound,
+                "bound to a wildcard address without `advertise`: other nodes will not dial this \
+                 one (it can still dial them); set advertise to an address they can reach"
+            );
+            return;
+        }
+        let mut endpoints = self.engine.advertised();
+        if !endpoints.iter().any(|e| e == bound) && endpoints.len() < 8 {
+            endpoints.push(bound.to_owned());
+            self.engine.set_advertised(now(), endpoints);
+        }
     }
 
     async fn connect(&mut self, endpoint: &str, server_key: Option<CurveKey>) -> Result<(), Error> {
@@ -341,6 +363,19 @@ impl Actor {
                 candidate.validate()?;
                 self.config = candidate;
                 self.engine.set_tombstone_ttl(ttl);
+            }
+            "node/advertise" => {
+                let endpoints: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let mut config = self.config.clone();
+                config.advertise = endpoints.clone();
+                config.validate()?;
+                self.config.advertise = endpoints.clone();
+                self.engine.set_advertised(now(), endpoints);
             }
             "node/withdraw-on-stop" => {
                 let on =

@@ -83,6 +83,10 @@ pub struct Config {
     pub faults: Option<Faults>,
     /// This node's part in the cluster (`proto/zgp.md` §12); a member by default.
     pub cluster: Membership,
+    /// The endpoints other members should dial to reach this node (`tcp://10.0.0.5:5670`).
+    /// Empty, the default: what it binds, except a tcp wildcard (`tcp://*:5670`,
+    /// `tcp://0.0.0.0:5670`), which names no address another host can dial.
+    pub advertise: Vec<String>,
     /// `key=value` tags other members see (`zone=eu1`, `role=api`); at most 512 bytes in all.
     pub tags: Vec<String>,
 }
@@ -115,9 +119,19 @@ impl Default for Config {
             #[cfg(feature = "sim")]
             faults: None,
             cluster: Membership::Member,
+            advertise: Vec::new(),
             tags: Vec::new(),
         }
     }
+}
+
+/// Whether a tcp endpoint's host is a wildcard, which no other host can dial.
+pub(crate) fn is_wildcard(endpoint: &str) -> bool {
+    let host = endpoint
+        .strip_prefix("tcp://")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .map(|(host, _)| host);
+    matches!(host, Some("*" | "0.0.0.0" | "[::]" | "::" | "[*]"))
 }
 
 /// A node's part in the cluster (`proto/zgp.md` §12).
@@ -222,6 +236,17 @@ impl Config {
             && self.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_BYTES)
         {
             return bad("name", "a member's name is at most 64 bytes");
+        }
+        if self.advertise.len() > 8 {
+            return bad("advertise", "at most 8 endpoints");
+        }
+        for endpoint in &self.advertise {
+            if let Err(error) = Endpoint::parse(endpoint) {
+                return bad("advertise", &error.to_string());
+            }
+            if is_wildcard(endpoint) {
+                return bad("advertise", "a wildcard address is not one others can dial");
+            }
         }
         let tag_bytes: usize = self.tags.iter().map(String::len).sum();
         let bad_tag = self.tags.iter().any(|tag| {
@@ -355,6 +380,7 @@ impl Config {
                     .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(0));
                 Box::new(ClusterConfig {
                     name: self.name.clone().unwrap_or_default(),
+                    endpoints: self.advertise.clone(),
                     tags: self.tags.clone(),
                     durable: !self.withdraw_on_stop,
                     joined_ms,
