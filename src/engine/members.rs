@@ -123,6 +123,9 @@ pub(super) struct Cluster {
     next_push_pull: Option<Instant>,
     /// Lifeguard's local health: 0 is healthy.
     pub(super) health: u32,
+    /// The earliest suspicion that runs out or dead member to forget, if any: kept as records
+    /// change, so a deadline never scans every member.
+    members_due: Option<Instant>,
 }
 
 impl Cluster {
@@ -150,6 +153,7 @@ impl Cluster {
             next_gossip: None,
             next_push_pull: None,
             health: 0,
+            members_due: None,
         }
     }
 
@@ -207,19 +211,32 @@ impl Cluster {
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        let suspicions = self.members.values().filter_map(|k| k.suspect_until);
         let checks = self.checks.values().map(|c| c.deadline);
-        let forgotten = self
-            .members
-            .values()
-            .filter(|k| matches!(k.record.state, MemberState::Dead | MemberState::Left))
-            .map(|k| k.changed + self.config.forget_after);
-        suspicions
-            .chain(checks)
-            .chain(forgotten)
+        checks
+            .chain(self.members_due)
             .chain(self.next_gossip)
             .chain(self.next_push_pull)
             .min()
+    }
+
+    /// When `known` next needs a look: its suspicion runs out, or it is to be forgotten.
+    fn due_of(&self, known: &Known) -> Option<Instant> {
+        match known.record.state {
+            MemberState::Suspect => known.suspect_until,
+            MemberState::Dead | MemberState::Left => Some(known.changed + self.config.forget_after),
+            MemberState::Alive => None,
+        }
+    }
+
+    fn note_due(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.members_due = Some(self.members_due.map_or(at, |due| due.min(at)));
+        }
+    }
+
+    /// Scans every member for the next due time; only after one fell due.
+    fn rescan_due(&mut self) {
+        self.members_due = self.members.values().filter_map(|k| self.due_of(k)).min();
     }
 }
 
@@ -461,14 +478,14 @@ impl Engine {
             (record.state == MemberState::Suspect).then(|| now + cluster.suspicion_timeout());
         let (id, state, name) = (record.id, record.state, record.name.clone());
         let durable = record.durable;
-        cluster.members.insert(
-            id,
-            Known {
-                record,
-                changed: now,
-                suspect_until,
-            },
-        );
+        let known = Known {
+            record,
+            changed: now,
+            suspect_until,
+        };
+        let due = cluster.due_of(&known);
+        cluster.note_due(due);
+        cluster.members.insert(id, known);
         cluster.spread(id, from.cloned(), now);
         if was != Some(state) {
             self.member_event(id, name, state, reason);
@@ -567,16 +584,23 @@ impl Engine {
         }
         self.watch_links(now);
         self.end_checks(now);
-        self.end_suspicions(now);
+        let members_due = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.members_due.is_some_and(|at| at <= now));
+        if members_due {
+            self.end_suspicions(now);
+            if let Some(cluster) = &mut self.cluster {
+                let forget_after = cluster.config.forget_after;
+                cluster.members.retain(|_, k| {
+                    !matches!(k.record.state, MemberState::Dead | MemberState::Left)
+                        || now.saturating_duration_since(k.changed) < forget_after
+                });
+                cluster.rescan_due();
+            }
+        }
         self.gossip_news(now);
         self.push_pull(now);
-        if let Some(cluster) = &mut self.cluster {
-            let forget_after = cluster.config.forget_after;
-            cluster.members.retain(|_, k| {
-                !matches!(k.record.state, MemberState::Dead | MemberState::Left)
-                    || now.saturating_duration_since(k.changed) < forget_after
-            });
-        }
     }
 
     /// Notes which members our links hear, and starts an indirect probe of one that every
