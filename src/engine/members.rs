@@ -29,6 +29,9 @@ pub const MAX_TAG_BYTES: usize = 512;
 /// Bytes of records per MEMBERS frame: well under the default 64 KiB frame limit, as BATCH.
 const MEMBERS_FRAME_BYTES: usize = 16 * 1024;
 
+/// Gossip intervals between a member's death here and the drop of its tuples.
+const DROP_GRACE_ROUNDS: u32 = 5;
+
 /// The highest local health score: timeouts stretch to at most nine times their base.
 const MAX_HEALTH: u32 = 8;
 
@@ -94,6 +97,10 @@ pub(super) struct Known {
     pub(super) changed: Instant,
     /// While suspect: when it becomes dead unless refuted.
     pub(super) suspect_until: Option<Instant>,
+    /// When a link of ours that hears it last told it of its accusation.
+    pub(super) told: Option<Instant>,
+    /// Dead, not durable: when its tuples are dropped, unless a refutation comes first.
+    pub(super) drop_at: Option<Instant>,
 }
 
 /// An indirect probe under way.
@@ -223,7 +230,11 @@ impl Cluster {
     fn due_of(&self, known: &Known) -> Option<Instant> {
         match known.record.state {
             MemberState::Suspect => known.suspect_until,
-            MemberState::Dead | MemberState::Left => Some(known.changed + self.config.forget_after),
+            MemberState::Dead => {
+                let forget = known.changed + self.config.forget_after;
+                Some(known.drop_at.map_or(forget, |at| at.min(forget)))
+            }
+            MemberState::Left => Some(known.changed + self.config.forget_after),
             MemberState::Alive => None,
         }
     }
@@ -327,16 +338,19 @@ impl Engine {
         self.outputs.push_back(output);
     }
 
-    /// A link to a node that hailed opened. It gets our own record; a client we do not know
-    /// as a member (a newcomer, or an observer such as `zgossip members`) gets every record we
-    /// hold, as a newcomer must learn the cluster once. Members that already know each other,
-    /// reconnecting, send their own records only: a full list on every link would cost every
-    /// node the whole list again for each of its links.
+    /// A link to a node that hailed opened. It gets our own record, and every record we hold
+    /// when it is a client we do not know (a newcomer, or an observer such as `zgossip
+    /// members`: it must learn the cluster once) or a member we know (see below). A newcomer
+    /// dialling sends only itself: its contacts know the rest.
     pub(super) fn on_member_link(&mut self, now: Instant, peer: Peer, node: u64) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
         let newcomer = matches!(peer, Peer::Client(_)) && !cluster.members.contains_key(&node);
+        // A link to a member we know came (back): what changed while it was down, accusations
+        // and refutations, may have passed either side by (a partition that healed), so both
+        // send everything. Only a dialler new to the cluster, knowing nobody, sends just itself.
+        let reconnect = cluster.members.contains_key(&node);
         let mut records = Vec::new();
         if !cluster.config.observer {
             cluster.watched.insert(node, now);
@@ -345,7 +359,7 @@ impl Engine {
             }
             records.push(cluster.me.clone());
         }
-        if newcomer {
+        if newcomer || reconnect {
             records.extend(cluster.members.values().map(|k| k.record.clone()));
         }
         for frame in members_frames(records) {
@@ -440,18 +454,21 @@ impl Engine {
             if accused && record.incarnation >= cluster.me.incarnation {
                 cluster.me.incarnation = record.incarnation + 1;
                 cluster.health = (cluster.health + 1).min(MAX_HEALTH);
-                let id = cluster.me.id;
-                cluster.spread(id, None, now);
+                let me = cluster.me.clone();
                 self.stats.refutations += 1;
                 info!(
-                    incarnation = record.incarnation + 1,
+                    incarnation = me.incarnation,
                     "refuting a suspicion of this node"
                 );
-                if record.state == MemberState::Dead {
-                    // Our tuples were dropped where we were taken for dead: they come back
-                    // with new versions.
-                    self.republish_own(now);
+                // The refutation goes on every link at once, ahead of our republished tuples on
+                // each: a node must not take the new copies and then drop them for an old
+                // accusation that reaches it between the two.
+                for (peer, _) in self.member_links() {
+                    self.send_to_peer(&peer, Message::Members(vec![me.clone()]));
                 }
+                // Wherever we were taken for dead our tuples were dropped, and a node that held
+                // us suspect may have done so since: they come back with new versions.
+                self.republish_own(now);
             }
             return;
         }
@@ -477,11 +494,16 @@ impl Engine {
         let suspect_until =
             (record.state == MemberState::Suspect).then(|| now + cluster.suspicion_timeout());
         let (id, state, name) = (record.id, record.state, record.name.clone());
-        let durable = record.durable;
+        // A death is acted on a little later: its refutation may be on its way by another
+        // path, behind the member's republished tuples, which a drop now would lose.
+        let drop_at = (record.state == MemberState::Dead && was != Some(MemberState::Dead))
+            .then(|| now + cluster.config.gossip_interval * DROP_GRACE_ROUNDS);
         let known = Known {
             record,
             changed: now,
             suspect_until,
+            told: None,
+            drop_at,
         };
         let due = cluster.due_of(&known);
         cluster.note_due(due);
@@ -489,9 +511,6 @@ impl Engine {
         cluster.spread(id, from.cloned(), now);
         if was != Some(state) {
             self.member_event(id, name, state, reason);
-        }
-        if state == MemberState::Dead && was != Some(MemberState::Dead) && !durable {
-            self.drop_tuples_of(now, id);
         }
     }
 
@@ -590,6 +609,7 @@ impl Engine {
             .is_some_and(|c| c.members_due.is_some_and(|at| at <= now));
         if members_due {
             self.end_suspicions(now);
+            self.drop_the_dead(now);
             if let Some(cluster) = &mut self.cluster {
                 let forget_after = cluster.config.forget_after;
                 cluster.members.retain(|_, k| {
@@ -627,9 +647,21 @@ impl Engine {
                 lost.push(node);
             }
         }
-        for (_, node) in &links {
+        // A link that hears a member we hold as suspect or dead (a partition that healed, a
+        // pause that ended): it is told its record as we hold it, at most once a probe
+        // interval, so it refutes; gossip of the accusation may have passed it by long ago.
+        let mut accused = Vec::new();
+        for (peer, node) in &links {
             if self.hears(now, *node, fresh) {
                 heard.push(*node);
+                if let Some(known) = cluster.members.get(node)
+                    && matches!(known.record.state, MemberState::Suspect | MemberState::Dead)
+                    && known.told.is_none_or(|at| {
+                        now.saturating_duration_since(at) >= cluster.config.probe_interval
+                    })
+                {
+                    accused.push((peer.clone(), *node, known.record.clone()));
+                }
             }
         }
         let Some(cluster) = &mut self.cluster else {
@@ -642,6 +674,12 @@ impl Engine {
         }
         for node in lost {
             self.start_check(now, node, &links);
+        }
+        for (peer, node, record) in accused {
+            if let Some(known) = self.cluster.as_mut().and_then(|c| c.members.get_mut(&node)) {
+                known.told = Some(now);
+            }
+            self.send_to_peer(&peer, Message::Members(vec![record]));
         }
     }
 
@@ -722,6 +760,25 @@ impl Engine {
         }
     }
 
+    /// Members dead for the grace, not refuted: their tuples end here (unless durable).
+    fn drop_the_dead(&mut self, now: Instant) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let mut due = Vec::new();
+        for (&id, known) in cluster.members.iter_mut() {
+            if known.drop_at.is_some_and(|at| at <= now) {
+                known.drop_at = None;
+                if known.record.state == MemberState::Dead && !known.record.durable {
+                    due.push(id);
+                }
+            }
+        }
+        for id in due {
+            self.drop_tuples_of(now, id);
+        }
+    }
+
     /// Suspicions nobody refuted in time make their members dead.
     fn end_suspicions(&mut self, now: Instant) {
         let Some(cluster) = &self.cluster else {
@@ -751,6 +808,13 @@ impl Engine {
             return;
         }
         cluster.next_gossip = None;
+        if links.is_empty() {
+            // Kept, and tried again, until a link opens.
+            if !cluster.news.is_empty() {
+                cluster.next_gossip = Some(now + cluster.config.gossip_interval);
+            }
+            return;
+        }
         let news = std::mem::take(&mut cluster.news);
         let mut sends: Vec<Vec<Member>> = vec![Vec::new(); links.len()];
         for (id, from) in news {

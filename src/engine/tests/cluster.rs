@@ -194,3 +194,64 @@ fn five_percent_loss_for_ten_minutes_accuses_no_live_member_of_death() {
         (0..n).all(|v| knows_all_alive(net, v, n))
     }));
 }
+
+/// The members `viewer` lists as alive, by id.
+fn alive_at(net: &Net, viewer: usize) -> Vec<u64> {
+    let mut ids: Vec<u64> = (net.engine(viewer).members().iter())
+        .filter(|m| m.state == MemberState::Alive)
+        .map(|m| m.id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// The keys `viewer` holds in force.
+fn keys_at(net: &Net, viewer: usize) -> Vec<String> {
+    let mut keys: Vec<String> = (net.engine(viewer).store().iter())
+        .map(|(k, _)| k.to_string())
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn a_partition_into_halves_heals_into_one_member_list_and_one_store() {
+    let seed = seed();
+    let n = 30;
+    let mut net = cluster(seed, n, 3);
+    for node in 0..n {
+        net.publish(node, &format!("tcp://10.0.1.{node}:1"), "svc", None);
+    }
+    assert!(net.run_until(Duration::from_secs(20), |net| {
+        (0..n).all(|v| knows_all_alive(net, v, n) && net.engine(v).store().len() == n)
+    }));
+    // Every link between the halves carries nothing for a minute: each half finds the other
+    // dead and drops its services.
+    for a in 0..n / 2 {
+        for b in n / 2..n {
+            net.cut(a, b);
+        }
+    }
+    net.run_for(Duration::from_secs(60));
+    let half: Vec<u64> = (0..n / 2).map(|v| v as u64 + 1).collect();
+    assert_eq!(alive_at(&net, 0), half, "seed {seed}: the first half alone");
+    assert_eq!(net.engine(0).store().len(), n / 2);
+    // Healed: the accused refute, republish, and everyone ends with one list and one store.
+    net.heal_all();
+    let all: Vec<u64> = (1..=n as u64).collect();
+    let healed = net.run_until(Duration::from_secs(60), |net| {
+        (0..n).all(|v| alive_at(net, v) == all && net.engine(v).store().len() == n)
+    });
+    assert!(
+        healed,
+        "seed {seed}: not healed: node 0 sees {:?} and holds {}",
+        alive_at(&net, 0),
+        net.engine(0).store().len()
+    );
+    let first = keys_at(&net, 0);
+    assert!((0..n).all(|v| keys_at(&net, v) == first));
+    println!(
+        "healed {:?} after the cut ended",
+        net.elapsed() - Duration::from_secs(60)
+    );
+}
