@@ -20,7 +20,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use zgossip::Config;
 use zgossip::engine::{
-    ClientId, Engine, EngineConfig, Event, Kind, Output, RemoteId, TupleError, validate,
+    ClientId, ClusterConfig, Engine, EngineConfig, Event, Kind, Output, RemoteId, TupleError,
+    validate,
 };
 use zgossip::wire::{Hail, Message, Publish, Stamp};
 
@@ -419,9 +420,9 @@ impl Harness {
             tombstone_ttl: TOMBSTONE_TTL,
             withdraw_on_stop: true,
             version_clock: None,
-            // Membership messages from the peers are still decoded and refused or ignored; the
-            // cluster layer's own checks are the engine tests' (src/engine/tests/cluster.rs).
-            cluster: None,
+            // The cluster layer on: peers' bytes may decode to membership messages, and what
+            // the engine sends must still be plain v1 to every peer that never hailed.
+            cluster: Some(Box::new(ClusterConfig::default())),
         });
         for n in 0..REMOTES {
             // Within max_remotes by construction.
@@ -724,8 +725,10 @@ impl Harness {
                 assert!(mine.is_empty(), "a refused HELLO was answered: {mine:?}");
                 return;
             }
+            // It hailed, so it is told the cluster's members too.
             assert!(
-                mine.iter().all(|m| matches!(m, Message::Publish(_))),
+                mine.iter()
+                    .all(|m| matches!(m, Message::Publish(_)) || is_membership(m)),
                 "HELLO got something but a resync: {mine:?}"
             );
             self.innocent.connected = true;
@@ -749,12 +752,18 @@ impl Harness {
                         *client == me || self.clients_heard.contains(&client.to_string()),
                         "sent {message:?} to {client}, who never sent us anything"
                     );
+                    let membership = is_membership(message);
                     assert!(
-                        matches!(
-                            message,
-                            Message::Publish(_) | Message::Pong(_) | Message::Invalid
-                        ),
+                        membership
+                            || matches!(
+                                message,
+                                Message::Publish(_) | Message::Pong(_) | Message::Invalid
+                            ),
                         "a server does not send {message:?} to a client"
+                    );
+                    assert!(
+                        !membership || self.engine.client_reads_batches(client),
+                        "{message:?} to {client}, which never hailed"
                     );
                     check_sent(message, self.engine.client_reads_batches(client));
                     if let (true, Message::Publish(p)) = (*client == me, message) {
@@ -765,12 +774,18 @@ impl Harness {
                 }
                 Output::ToRemote(remote, message) => {
                     assert!(remote.0 < u32::from(REMOTES), "no such remote {remote:?}");
+                    let membership = is_membership(message);
                     assert!(
-                        matches!(
-                            message,
-                            Message::Hello(_) | Message::Publish(_) | Message::Ping(_)
-                        ),
+                        membership
+                            || matches!(
+                                message,
+                                Message::Hello(_) | Message::Publish(_) | Message::Ping(_)
+                            ),
                         "a client does not send {message:?} to a server"
+                    );
+                    assert!(
+                        !membership || self.engine.remote_reads_batches(*remote),
+                        "{message:?} to {remote:?}, whose server never hailed"
                     );
                     check_sent(message, self.engine.remote_reads_batches(*remote));
                     if let Message::Publish(p) = message {
@@ -819,7 +834,7 @@ impl Harness {
                     );
                 }
             }
-            Event::Peer { .. } => {}
+            Event::Peer { .. } | Event::Member { .. } => {}
             other => panic!("step {step}: an event these checks do not know: {other:?}"),
         }
     }
@@ -979,4 +994,17 @@ fn check_sent(message: &Message, hailed: bool) {
             "the engine sent a tuple that breaks the rules"
         );
     }
+}
+
+/// Whether `message` is one of the membership messages (`proto/zgp.md` §12).
+fn is_membership(message: &Message) -> bool {
+    matches!(
+        message,
+        Message::Members(_)
+            | Message::Join { .. }
+            | Message::Neighbor(_)
+            | Message::Disconnect { .. }
+            | Message::Shuffle { .. }
+            | Message::Probe(_)
+    )
 }

@@ -378,7 +378,8 @@ impl Engine {
                     self.merge_member(now, record, Some(&peer), "gossip");
                 }
             }
-            Message::Probe(probe) if !probe.answer => {
+            // Answered only on a link whose peer hailed: a peer that never did gets plain v1.
+            Message::Probe(probe) if !probe.answer && self.hailed(&peer) => {
                 let failed = !self.hears(now, probe.target, self.config.server_timeout * 2);
                 let answer = Probe {
                     answer: true,
@@ -392,6 +393,14 @@ impl Engine {
                 message = other.id().name(),
                 "membership message not used yet"
             ),
+        }
+    }
+
+    /// Whether the peer on this link hailed, so is one of ours.
+    fn hailed(&self, peer: &Peer) -> bool {
+        match peer {
+            Peer::Client(client) => self.client_reads_batches(client),
+            Peer::Remote(remote) => self.remote_reads_batches(*remote),
         }
     }
 
