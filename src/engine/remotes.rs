@@ -181,18 +181,22 @@ impl Engine {
             remote.synced = true;
             remote.invalid_since_hello = false;
         }
+        if let Message::Pong(Some(hail)) = &message
+            && hail.goodbye
+        {
+            // The server is leaving: this answer neither starts our resync nor makes the link
+            // one of ours (a server that stays after all resyncs at its next PONG).
+            self.set_remote_state(id, PeerState::Left, &endpoint, "goodbye");
+            return;
+        }
         let resync_due =
             matches!(message, Message::Pong(_)) && std::mem::take(&mut remote.resync_owed);
         let mut opened = None;
         if let Message::Pong(Some(hail)) = &message {
-            if remote.node.is_none() && !hail.goodbye {
+            if remote.node.is_none() {
                 opened = Some(hail.node);
             }
             remote.node = Some(hail.node);
-            if hail.goodbye {
-                self.set_remote_state(id, PeerState::Left, &endpoint, "goodbye");
-                return;
-            }
             if let Some(theirs) = hail.digest {
                 self.compare_digests(now, id, theirs);
             }
