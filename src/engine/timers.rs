@@ -101,11 +101,14 @@ impl Engine {
             SessionState::Connected if s.node.is_none() => s.last_heard + timeout,
             SessionState::Connected => suspect(s.last_heard, s.liveness),
         });
-        let remotes = self
-            .remotes
-            .iter()
-            .filter(|r| r.connected)
-            .map(|r| suspect(r.last_heard, r.liveness).min(r.last_sent + ping_interval));
+        let remotes = self.remotes.iter().filter(|r| r.connected).map(|r| {
+            // Nothing is judged while our HELLO is held back (`check_remotes`): its due time
+            // is the next look, not a silence that would fall due at once, for ever.
+            let judged = r
+                .hello_due
+                .unwrap_or_else(|| suspect(r.last_heard, r.liveness));
+            judged.min(r.last_sent + ping_interval)
+        });
         let unanswered = (self.remotes.iter())
             .filter(|r| !r.connected && r.failure_told.is_none())
             .map(|r| r.last_heard + NO_ANSWER);
