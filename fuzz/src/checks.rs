@@ -728,7 +728,7 @@ impl Harness {
             // It hailed, so it is told the cluster's members too.
             assert!(
                 mine.iter()
-                    .all(|m| matches!(m, Message::Publish(_)) || is_membership(m)),
+                    .all(|m| matches!(m, Message::Publish(_)) || m.is_membership()),
                 "HELLO got something but a resync: {mine:?}"
             );
             self.innocent.connected = true;
@@ -752,7 +752,7 @@ impl Harness {
                         *client == me || self.clients_heard.contains(&client.to_string()),
                         "sent {message:?} to {client}, who never sent us anything"
                     );
-                    let membership = is_membership(message);
+                    let membership = message.is_membership();
                     assert!(
                         membership
                             || matches!(
@@ -774,7 +774,7 @@ impl Harness {
                 }
                 Output::ToRemote(remote, message) => {
                     assert!(remote.0 < u32::from(REMOTES), "no such remote {remote:?}");
-                    let membership = is_membership(message);
+                    let membership = message.is_membership();
                     assert!(
                         membership
                             || matches!(
@@ -994,17 +994,4 @@ fn check_sent(message: &Message, hailed: bool) {
             "the engine sent a tuple that breaks the rules"
         );
     }
-}
-
-/// Whether `message` is one of the membership messages (`proto/zgp.md` §12).
-fn is_membership(message: &Message) -> bool {
-    matches!(
-        message,
-        Message::Members(_)
-            | Message::Join { .. }
-            | Message::Neighbor(_)
-            | Message::Disconnect { .. }
-            | Message::Shuffle { .. }
-            | Message::Probe(_)
-    )
 }

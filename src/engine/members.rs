@@ -209,6 +209,14 @@ impl Cluster {
         self.next_gossip = Some(self.next_gossip.map_or(due, |at| at.min(due)));
     }
 
+    /// Our record (unless we only observe) and every record we hold.
+    fn all_records(&self) -> Vec<Member> {
+        let me = (!self.config.observer).then(|| self.me.clone());
+        me.into_iter()
+            .chain(self.members.values().map(|k| k.record.clone()))
+            .collect()
+    }
+
     fn record(&self, id: u64) -> Option<&Member> {
         if id == self.me.id {
             Some(&self.me)
@@ -249,19 +257,6 @@ impl Cluster {
     fn rescan_due(&mut self) {
         self.members_due = self.members.values().filter_map(|k| self.due_of(k)).min();
     }
-}
-
-/// Whether `message` is one of §12's, which only members send each other.
-pub(super) fn is_membership(message: &Message) -> bool {
-    matches!(
-        message,
-        Message::Members(_)
-            | Message::Join { .. }
-            | Message::Neighbor(_)
-            | Message::Disconnect { .. }
-            | Message::Shuffle { .. }
-            | Message::Probe(_)
-    )
 }
 
 /// Whether a peer's record may be kept: a name, tags and endpoints within the limits.
@@ -351,17 +346,20 @@ impl Engine {
         // and refutations, may have passed either side by (a partition that healed), so both
         // send everything. Only a dialler new to the cluster, knowing nobody, sends just itself.
         let reconnect = cluster.members.contains_key(&node);
-        let mut records = Vec::new();
         if !cluster.config.observer {
             cluster.watched.insert(node, now);
             if cluster.next_push_pull.is_none() {
                 cluster.next_push_pull = Some(now + cluster.push_pull_interval());
             }
-            records.push(cluster.me.clone());
         }
-        if newcomer || reconnect {
-            records.extend(cluster.members.values().map(|k| k.record.clone()));
-        }
+        let records = if newcomer || reconnect {
+            cluster.all_records()
+        } else {
+            (!cluster.config.observer)
+                .then(|| cluster.me.clone())
+                .into_iter()
+                .collect()
+        };
         for frame in members_frames(records) {
             self.send_to_peer(&peer, frame);
         }
@@ -463,18 +461,15 @@ impl Engine {
             if accused && record.incarnation >= cluster.me.incarnation {
                 cluster.me.incarnation = record.incarnation + 1;
                 cluster.health = (cluster.health + 1).min(MAX_HEALTH);
-                let me = cluster.me.clone();
                 self.stats.refutations += 1;
                 info!(
-                    incarnation = me.incarnation,
+                    incarnation = cluster.me.incarnation,
                     "refuting a suspicion of this node"
                 );
                 // The refutation goes on every link at once, ahead of our republished tuples on
                 // each: a node must not take the new copies and then drop them for an old
                 // accusation that reaches it between the two.
-                for (peer, _) in self.member_links() {
-                    self.send_to_peer(&peer, Message::Members(vec![me.clone()]));
-                }
+                self.tell_links_about_me();
                 // Wherever we were taken for dead our tuples were dropped, and a node that held
                 // us suspect may have done so since: they come back with new versions.
                 self.republish_own(now);
@@ -610,7 +605,9 @@ impl Engine {
         if self.cluster.as_ref().is_none_or(|c| c.config.observer) {
             return;
         }
-        self.watch_links(now);
+        // Sending does not change which links are open: one list serves the whole timeout.
+        let links = self.member_links();
+        self.watch_links(now, &links);
         self.end_checks(now);
         let members_due = self
             .cluster
@@ -628,14 +625,13 @@ impl Engine {
                 cluster.rescan_due();
             }
         }
-        self.gossip_news(now);
-        self.push_pull(now);
+        self.gossip_news(now, &links);
+        self.push_pull(now, &links);
     }
 
     /// Notes which members our links hear, and starts an indirect probe of one that every
     /// link of ours has stopped hearing.
-    fn watch_links(&mut self, now: Instant) {
-        let links = self.member_links();
+    fn watch_links(&mut self, now: Instant, links: &[(Peer, u64)]) {
         let Some(cluster) = &self.cluster else {
             return;
         };
@@ -660,7 +656,7 @@ impl Engine {
         // pause that ended): it is told its record as we hold it, at most once a probe
         // interval, so it refutes; gossip of the accusation may have passed it by long ago.
         let mut accused = Vec::new();
-        for (peer, node) in &links {
+        for (peer, node) in links {
             if self.hears(now, *node, fresh) {
                 heard.push(*node);
                 if let Some(known) = cluster.members.get(node)
@@ -682,7 +678,7 @@ impl Engine {
             }
         }
         for node in lost {
-            self.start_check(now, node, &links);
+            self.start_check(now, node, links);
         }
         for (peer, node, record) in accused {
             if let Some(known) = self.cluster.as_mut().and_then(|c| c.members.get_mut(&node)) {
@@ -808,8 +804,7 @@ impl Engine {
 
     /// Sends the changes gathered since the last interval to every linked member but the one
     /// each came from (a suspect member included: it must hear the accusation to refute it).
-    fn gossip_news(&mut self, now: Instant) {
-        let links = self.member_links();
+    fn gossip_news(&mut self, now: Instant, links: &[(Peer, u64)]) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -844,8 +839,7 @@ impl Engine {
     }
 
     /// Now and then, the whole list to one linked member.
-    fn push_pull(&mut self, now: Instant) {
-        let links = self.member_links();
+    fn push_pull(&mut self, now: Instant, links: &[(Peer, u64)]) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -860,22 +854,26 @@ impl Engine {
         let Some((peer, _)) = links.get(pick).cloned() else {
             return;
         };
-        let mut records = vec![cluster.me.clone()];
-        records.extend(cluster.members.values().map(|k| k.record.clone()));
-        for frame in members_frames(records) {
+        for frame in members_frames(cluster.all_records()) {
             self.send_to_peer(&peer, frame);
         }
     }
 
     /// A graceful stop: every linked member hears at once that we left.
     pub(super) fn leave(&mut self) {
-        let links = self.member_links();
         let Some(cluster) = self.cluster.as_mut().filter(|c| !c.config.observer) else {
             return;
         };
         cluster.me.state = MemberState::Left;
-        let me = cluster.me.clone();
-        for (peer, _) in links {
+        self.tell_links_about_me();
+    }
+
+    /// Our record, at once, on every link to a member.
+    fn tell_links_about_me(&mut self) {
+        let Some(me) = self.cluster.as_ref().map(|c| c.me.clone()) else {
+            return;
+        };
+        for (peer, _) in self.member_links() {
             self.send_to_peer(&peer, Message::Members(vec![me.clone()]));
         }
     }

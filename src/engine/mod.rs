@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 use crate::warnings::Warnings;
 use crate::wire::{Hail, MemberState, Message, Publish, Stamp};
 pub use config::{EngineConfig, MAX_SERVER_TIMEOUT};
-use members::{Cluster, is_membership};
+use members::Cluster;
 pub use members::{ClusterConfig, MAX_NAME_BYTES, MAX_TAG_BYTES};
 pub use output::{Event, ExpireReason, Output};
 pub use peers::{ClientId, PeerState, RemoteId, node_name};

@@ -221,7 +221,7 @@ impl Engine {
             Message::Pong(_) => {}
             // Only servers of ours send these (to a client that hailed), and a server's first
             // list may come before the PONG that says it is ours.
-            message if is_membership(&message) => {
+            message if message.is_membership() => {
                 self.on_member_message(now, Peer::Remote(id), message);
             }
             other => debug!(%endpoint, message = other.id().name(), "ignored from a server"),

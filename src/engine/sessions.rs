@@ -106,7 +106,7 @@ impl Engine {
                     self.remind(client, false);
                 }
             }
-            (SessionState::Connected, message) if is_membership(&message) => {
+            (SessionState::Connected, message) if message.is_membership() => {
                 match self.sessions.get(&client).and_then(|s| s.node) {
                     Some(_) => self.on_member_message(now, Peer::Client(client), message),
                     None => {

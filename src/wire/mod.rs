@@ -295,6 +295,20 @@ pub enum EncodeError {
 }
 
 impl Message {
+    /// Whether this is one of the membership messages (ids 7–12, §12), which only nodes that
+    /// hailed each other exchange.
+    pub fn is_membership(&self) -> bool {
+        matches!(
+            self,
+            Self::Members(_)
+                | Self::Join { .. }
+                | Self::Neighbor(_)
+                | Self::Disconnect { .. }
+                | Self::Shuffle { .. }
+                | Self::Probe(_)
+        )
+    }
+
     /// This message's id.
     pub fn id(&self) -> MessageId {
         match self {
