@@ -365,6 +365,8 @@ struct Harness {
     keys: BTreeSet<String>,
     /// Clients that have sent us something, so replies to them make sense.
     clients_heard: BTreeSet<String>,
+    /// Remotes the engine dialled itself (for its active view): never one of the CONNECTs.
+    view_remotes: BTreeSet<u32>,
     innocent: Innocent,
     /// What each remote's server has: whether it is connected, and the copies it was sent or
     /// sent us.
@@ -435,6 +437,7 @@ impl Harness {
             step: 0,
             keys: BTreeSet::new(),
             clients_heard: BTreeSet::new(),
+            view_remotes: BTreeSet::new(),
             innocent: Innocent {
                 connected: false,
                 last_sent: t0,
@@ -772,6 +775,22 @@ impl Harness {
                         self.innocent.mirror.insert(Arc::clone(&p.key), copy);
                     }
                 }
+                Output::ToRemote(remote, message) if self.view_remotes.contains(&remote.0) => {
+                    // A dial of the views: only membership messages and the session's own
+                    // HELLO and PINGs, and membership only once its server hailed.
+                    assert!(
+                        message.is_membership()
+                            || matches!(
+                                message,
+                                Message::Hello(_) | Message::Ping(_) | Message::Publish(_)
+                            ),
+                        "a client does not send {message:?} to a server"
+                    );
+                    assert!(
+                        !message.is_membership() || self.engine.remote_reads_batches(*remote),
+                        "{message:?} to {remote:?}, whose server never hailed"
+                    );
+                }
                 Output::ToRemote(remote, message) => {
                     assert!(remote.0 < u32::from(REMOTES), "no such remote {remote:?}");
                     let membership = message.is_membership();
@@ -798,6 +817,19 @@ impl Harness {
                 Output::Redial(remote) => {
                     assert!(remote.0 < u32::from(REMOTES), "no such remote {remote:?}");
                     self.remote_model(*remote).connected = false;
+                }
+                Output::Connect(remote, endpoint) => {
+                    assert!(
+                        remote.0 >= u32::from(REMOTES) && self.view_remotes.insert(remote.0),
+                        "dialled {endpoint} as {remote:?}, an id already in use"
+                    );
+                }
+                Output::Close(remote) => {
+                    // The views close only what they dialled: a CONNECT stays.
+                    assert!(
+                        self.view_remotes.remove(&remote.0),
+                        "closed {remote:?}, which the views did not dial"
+                    );
                 }
                 Output::Event(event) => self.on_event(event),
             }

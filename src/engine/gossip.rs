@@ -104,14 +104,15 @@ impl Engine {
                 let _ = self.unpublish(now, &key);
             }
         }
+        self.views_leave();
         let bye = Some(Hail {
             goodbye: true,
             ..self.hail()
         });
-        for (index, remote) in self.remotes.iter().enumerate() {
+        for (&id, remote) in &self.remotes {
             if remote.connected && remote.node.is_some() {
                 self.outputs
-                    .push_back(Output::ToRemote(RemoteId(index as u32), Message::Ping(bye)));
+                    .push_back(Output::ToRemote(id, Message::Ping(bye)));
             }
         }
         for (client, session) in &self.sessions {
@@ -385,8 +386,7 @@ impl Engine {
     pub(super) fn forward(&mut self, message: &Message, origin: &Origin) {
         // Made only if some peer never hailed: most forwards go to our own nodes alone.
         let plain = std::cell::OnceCell::new();
-        for (index, remote) in self.remotes.iter().enumerate() {
-            let id = RemoteId(index as u32);
+        for (&id, remote) in &self.remotes {
             if !remote.connected || *origin == Origin::Remote(id) {
                 continue;
             }

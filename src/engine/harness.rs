@@ -10,7 +10,7 @@
 //! transport's faults do, so it looks like a network that silently carries nothing.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,6 +32,9 @@ pub struct Net {
     now: Instant,
     nodes: Vec<Host>,
     links: Vec<Link>,
+    /// Open links by their dialer's remote, and by the session's client id (unique in the net).
+    by_remote: HashMap<(usize, RemoteId), usize>,
+    by_client: HashMap<ClientId, usize>,
     flights: BinaryHeap<Reverse<Flight>>,
     /// Each node's current deadline, and the heap of them (stale entries are skipped).
     due: Vec<Option<Instant>>,
@@ -53,7 +56,7 @@ struct Host {
     config: EngineConfig,
     up: bool,
     events: Vec<Event>,
-    /// The remotes it dialled, in CONNECT order: a restart dials them again.
+    /// The nodes it CONNECTed to, in order: a restart dials them again.
     dialled: Vec<usize>,
 }
 
@@ -66,6 +69,8 @@ struct Link {
     client: Option<ClientId>,
     /// A dial in flight, so a second is not started.
     dialling: bool,
+    /// The dialer closed it (or died): it is never dialled again.
+    closed: bool,
     /// When the last frame each way lands: a connection delivers in order, whatever the
     /// jitter.
     last_landing: [Option<Instant>; 2],
@@ -105,6 +110,8 @@ enum Hop {
     ToServer(usize, ClientId, Bytes),
     /// A frame from the server back to the dialer, on the connection `client` names.
     ToDialer(usize, ClientId, Bytes),
+    /// The dialer closed the link: the server sees its client go, after what was sent before.
+    HangUp(usize),
 }
 
 impl Net {
@@ -116,6 +123,8 @@ impl Net {
             now: start,
             nodes: Vec::new(),
             links: Vec::new(),
+            by_remote: HashMap::new(),
+            by_client: HashMap::new(),
             flights: BinaryHeap::new(),
             due: Vec::new(),
             timers: BinaryHeap::new(),
@@ -182,21 +191,37 @@ impl Net {
             Ok(remote) => remote,
             Err(error) => panic!("node {dialer}: {error}"),
         };
+        if let Some(member) = self.nodes.get_mut(dialer) {
+            member.dialled.push(server);
+        }
+        self.open_link(dialer, remote, server);
+        self.settle(dialer);
+        remote
+    }
+
+    /// A new link for `dialer`'s remote, dialled one latency from now.
+    fn open_link(&mut self, dialer: usize, remote: RemoteId, server: usize) {
         self.links.push(Link {
             dialer,
             remote,
             server,
             client: None,
             dialling: false,
+            closed: false,
             last_landing: [None; 2],
         });
         let link = self.links.len() - 1;
-        if let Some(member) = self.nodes.get_mut(dialer) {
-            member.dialled.push(link);
-        }
+        self.by_remote.insert((dialer, remote), link);
         self.dial(link, self.latency);
-        self.settle(dialer);
-        remote
+    }
+
+    /// The dialer is done with `link` for good.
+    fn close_link(&mut self, link: usize) {
+        if let Some(l) = self.links.get_mut(link) {
+            l.closed = true;
+            let key = (l.dialer, l.remote);
+            self.by_remote.remove(&key);
+        }
     }
 
     /// The node stops as a crash would: no goodbye. Its peers see its connections close.
@@ -215,8 +240,12 @@ impl Net {
             else {
                 continue;
             };
+            if self.link(link).closed {
+                continue;
+            }
             if dialer == node {
                 self.hang_up(link);
+                self.close_link(link);
             } else if server == node && self.hang_up(link) {
                 self.engine_mut(dialer)
                     .handle_remote_disconnected(now, remote);
@@ -245,11 +274,10 @@ impl Net {
         member.up = true;
         let dialled = member.dialled.clone();
         let now = self.now;
-        for link in dialled {
-            let endpoint = self.links.get(link).map(|l| format!("sim://{}", l.server));
-            if let Some(endpoint) = endpoint {
-                let _ = self.engine_mut(node).add_remote(now, &endpoint);
-                self.dial(link, self.latency);
+        for server in dialled {
+            let endpoint = format!("sim://{server}");
+            if let Ok(remote) = self.engine_mut(node).add_remote(now, &endpoint) {
+                self.open_link(node, remote, server);
             }
         }
         self.settle(node);
@@ -415,7 +443,7 @@ impl Net {
                 if let Some(l) = self.links.get_mut(link) {
                     l.dialling = false;
                 }
-                if !self.up(dialer) {
+                if !self.up(dialer) || self.link(link).closed {
                     return;
                 }
                 if !self.up(server) {
@@ -425,8 +453,9 @@ impl Net {
                 let client = ClientId(self.next_client);
                 self.next_client += 1;
                 if let Some(l) = self.links.get_mut(link) {
-                    l.client = Some(client);
+                    l.client = Some(client.clone());
                 }
+                self.by_client.insert(client, link);
                 self.engine_mut(dialer).handle_remote_connected(now, remote);
                 self.settle(dialer);
             }
@@ -456,6 +485,9 @@ impl Net {
                 }
                 self.settle(dialer);
             }
+            Hop::HangUp(link) => {
+                self.hang_up(link);
+            }
         }
     }
 
@@ -464,7 +496,7 @@ impl Net {
         let Some(l) = self.links.get_mut(link) else {
             return;
         };
-        if l.dialling {
+        if l.dialling || l.closed {
             return;
         }
         l.dialling = true;
@@ -477,6 +509,7 @@ impl Net {
         let Some(client) = self.links.get_mut(link).and_then(|l| l.client.take()) else {
             return false;
         };
+        self.by_client.remove(&client);
         let server = self.link(link).server;
         if self.up(server) {
             self.engine_mut(server).handle_client_gone(&client);
@@ -528,11 +561,7 @@ impl Net {
     fn route(&mut self, node: usize, output: Output) {
         match output {
             Output::ToRemote(remote, message) => {
-                let Some(link) = self
-                    .links
-                    .iter()
-                    .position(|l| l.dialer == node && l.remote == remote)
-                else {
+                let Some(&link) = self.by_remote.get(&(node, remote)) else {
                     return;
                 };
                 let Link { server, .. } = *self.link(link);
@@ -543,28 +572,46 @@ impl Net {
                 }
             }
             Output::ToClient(client, message) => {
-                let Some(link) = self
-                    .links
-                    .iter()
-                    .position(|l| l.server == node && l.client.as_ref() == Some(&client))
-                else {
+                let Some(&link) = self.by_client.get(&client) else {
                     return;
                 };
+                if self.link(link).server != node {
+                    return;
+                }
                 let dialer = self.link(link).dialer;
                 if self.carries(node, dialer) {
                     self.send(link, 1, Hop::ToDialer(link, client, frame(&message)));
                 }
             }
             Output::Redial(remote) => {
-                let Some(link) = self
-                    .links
-                    .iter()
-                    .position(|l| l.dialer == node && l.remote == remote)
-                else {
+                let Some(&link) = self.by_remote.get(&(node, remote)) else {
                     return;
                 };
                 self.hang_up(link);
                 self.dial(link, self.latency);
+            }
+            Output::Connect(remote, endpoint) => {
+                let server = endpoint.strip_prefix("sim://").and_then(|n| n.parse().ok());
+                match server {
+                    Some(server) if server < self.nodes.len() => {
+                        self.open_link(node, remote, server);
+                    }
+                    _ => {
+                        let engine = self.engine_mut(node);
+                        engine.handle_remote_unreachable(remote, "no such node");
+                        self.settle(node);
+                    }
+                }
+            }
+            Output::Close(remote) => {
+                let Some(&link) = self.by_remote.get(&(node, remote)) else {
+                    return;
+                };
+                self.close_link(link);
+                // The server sees its client go after what was sent before the close.
+                if self.link(link).client.is_some() {
+                    self.send(link, 0, Hop::HangUp(link));
+                }
             }
             Output::Event(event) => {
                 if let Some(member) = self.nodes.get_mut(node) {

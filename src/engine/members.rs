@@ -14,6 +14,7 @@
 //! with this node's own lateness (Lifeguard's local health), so a starved node stops accusing
 //! healthy ones.
 
+use super::views::Views;
 use super::*;
 use crate::rng::XorShift;
 use crate::wire::{Member, MemberState, Probe};
@@ -66,6 +67,12 @@ pub struct ClusterConfig {
     pub forget_after: Duration,
     /// Learn the members without being one: never send our record, gossip or probe.
     pub observer: bool,
+    /// The active view's size; `None`: log2(N) + 1, at least 3.
+    pub active_view: Option<usize>,
+    /// How often a sample of the views goes to a random active peer: 60 s.
+    pub shuffle_interval: Duration,
+    /// How often one member held dead is dialled, in case a partition healed: 10 s.
+    pub reconnect_interval: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -85,6 +92,9 @@ impl Default for ClusterConfig {
             suspicion_mult: 4,
             forget_after: Duration::from_secs(3600),
             observer: false,
+            active_view: None,
+            shuffle_interval: Duration::from_secs(60),
+            reconnect_interval: Duration::from_secs(10),
         }
     }
 }
@@ -124,7 +134,7 @@ pub(super) struct Cluster {
     watched: IndexMap<u64, Instant>,
     checks: IndexMap<u32, Check>,
     seq: u32,
-    rng: XorShift,
+    pub(super) rng: XorShift,
     next_gossip: Option<Instant>,
     /// Set once the first link opens.
     next_push_pull: Option<Instant>,
@@ -133,6 +143,7 @@ pub(super) struct Cluster {
     /// The earliest suspicion that runs out or dead member to forget, if any: kept as records
     /// change, so a deadline never scans every member.
     members_due: Option<Instant>,
+    pub(super) views: Views,
 }
 
 impl Cluster {
@@ -161,6 +172,7 @@ impl Cluster {
             next_push_pull: None,
             health: 0,
             members_due: None,
+            views: Views::default(),
         }
     }
 
@@ -185,7 +197,7 @@ impl Cluster {
         self.config.probe_interval * (self.config.suspicion_mult * self.scale()) * (1 + self.health)
     }
 
-    fn probe_timeout(&self) -> Duration {
+    pub(super) fn probe_timeout(&self) -> Duration {
         self.config.probe_timeout * (1 + self.health)
     }
 
@@ -209,6 +221,16 @@ impl Cluster {
         self.next_gossip = Some(self.next_gossip.map_or(due, |at| at.min(due)));
     }
 
+    /// We let the link to `node` go on purpose: its silence from now on says nothing.
+    pub(super) fn unwatch(&mut self, node: u64) {
+        self.watched.shift_remove(&node);
+    }
+
+    /// Whether an indirect probe of `target` is under way.
+    pub(super) fn checking(&self, target: u64) -> bool {
+        self.checks.values().any(|c| c.target == target)
+    }
+
     /// Our record (unless we only observe) and every record we hold.
     fn all_records(&self) -> Vec<Member> {
         let me = (!self.config.observer).then(|| self.me.clone());
@@ -217,7 +239,7 @@ impl Cluster {
             .collect()
     }
 
-    fn record(&self, id: u64) -> Option<&Member> {
+    pub(super) fn record(&self, id: u64) -> Option<&Member> {
         if id == self.me.id {
             Some(&self.me)
         } else {
@@ -231,6 +253,7 @@ impl Cluster {
             .chain(self.members_due)
             .chain(self.next_gossip)
             .chain(self.next_push_pull)
+            .chain(self.views.next_deadline())
             .min()
     }
 
@@ -313,10 +336,9 @@ impl Engine {
 
     /// Our links to members: connected, hailed sessions and remotes, with the member's id.
     pub(super) fn member_links(&self) -> Vec<(Peer, u64)> {
-        let remotes = self.remotes.iter().enumerate().filter_map(|(index, r)| {
+        let remotes = self.remotes.iter().filter_map(|(&id, r)| {
             let node = r.node?;
-            r.connected
-                .then_some((Peer::Remote(RemoteId(index as u32)), node))
+            r.connected.then_some((Peer::Remote(id), node))
         });
         let sessions = self.sessions.iter().filter_map(|(client, s)| {
             let node = s.node?;
@@ -345,14 +367,24 @@ impl Engine {
         // A link to a member we know came (back): what changed while it was down, accusations
         // and refutations, may have passed either side by (a partition that healed), so both
         // send everything. Only a dialler new to the cluster, knowing nobody, sends just itself.
-        let reconnect = cluster.members.contains_key(&node);
+        // Between members that hold each other alive (a link the views opened, say) the lists
+        // agree but for what is still flooding: each sends only itself.
+        let reconnect = cluster
+            .members
+            .get(&node)
+            .is_some_and(|k| k.record.state != MemberState::Alive);
         if !cluster.config.observer {
             cluster.watched.insert(node, now);
             if cluster.next_push_pull.is_none() {
                 cluster.next_push_pull = Some(now + cluster.push_pull_interval());
             }
         }
-        let records = if newcomer || reconnect {
+        // A member dialling a node it does not know (a seed that restarted under a new id)
+        // tells it the cluster.
+        let server_new = matches!(peer, Peer::Remote(_))
+            && !cluster.members.contains_key(&node)
+            && !cluster.members.is_empty();
+        let records = if newcomer || reconnect || server_new {
             cluster.all_records()
         } else {
             (!cluster.config.observer)
@@ -362,6 +394,15 @@ impl Engine {
         };
         for frame in members_frames(records) {
             self.send_to_peer(&peer, frame);
+        }
+        self.views_link_opened(now, &peer, node);
+    }
+
+    /// The node at the other end of a link, once it hailed.
+    fn link_node(&self, peer: &Peer) -> Option<u64> {
+        match peer {
+            Peer::Client(client) => self.sessions.get(client)?.node,
+            Peer::Remote(remote) => self.remotes.get(remote)?.node,
         }
     }
 
@@ -387,10 +428,23 @@ impl Engine {
                 self.send_to_peer(&peer, Message::Probe(answer));
             }
             Message::Probe(answer) => self.on_probe_answer(answer),
-            other => debug!(
-                message = other.id().name(),
-                "membership message not used yet"
-            ),
+            // The views' messages mean something only from a node that hailed on this link.
+            message => {
+                let Some(from) = self.link_node(&peer) else {
+                    return;
+                };
+                match message {
+                    Message::Join { ttl, member } => self.on_join(now, peer, from, ttl, *member),
+                    Message::Neighbor(neighbor) => self.on_neighbor(now, peer, from, neighbor),
+                    Message::Disconnect { stopping } => {
+                        self.on_disconnect(now, peer, from, stopping);
+                    }
+                    Message::Shuffle { reply, members } => {
+                        self.on_shuffle(now, peer, reply, members);
+                    }
+                    other => debug!(message = other.id().name(), "not a membership message"),
+                }
+            }
         }
     }
 
@@ -403,11 +457,11 @@ impl Engine {
     }
 
     /// Whether a link of ours heard `node` within `within` (or it is us).
-    fn hears(&self, now: Instant, node: u64, within: Duration) -> bool {
+    pub(super) fn hears(&self, now: Instant, node: u64, within: Duration) -> bool {
         if self.cluster.as_ref().is_some_and(|c| c.me.id == node) {
             return true;
         }
-        let remotes = self.remotes.iter().any(|r| {
+        let remotes = self.remotes.values().any(|r| {
             r.node == Some(node)
                 && r.connected
                 && now.saturating_duration_since(r.last_heard) < within
@@ -423,7 +477,7 @@ impl Engine {
     /// Whether a link of ours to `node` is open, heard or not.
     fn linked(&self, node: u64) -> bool {
         self.remotes
-            .iter()
+            .values()
             .any(|r| r.node == Some(node) && r.connected)
             || (self.sessions.values())
                 .any(|s| s.node == Some(node) && s.state == SessionState::Connected)
@@ -457,7 +511,9 @@ impl Engine {
             return;
         };
         if record.id == cluster.me.id {
-            let accused = matches!(record.state, MemberState::Suspect | MemberState::Dead);
+            // Said to have left while we have not (a restart under the same id): refuted too.
+            let accused = matches!(record.state, MemberState::Suspect | MemberState::Dead)
+                || (record.state == MemberState::Left && cluster.me.state != MemberState::Left);
             if accused && record.incarnation >= cluster.me.incarnation {
                 cluster.me.incarnation = record.incarnation + 1;
                 cluster.health = (cluster.health + 1).min(MAX_HEALTH);
@@ -513,6 +569,9 @@ impl Engine {
         cluster.note_due(due);
         cluster.members.insert(id, known);
         cluster.spread(id, from.cloned(), now);
+        if was != Some(state) {
+            cluster.views_member_changed(id, state, now);
+        }
         if was != Some(state) {
             self.member_event(id, name, state, reason);
         }
@@ -605,7 +664,10 @@ impl Engine {
         if self.cluster.as_ref().is_none_or(|c| c.config.observer) {
             return;
         }
-        // Sending does not change which links are open: one list serves the whole timeout.
+        let links = self.member_links();
+        self.views_timeout(now, &links);
+        // Sending does not change which links are open (the views may have closed some): one
+        // list serves the rest of the timeout.
         let links = self.member_links();
         self.watch_links(now, &links);
         self.end_checks(now);
@@ -625,8 +687,27 @@ impl Engine {
                 cluster.rescan_due();
             }
         }
-        self.gossip_news(now, &links);
-        self.push_pull(now, &links);
+        let overlay = self.overlay_links(&links);
+        self.gossip_news(now, &overlay);
+        self.push_pull(now, &overlay);
+    }
+
+    /// The links gossip goes on: those that carry active peers, and those to hailed nodes that
+    /// are not members (observers, who follow the changes). Until the active view has anyone,
+    /// every link to a member.
+    fn overlay_links(&self, links: &[(Peer, u64)]) -> Vec<(Peer, u64)> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        if cluster.views.active.is_empty() {
+            return links.to_vec();
+        }
+        (links.iter())
+            .filter(|(peer, node)| {
+                cluster.views.carries(peer) || !cluster.members.contains_key(node)
+            })
+            .cloned()
+            .collect()
     }
 
     /// Notes which members our links hear, and starts an indirect probe of one that every
@@ -688,7 +769,7 @@ impl Engine {
         }
     }
 
-    fn start_check(&mut self, now: Instant, target: u64, links: &[(Peer, u64)]) {
+    pub(super) fn start_check(&mut self, now: Instant, target: u64, links: &[(Peer, u64)]) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };

@@ -7,9 +7,10 @@
 //! # Layout
 //! One file per role, each an `impl Engine` block over the state this file declares:
 //! - `sessions`: the server role (clients of our listeners).
-//! - `remotes`: the client role (one remote per CONNECT).
+//! - `remotes`: the client role (one remote per CONNECT, and per member the views dial).
 //! - `gossip`: publishes, copies judged and kept, and forwarding.
 //! - `members`: the cluster's members, their gossip and failure detection (§12).
+//! - `views`: the links the node keeps by its own choice (HyParView's views, §12).
 //! - `timers`: deadlines and what falls due at them.
 //! - `resync`: a store sent a slice at a time.
 //! - `output`, `stats`, `config`: what the engine says, counts and is told.
@@ -29,6 +30,7 @@ mod sessions;
 mod stats;
 mod store;
 mod timers;
+mod views;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -76,7 +78,9 @@ pub struct Engine {
     store: Store,
     /// In the order clients came, so the same inputs give the same outputs, run after run.
     sessions: IndexMap<ClientId, Session>,
-    remotes: Vec<Remote>,
+    /// By id; ids are never reused, so a stale report cannot reach a newer remote.
+    remotes: IndexMap<RemoteId, Remote>,
+    next_remote: u32,
     /// Resyncs under way, in the order they started.
     resyncs: IndexMap<Peer, Resync>,
     outputs: VecDeque<Output>,
@@ -97,7 +101,8 @@ impl Engine {
             config,
             store: Store::default(),
             sessions: IndexMap::new(),
-            remotes: Vec::new(),
+            remotes: IndexMap::new(),
+            next_remote: 0,
             resyncs: IndexMap::new(),
             outputs: VecDeque::new(),
             next_deadline: None,
@@ -148,7 +153,7 @@ impl Engine {
     pub fn peers(&self) -> Vec<(String, PeerState)> {
         let remotes = self
             .remotes
-            .iter()
+            .values()
             .map(|r| (r.endpoint.clone(), r.liveness));
         let sessions = self
             .sessions

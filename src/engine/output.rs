@@ -92,6 +92,11 @@ pub enum Output {
     ToRemote(RemoteId, Message),
     /// Close this remote's connection and dial it afresh.
     Redial(RemoteId),
+    /// Dial `endpoint` as a new remote (a member, for the active view); the transport redials
+    /// it until [`Output::Close`].
+    Connect(RemoteId, String),
+    /// Close this remote for good: its id is never used again.
+    Close(RemoteId),
     /// Tell the application.
     Event(Event),
 }

@@ -117,6 +117,10 @@ impl Session {
 #[derive(Debug)]
 pub(super) struct Remote {
     pub(super) endpoint: String,
+    /// A CONNECT the user wrote: only the user closes it. The others are the views' dials.
+    pub(super) pinned: bool,
+    /// A probe of this member (SWIM's ping): it says PING, not HELLO, and closes on the answer.
+    pub(super) probe: Option<u64>,
     pub(super) connected: bool,
     pub(super) last_heard: Instant,
     pub(super) last_sent: Instant,
@@ -150,9 +154,11 @@ pub(super) struct Remote {
 }
 
 impl Remote {
-    pub(super) fn new(now: Instant, endpoint: &str) -> Self {
+    pub(super) fn new(now: Instant, endpoint: &str, pinned: bool) -> Self {
         Self {
             endpoint: endpoint.to_owned(),
+            pinned,
+            probe: None,
             connected: false,
             last_heard: now,
             last_sent: now,

@@ -39,7 +39,7 @@ impl Engine {
     pub fn remotes(&self) -> (usize, usize) {
         (
             self.remotes.len(),
-            self.remotes.iter().filter(|r| r.connected).count(),
+            self.remotes.values().filter(|r| r.connected).count(),
         )
     }
 
@@ -47,27 +47,26 @@ impl Engine {
     /// last HELLO).
     pub fn remotes_synced(&self) -> usize {
         self.remotes
-            .iter()
+            .values()
             .filter(|r| r.connected && r.synced)
             .count()
     }
 
     /// The endpoint a remote was created for.
     pub fn remote_endpoint(&self, id: RemoteId) -> Option<&str> {
-        self.remotes.get(id.0 as usize).map(|r| r.endpoint.as_str())
+        self.remotes.get(&id).map(|r| r.endpoint.as_str())
     }
 
     /// Whether this remote's server hailed back, so is one of ours and reads BATCH (§7).
     pub fn remote_reads_batches(&self, id: RemoteId) -> bool {
-        self.remotes
-            .get(id.0 as usize)
-            .is_some_and(|r| r.node.is_some())
+        self.remotes.get(&id).is_some_and(|r| r.node.is_some())
     }
 
     /// A new outbound connection; the transport dials it and reports when it is connected.
     /// Refused past `max_remotes`.
     pub fn add_remote(&mut self, now: Instant, endpoint: &str) -> Result<RemoteId, TooManyRemotes> {
-        if self.remotes.len() >= self.config.max_remotes {
+        let pinned = self.remotes.values().filter(|r| r.pinned).count();
+        if pinned >= self.config.max_remotes {
             self.stats.remotes_refused += 1;
             warn!(
                 max = self.config.max_remotes,
@@ -77,10 +76,41 @@ impl Engine {
                 max: self.config.max_remotes,
             });
         }
-        let id = RemoteId(self.remotes.len() as u32);
-        self.remotes.push(Remote::new(now, endpoint));
-        self.schedule_at(now + NO_ANSWER);
+        let id = self.new_remote(now, endpoint, true);
         Ok(id)
+    }
+
+    /// A new remote: a CONNECT (`pinned`) or a dial of the views.
+    pub(super) fn new_remote(&mut self, now: Instant, endpoint: &str, pinned: bool) -> RemoteId {
+        let id = RemoteId(self.next_remote);
+        self.next_remote = self.next_remote.wrapping_add(1);
+        self.remotes.insert(id, Remote::new(now, endpoint, pinned));
+        self.schedule_at(now + NO_ANSWER);
+        id
+    }
+
+    /// Closes a remote the views dialled, for good.
+    pub(super) fn close_remote(&mut self, id: RemoteId, why: &str) {
+        let Some(remote) = self.remotes.shift_remove(&id) else {
+            return;
+        };
+        debug!(endpoint = %remote.endpoint, why, "closing a link");
+        if let (Some(node), Some(cluster)) = (remote.node, &mut self.cluster) {
+            cluster.unwatch(node);
+        }
+        self.cancel_resync(&Peer::Remote(id));
+        if remote.liveness == PeerState::Alive || remote.liveness == PeerState::Suspect {
+            self.peer_event(remote.endpoint, PeerState::Left, why);
+        }
+        self.outputs.push_back(Output::Close(id));
+    }
+
+    /// A link went away: the views look again at once.
+    pub(super) fn links_changed(&mut self, now: Instant) {
+        if let Some(cluster) = &mut self.cluster {
+            cluster.views_changed(now);
+            self.schedule_at(now);
+        }
     }
 
     /// A remote's server was not reading and its connection was dropped (the transport
@@ -93,7 +123,7 @@ impl Engine {
     /// A remote completed its connection (first time or after a reconnect): say HELLO and
     /// republish everything, so a restarted peer has our tuples back at once.
     pub fn handle_remote_connected(&mut self, now: Instant, id: RemoteId) {
-        let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
+        let Some(remote) = self.remotes.get_mut(&id) else {
             return;
         };
         debug!(endpoint = %remote.endpoint, "remote connected");
@@ -103,6 +133,14 @@ impl Engine {
         remote.failures = 0;
         remote.failure_told = None;
         remote.connected = true;
+        if remote.probe.is_some() {
+            // A probe asks for a PONG, which names the node, and no session: no resync.
+            remote.last_sent = now;
+            remote.last_heard = now;
+            let ping = Message::Ping(Some(self.hail()));
+            self.outputs.push_back(Output::ToRemote(id, ping));
+            return;
+        }
         remote.last_heard = now;
         remote.hello_due = None;
         // Whoever answers now may not be the node that hailed before: no BATCH until it hails.
@@ -130,11 +168,37 @@ impl Engine {
     /// application hears of it once per cause (a PEER event, dead); the log says so at the
     /// first failure and then at the 2nd, 4th, 8th... in a row, as retries go on for ever.
     pub fn handle_remote_unreachable(&mut self, id: RemoteId, cause: &'static str) {
-        let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
+        let Some(remote) = self.remotes.get_mut(&id) else {
             return;
         };
         remote.failures = remote.failures.saturating_add(1);
         let endpoint = remote.endpoint.clone();
+        if !remote.pinned {
+            // A dial of the views or a probe: no point waiting for it.
+            let at = remote.last_heard;
+            self.links_changed(at);
+            if let Some(cluster) = &mut self.cluster
+                && let Some(pending) =
+                    (cluster.views.pending.values_mut()).find(|p| p.remote == Some(id))
+            {
+                pending.deadline = at;
+            }
+            if let Some(cluster) = &mut self.cluster
+                && let Some(probe) = &mut cluster.views.probing
+                && probe.0 == id
+            {
+                probe.2 = at;
+            }
+            // The views try elsewhere; the member's fate is the failure detector's to tell.
+            if let Some(remote) = self.remotes.get_mut(&id) {
+                remote.failure_told = Some(cause);
+            }
+            debug!(%endpoint, "cannot reach a member: {cause}");
+            return;
+        }
+        let Some(remote) = self.remotes.get_mut(&id) else {
+            return;
+        };
         if remote.failures.is_power_of_two() {
             warn!(%endpoint, attempts = remote.failures, "cannot reach a peer: {cause}");
         }
@@ -147,7 +211,7 @@ impl Engine {
 
     /// A remote lost its connection; the transport is reconnecting it.
     pub fn handle_remote_disconnected(&mut self, now: Instant, id: RemoteId) {
-        let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
+        let Some(remote) = self.remotes.get_mut(&id) else {
             return;
         };
         debug!(endpoint = %remote.endpoint, "remote disconnected");
@@ -160,13 +224,20 @@ impl Engine {
         if !left {
             self.set_remote_state(id, PeerState::Dead, &endpoint, "disconnected");
         }
+        self.links_changed(now);
     }
 
     /// A message arrived through one of our remotes.
     pub fn handle_remote_message(&mut self, now: Instant, id: RemoteId, message: Message) {
-        let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
+        let Some(remote) = self.remotes.get_mut(&id) else {
             return;
         };
+        if let Some(target) = remote.probe {
+            if let Message::Pong(Some(hail)) = message {
+                self.on_probe_dial_answer(now, id, target, hail.node);
+            }
+            return;
+        }
         remote.last_heard = now;
         if remote.silent_redials > 0 {
             // The server answers after all: no reason to hold back our HELLO any longer.
@@ -201,7 +272,7 @@ impl Engine {
                 self.compare_digests(now, id, theirs);
             }
         }
-        if matches!(self.remotes.get(id.0 as usize), Some(r) if r.liveness == PeerState::Suspect || (r.liveness == PeerState::Dead && r.connected))
+        if matches!(self.remotes.get(&id), Some(r) if r.liveness == PeerState::Suspect || (r.liveness == PeerState::Dead && r.connected))
         {
             self.set_remote_state(id, PeerState::Alive, &endpoint, "heard again");
         }
@@ -231,7 +302,7 @@ impl Engine {
     /// The transport vouches that the server is there (in-process: it says when a peer goes
     /// away), so its silence so far is a backlog, not a lost link.
     pub fn handle_remote_reachable(&mut self, now: Instant, id: RemoteId) {
-        if let Some(remote) = self.remotes.get_mut(id.0 as usize)
+        if let Some(remote) = self.remotes.get_mut(&id)
             && remote.connected
         {
             remote.last_heard = remote.last_heard.max(now);
@@ -248,7 +319,7 @@ impl Engine {
         }
         let ours = self.store.digest();
         let first_wait = self.config.server_timeout;
-        let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
+        let Some(remote) = self.remotes.get_mut(&id) else {
             return;
         };
         if ours == theirs {
@@ -296,9 +367,9 @@ impl Engine {
     pub(super) fn check_remotes(&mut self, now: Instant) {
         let timeout = self.config.server_timeout;
         let suspect_after = self.config.suspect_after();
-        for index in 0..self.remotes.len() {
-            let id = RemoteId(index as u32);
-            let Some(remote) = self.remotes.get_mut(index) else {
+        let ids: Vec<RemoteId> = self.remotes.keys().copied().collect();
+        for id in ids {
+            let Some(remote) = self.remotes.get_mut(&id) else {
                 continue;
             };
             // Nothing is judged while our HELLO is held back: we have not asked for anything.
@@ -307,6 +378,14 @@ impl Engine {
             }
             let silent = now.duration_since(remote.last_heard);
             let endpoint = remote.endpoint.clone();
+            if silent >= timeout && !remote.pinned {
+                // A dial of the views: the views replace it rather than wait for it.
+                debug!(%endpoint, "active peer silent for {timeout:?}; closing");
+                self.stats.redials += 1;
+                self.close_remote(id, "silent");
+                self.links_changed(now);
+                continue;
+            }
             if silent >= timeout {
                 warn!(%endpoint, "remote silent for {timeout:?}; redialling");
                 remote.connected = false;
@@ -315,6 +394,7 @@ impl Engine {
                 self.outputs.push_back(Output::Redial(id));
                 let reason = format!("silent for {}ms", silent.as_millis());
                 self.set_remote_state(id, PeerState::Dead, &endpoint, &reason);
+                self.links_changed(now);
                 continue;
             }
             if silent >= suspect_after && remote.liveness == PeerState::Alive {
@@ -323,10 +403,10 @@ impl Engine {
             }
         }
         // After the loop, which may have just found a remote silent and redialled it.
-        let unanswered: Vec<RemoteId> = (self.remotes.iter().enumerate())
+        let unanswered: Vec<RemoteId> = (self.remotes.iter())
             .filter(|(_, r)| !r.connected && r.failure_told.is_none())
             .filter(|(_, r)| now.saturating_duration_since(r.last_heard) >= NO_ANSWER)
-            .map(|(index, _)| RemoteId(index as u32))
+            .map(|(id, _)| *id)
             .collect();
         for id in unanswered {
             self.handle_remote_unreachable(id, "no answer within 5 s");
@@ -339,7 +419,7 @@ impl Engine {
     pub(super) fn on_invalid(&mut self, now: Instant, id: RemoteId) {
         let timeout = self.config.server_timeout;
         let base = self.config.ping_interval();
-        let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
+        let Some(remote) = self.remotes.get_mut(&id) else {
             return;
         };
         // INVALIDs while a HELLO is held back, or before the server has seen the HELLO we
@@ -368,7 +448,7 @@ impl Engine {
     }
 
     pub(super) fn send_hello(&mut self, now: Instant, id: RemoteId) {
-        if let Some(remote) = self.remotes.get_mut(id.0 as usize) {
+        if let Some(remote) = self.remotes.get_mut(&id) {
             remote.last_sent = now;
             remote.synced = false;
         }
@@ -380,7 +460,7 @@ impl Engine {
         self.outputs
             .push_back(Output::ToRemote(id, Message::Ping(hail)));
         self.cancel_resync(&Peer::Remote(id));
-        if let Some(remote) = self.remotes.get_mut(id.0 as usize) {
+        if let Some(remote) = self.remotes.get_mut(&id) {
             remote.resync_owed = true;
         }
         let ping_interval = self.config.ping_interval();
@@ -394,7 +474,7 @@ impl Engine {
         endpoint: &str,
         reason: &str,
     ) {
-        let Some(remote) = self.remotes.get_mut(id.0 as usize) else {
+        let Some(remote) = self.remotes.get_mut(&id) else {
             return;
         };
         if remote.liveness != state {

@@ -61,7 +61,7 @@ impl Engine {
                 .sessions
                 .get(client)
                 .is_some_and(|s| s.state == SessionState::Connected),
-            Peer::Remote(id) => self.remotes.get(id.0 as usize).is_some_and(|r| r.connected),
+            Peer::Remote(id) => self.remotes.get(id).is_some_and(|r| r.connected),
         };
         if !wanted {
             self.resyncs.shift_remove(peer);

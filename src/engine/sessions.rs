@@ -142,6 +142,8 @@ impl Engine {
             && session.state == SessionState::Connected
         {
             self.peer_event(session.name(client), PeerState::Dead, "connection closed");
+            // No clock here: the last word heard is in the past, so the look is due at once.
+            self.links_changed(session.last_heard);
         }
     }
 
@@ -160,6 +162,7 @@ impl Engine {
             let name = session.name(client);
             self.peer_event(name, PeerState::Dead, "not reading");
             self.cancel_resync(&Peer::Client(client.clone()));
+            self.links_changed(now);
         }
     }
 
@@ -215,6 +218,9 @@ impl Engine {
             }
         });
         self.stats.sessions_expired += expired;
+        if !ended.is_empty() {
+            self.links_changed(now);
+        }
         for client in ended {
             self.cancel_resync(&Peer::Client(client));
         }

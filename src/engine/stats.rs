@@ -53,11 +53,15 @@ pub struct Stats {
     pub suspicions: u64,
     /// Suspicions of this node that it refuted.
     pub refutations: u64,
+    /// Members dialled to fill the active view.
+    pub view_dials: u64,
+    /// Active peers lost (their link failed, or they died or left) and replaced.
+    pub view_repairs: u64,
 }
 
 impl Stats {
     /// Every counter by name, for `STATUS detail` and logs.
-    pub fn pairs(&self) -> [(&'static str, u64); 23] {
+    pub fn pairs(&self) -> [(&'static str, u64); 25] {
         [
             ("malformed", self.malformed),
             ("invalid_sent", self.invalid_sent),
@@ -82,6 +86,8 @@ impl Stats {
             ("members_refused", self.members_refused),
             ("suspicions", self.suspicions),
             ("refutations", self.refutations),
+            ("view_dials", self.view_dials),
+            ("view_repairs", self.view_repairs),
         ]
     }
 }

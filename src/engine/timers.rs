@@ -25,10 +25,10 @@ impl Engine {
         let ping_interval = self.config.ping_interval();
         let pings = self
             .remotes
-            .iter()
+            .values()
             .filter(|r| r.connected)
             .map(|r| r.last_sent + ping_interval);
-        let hellos = self.remotes.iter().filter_map(|r| r.hello_due);
+        let hellos = self.remotes.values().filter_map(|r| r.hello_due);
         pings.chain(hellos).chain(self.store.next_refresh()).min()
     }
 
@@ -38,27 +38,27 @@ impl Engine {
     pub fn handle_outbound_timeout(&mut self, now: Instant) {
         let ping_interval = self.config.ping_interval();
         let hail = self.hail();
-        for (index, remote) in self.remotes.iter_mut().enumerate() {
+        for (&id, remote) in &mut self.remotes {
             if remote.connected && now.duration_since(remote.last_sent) >= ping_interval {
                 remote.last_sent = now;
                 // A server that answered without a hail is CZMQ's: plain v1 from then on.
                 let cz = remote.synced && remote.node.is_none();
                 let ping = Message::Ping((!cz).then_some(hail));
-                self.outputs
-                    .push_back(Output::ToRemote(RemoteId(index as u32), ping));
+                self.outputs.push_back(Output::ToRemote(id, ping));
             }
         }
         while let Some(key) = self.store.pop_refresh(now) {
             self.refresh(now, key);
         }
-        for index in 0..self.remotes.len() {
-            let Some(remote) = self.remotes.get_mut(index) else {
+        let ids: Vec<RemoteId> = self.remotes.keys().copied().collect();
+        for id in ids {
+            let Some(remote) = self.remotes.get_mut(&id) else {
                 continue;
             };
             if remote.hello_due.is_some_and(|at| at <= now) {
                 remote.hello_due = None;
                 if remote.connected {
-                    self.send_hello(now, RemoteId(index as u32));
+                    self.send_hello(now, id);
                 }
             }
         }
@@ -101,7 +101,7 @@ impl Engine {
             SessionState::Connected if s.node.is_none() => s.last_heard + timeout,
             SessionState::Connected => suspect(s.last_heard, s.liveness),
         });
-        let remotes = self.remotes.iter().filter(|r| r.connected).map(|r| {
+        let remotes = self.remotes.values().filter(|r| r.connected).map(|r| {
             // Nothing is judged while our HELLO is held back (`check_remotes`): its due time
             // is the next look, not a silence that would fall due at once, for ever.
             let judged = r
@@ -109,7 +109,7 @@ impl Engine {
                 .unwrap_or_else(|| suspect(r.last_heard, r.liveness));
             judged.min(r.last_sent + ping_interval)
         });
-        let unanswered = (self.remotes.iter())
+        let unanswered = (self.remotes.values())
             .filter(|r| !r.connected && r.failure_told.is_none())
             .map(|r| r.last_heard + NO_ANSWER);
         self.next_deadline = sessions

@@ -493,9 +493,30 @@ impl Actor {
                     self.transports.redial(remote);
                     self.take_ready();
                 }
+                Output::Connect(remote, endpoint) => self.dial_member(remote, &endpoint),
+                Output::Close(remote) => {
+                    // What is gathered for it (a DISCONNECT, say) goes first.
+                    self.release(&Dest::Remote(remote));
+                    self.transports.close(remote);
+                }
                 Output::Event(event) => self.tell(event),
             }
         }
+    }
+
+    /// Dials a member for the active view, over plain ZGP: a member's record does not carry
+    /// a CURVE server key.
+    fn dial_member(&mut self, remote: RemoteId, endpoint: &str) {
+        let opened = Endpoint::parse(endpoint).and_then(|parsed| {
+            self.transports.check(&parsed)?;
+            self.transports.open(remote, &parsed, None)
+        });
+        if let Err(error) = opened {
+            debug!(endpoint, %error, "cannot dial a member");
+            self.engine
+                .handle_remote_unreachable(remote, "the address was refused");
+        }
+        self.take_ready();
     }
 
     /// Sends the next slice of every resync whose peer has room: all of it at once to an

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use tracing::{debug, warn};
 
-use super::curve::{CurveClient, CurveServer};
+use super::curve::{CurveClient, CurveServer, NO_CURVE, curve_available};
 use super::ids::{ClientIds, Conn};
 use super::inproc::{self, Faults, Inproc};
 use super::zmq::{Answer, ZmqIo};
@@ -34,7 +34,9 @@ pub enum Incoming {
     Overflow(Peer),
     /// A remote finished connecting (also after a reconnect).
     RemoteConnected(RemoteId),
-    /// A remote's connection attempt failed, and why; the transport keeps retrying.
+    /// A remote's connection attempt failed, and why; the transport keeps retrying, except
+    /// when libzmq would not dial a remote [`Transports::open`]ed at all (the cause says "not
+    /// retried"): nothing more comes for that remote, which is left for the node to close.
     RemoteUnreachable(RemoteId, &'static str),
     /// A remote lost its connection and is reconnecting.
     RemoteDisconnected(RemoteId),
@@ -50,6 +52,25 @@ pub enum Incoming {
     /// The tcp/ipc I/O thread died, and why: every tcp/ipc peer is reported gone after this,
     /// and tcp/ipc binds and connects fail from now on.
     Stopped(String),
+}
+
+impl Incoming {
+    /// The remote this is about, if it is about one.
+    fn remote(&self) -> Option<RemoteId> {
+        match self {
+            Incoming::Overflow(Peer::Remote(remote))
+            | Incoming::Drained(Peer::Remote(remote))
+            | Incoming::RemoteConnected(remote)
+            | Incoming::RemoteUnreachable(remote, _)
+            | Incoming::RemoteDisconnected(remote)
+            | Incoming::RemoteFrame { remote, .. } => Some(*remote),
+            Incoming::ClientFrame { .. }
+            | Incoming::ClientGone(_)
+            | Incoming::Overflow(Peer::Client(_))
+            | Incoming::Drained(Peer::Client(_))
+            | Incoming::Stopped(_) => None,
+        }
+    }
 }
 
 /// Which transport carries a remote, and which of its connections is current.
@@ -212,6 +233,72 @@ impl Transports {
                 zmq.wait(answer).await
             }
         }
+    }
+
+    /// [`Transports::connect`] without waiting for the I/O thread: over inproc the same, over
+    /// tcp/ipc the dial is handed to the thread and a failure there (libzmq will not dial the
+    /// address) comes as [`Incoming::RemoteUnreachable`]. What is known here is returned: the
+    /// I/O thread is dead, CURVE is not available, or `remote` is open already (ids are not
+    /// reused; [`Transports::close`] it first).
+    pub fn open(
+        &mut self,
+        remote: RemoteId,
+        endpoint: &Endpoint,
+        curve: Option<CurveClient>,
+    ) -> Result<(), Error> {
+        let refused = |why: String| Error::Connect {
+            endpoint: endpoint.to_string(),
+            why,
+        };
+        if self.remotes.contains_key(&remote) {
+            return Err(refused(format!("remote {} is open already", remote.0)));
+        }
+        self.check(endpoint)?;
+        let key = RemoteKey(remote.0);
+        let route = Route {
+            zmq: !endpoint.is_inproc(),
+            dial: 0,
+            endpoint: endpoint.to_string(),
+        };
+        match endpoint {
+            Endpoint::Inproc(name) => {
+                self.remotes.insert(remote, route);
+                if self.inproc.connect(key, name) {
+                    self.ready.push_back(Incoming::RemoteConnected(remote));
+                }
+            }
+            Endpoint::Zmq(spelled) => {
+                if curve.is_some() && !curve_available() {
+                    return Err(refused(NO_CURVE.to_owned()));
+                }
+                self.zmq()?.io.open(key, spelled, curve)?;
+                self.remotes.insert(remote, route);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a remote for good; nothing more is reported for it, even what the transports had
+    /// already said, and what is sent to it is dropped. Over inproc the server hears the client
+    /// go after what was already sent. Over tcp/ipc, what waits in the I/O thread's queue gets
+    /// one last offer to libzmq, and what libzmq holds gets a short linger (100 ms) to reach the
+    /// server (a goodbye sent just before the close has a chance); the rest is dropped. Closing
+    /// an unknown remote does nothing.
+    pub fn close(&mut self, remote: RemoteId) {
+        let Some(route) = self.remotes.remove(&remote) else {
+            return;
+        };
+        let key = RemoteKey(remote.0);
+        if route.zmq {
+            if let Some(zmq) = self.live_zmq() {
+                // A thread that just died says so through its reports.
+                let _ = zmq.io.close(key);
+            }
+        } else {
+            self.inproc.close(key);
+        }
+        self.ready
+            .retain(|incoming| incoming.remote() != Some(remote));
     }
 
     /// Drops a remote's connection and dials afresh (a connection the server has not seen).
@@ -472,10 +559,11 @@ impl Transports {
         })
     }
 
-    /// What reads the same from either transport.
+    /// What reads the same from either transport. Reports about a remote closed since are
+    /// dropped.
     fn on_either<C>(&mut self, report: Report<C>) -> Option<Incoming> {
         let remote = |key: RemoteKey| RemoteId(key.0);
-        Some(match report {
+        let incoming = match report {
             Report::RemoteConnected(key) => Incoming::RemoteConnected(remote(key)),
             Report::RemoteUnreachable(key, why) => Incoming::RemoteUnreachable(remote(key), why),
             Report::RemoteDisconnected(key) => Incoming::RemoteDisconnected(remote(key)),
@@ -486,7 +574,11 @@ impl Transports {
             Report::Drained(Target::Remote(key)) => Incoming::Drained(Peer::Remote(remote(key))),
             // Clients are each transport's own business (see `on_inproc`, `on_zmq`).
             _ => return None,
-        })
+        };
+        match incoming.remote() {
+            Some(remote) if !self.remotes.contains_key(&remote) => None,
+            _ => Some(incoming),
+        }
     }
 
     /// The I/O thread died: every tcp/ipc peer is gone with it, and the node hears so, remotes
@@ -579,5 +671,317 @@ async fn next_report(zmq: Option<&mut Zmq>) -> Report<Bytes> {
     match zmq {
         Some(zmq) => zmq.io.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+    use std::time::Duration;
+
+    use super::super::zmq::ADDRESS_REFUSED;
+    use super::*;
+
+    /// The ceiling of every wait for something that should happen; a working transport never
+    /// comes near it.
+    const WAIT: Duration = Duration::from_secs(30);
+    /// How long one look for a server's report lasts before it sends again.
+    const LOOK: Duration = Duration::from_millis(20);
+
+    fn transports(name: &str) -> Transports {
+        let limits = Limits {
+            max_message_bytes: 64 * 1024,
+            handshake_timeout_ms: 5000,
+            socket_hwm: 1000,
+        };
+        Transports::new(limits, Budget::new(1 << 20, 8 << 20), name, None, 1024)
+    }
+
+    fn endpoint(spelled: &str) -> Endpoint {
+        Endpoint::parse(spelled).unwrap()
+    }
+
+    /// Takes what `transports` says until `want` picks something out, keeping all it saw in
+    /// `seen`; fails after [`WAIT`].
+    async fn wait_for<T>(
+        transports: &mut Transports,
+        seen: &mut Vec<Incoming>,
+        mut want: impl FnMut(&Incoming) -> Option<T>,
+    ) -> T {
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                let incoming = transports.recv().await;
+                let found = want(&incoming);
+                seen.push(incoming);
+                if let Some(found) = found {
+                    return found;
+                }
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("nothing wanted within {WAIT:?}; saw {seen:?}"))
+    }
+
+    /// What the transports have said that `transports` has not taken yet.
+    fn waiting(transports: &Transports) -> usize {
+        let zmq = transports.zmq.as_ref().map_or(0, |zmq| zmq.io.waiting());
+        transports.inproc.waiting() + zmq
+    }
+
+    /// What in `seen` is about `remote`.
+    fn about(seen: &[Incoming], remote: RemoteId) -> Vec<&Incoming> {
+        seen.iter()
+            .filter(|incoming| incoming.remote() == Some(remote))
+            .collect()
+    }
+
+    /// Waits for `remote` to be reported unreachable; why.
+    async fn unreachable(
+        transports: &mut Transports,
+        seen: &mut Vec<Incoming>,
+        remote: RemoteId,
+    ) -> &'static str {
+        wait_for(transports, seen, |incoming| match incoming {
+            Incoming::RemoteUnreachable(r, why) if *r == remote => Some(*why),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Opens `remote` on `client` to `server`, waits for it to connect, and sends a frame each
+    /// way; the server's id for the client.
+    async fn round_trip(
+        client: &mut Transports,
+        server: &mut Transports,
+        remote: RemoteId,
+        at: &Endpoint,
+        seen: &mut Vec<Incoming>,
+    ) -> ClientId {
+        client.open(remote, at, None).unwrap();
+        wait_for(client, seen, |incoming| {
+            matches!(incoming, Incoming::RemoteConnected(r) if *r == remote).then_some(())
+        })
+        .await;
+        client.send(&Peer::Remote(remote), Bytes::from_static(b"ping"));
+        let id = wait_for(server, &mut Vec::new(), |incoming| match incoming {
+            Incoming::ClientFrame { client, frame } if frame.as_deref() == Ok(b"ping") => {
+                Some(client.clone())
+            }
+            _ => None,
+        })
+        .await;
+        server.send(&Peer::Client(id.clone()), Bytes::from_static(b"pong"));
+        wait_for(client, seen, |incoming| match incoming {
+            Incoming::RemoteFrame { remote: r, frame }
+                if *r == remote && frame.as_deref() == Ok(b"pong") =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+        id
+    }
+
+    /// Opens a remote to `at`, trades a frame, closes it: the server sees the client go and
+    /// nothing more about the remote reaches the client, even what the server sent it after.
+    async fn closed_remote_goes_quiet(at: &str) {
+        let mut server = transports("server");
+        let at = endpoint(&server.bind(&endpoint(at), None).await.unwrap());
+        let mut client = transports("client");
+        let mut seen = Vec::new();
+        let first = RemoteId(1);
+        let id = round_trip(&mut client, &mut server, first, &at, &mut seen).await;
+
+        // Left unread on the client's side when it closes: the facade drops them.
+        for _ in 0..3 {
+            server.send(&Peer::Client(id.clone()), Bytes::from_static(b"late"));
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while waiting(&client) < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "late frames not in");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let closed_at = seen.len();
+        client.close(first);
+        client.send(&Peer::Remote(first), Bytes::from_static(b"after"));
+        assert!(client.ready().is_none(), "a send after close is dropped");
+        client.close(first);
+
+        // libzmq says nothing when a client leaves: a server learns it when a send finds the
+        // client gone. Over inproc it hears at once.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        'gone: loop {
+            assert!(tokio::time::Instant::now() < deadline, "client not gone");
+            server.send(&Peer::Client(id.clone()), Bytes::from_static(b"late"));
+            while let Ok(incoming) = tokio::time::timeout(LOOK, server.recv()).await {
+                match incoming {
+                    Incoming::ClientGone(gone) if gone == id => break 'gone,
+                    Incoming::ClientFrame { frame, .. } => {
+                        assert_ne!(frame.as_deref(), Ok(&b"after"[..]), "sent after close");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for _ in 0..3 {
+            server.send(&Peer::Client(id.clone()), Bytes::from_static(b"later"));
+        }
+
+        // Whatever the client could still hear about the first remote comes before what it
+        // hears through a second one opened now.
+        let second = RemoteId(2);
+        round_trip(&mut client, &mut server, second, &at, &mut seen).await;
+        let late = about(&seen[closed_at..], first);
+        assert!(late.is_empty(), "after close: {late:?}");
+        client.shutdown().await;
+        server.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_inproc_remote_goes_quiet() {
+        closed_remote_goes_quiet("inproc://facade-close").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_tcp_remote_goes_quiet() {
+        closed_remote_goes_quiet("tcp://127.0.0.1:0").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_ipc_remote_goes_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        closed_remote_goes_quiet(&format!("ipc://{}/server", dir.path().display())).await;
+    }
+
+    /// Nothing a transport said about a remote before it was closed reaches the node after.
+    #[tokio::test]
+    async fn reports_about_a_closed_remote_are_dropped() {
+        let mut client = transports("client");
+        let remote = RemoteId(7);
+        client
+            .open(remote, &endpoint("inproc://facade-never-bound"), None)
+            .unwrap();
+        client.close(remote);
+        let key = RemoteKey(remote.0);
+        let reports = [
+            Report::RemoteConnected(key),
+            Report::RemoteUnreachable(key, "test"),
+            Report::RemoteDisconnected(key),
+            Report::RemoteFrame {
+                remote: key,
+                frame: Ok(Bytes::from_static(b"late")),
+            },
+            Report::RemoteOverflow {
+                remote: key,
+                dial: 0,
+            },
+            Report::Drained(Target::Remote(key)),
+        ];
+        for report in reports {
+            let shown = format!("{report:?}");
+            assert!(client.on_zmq(report).is_none(), "{shown}");
+        }
+        assert!(client.ready().is_none());
+        assert!(client.try_recv().is_none());
+    }
+
+    /// Whatever the facade had to say about a remote (a connection made on the spot) goes
+    /// with it.
+    #[tokio::test]
+    async fn close_takes_back_what_was_ready() {
+        let mut server = transports("server");
+        let at = endpoint("inproc://facade-close-ready");
+        server.bind(&at, None).await.unwrap();
+        let mut client = transports("client");
+        client.open(RemoteId(1), &at, None).unwrap();
+        client.close(RemoteId(1));
+        assert!(client.ready().is_none());
+        assert!(client.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn close_of_an_unknown_remote_does_nothing() {
+        let mut client = transports("client");
+        client.close(RemoteId(3));
+        assert!(client.ready().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_open_remote_cannot_be_opened_again() {
+        let mut client = transports("client");
+        let at = endpoint("inproc://facade-open-twice");
+        client.open(RemoteId(1), &at, None).unwrap();
+        let error = client.open(RemoteId(1), &at, None).unwrap_err();
+        assert!(error.to_string().contains("open already"), "{error}");
+    }
+
+    /// A dial libzmq refuses outright is reported, not silent; one it takes and then cannot
+    /// complete is reported as it retries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_dial_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let too_long = format!("ipc://{}/{}", dir.path().display(), "x".repeat(200));
+        let mut client = transports("client");
+        let mut seen = Vec::new();
+        // No port to connect to; a path longer than a Unix socket's.
+        for (n, spelled) in ["tcp://127.0.0.1:*", &too_long].into_iter().enumerate() {
+            let remote = RemoteId(n as u32);
+            client.open(remote, &endpoint(spelled), None).unwrap();
+            let why = unreachable(&mut client, &mut seen, remote).await;
+            assert_eq!(why, ADDRESS_REFUSED, "{spelled}");
+        }
+        // Resolved only when dialling, so libzmq takes it and retries.
+        let remote = RemoteId(9);
+        client
+            .open(remote, &endpoint("tcp://999.1.1.1:1"), None)
+            .unwrap();
+        let why = unreachable(&mut client, &mut seen, remote).await;
+        assert!(why.contains("retrying"), "{why}");
+        client.shutdown().await;
+    }
+
+    /// A remote closed while libzmq retries it is not retried, or heard of, again: another
+    /// remote to the same dead address is retried several times meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_remote_closed_while_retrying_goes_quiet() {
+        // A port nothing listens on: bound, then let go.
+        let mut probe = transports("probe");
+        let dead = probe
+            .bind(&endpoint("tcp://127.0.0.1:0"), None)
+            .await
+            .unwrap();
+        probe.shutdown().await;
+        let dead = endpoint(&dead);
+        let mut client = transports("client");
+        let mut seen = Vec::new();
+        let (closed, other) = (RemoteId(1), RemoteId(2));
+        client.open(closed, &dead, None).unwrap();
+        unreachable(&mut client, &mut seen, closed).await;
+        let closed_at = seen.len();
+        client.close(closed);
+        client.open(other, &dead, None).unwrap();
+        for _ in 0..4 {
+            unreachable(&mut client, &mut seen, other).await;
+        }
+        let late = about(&seen[closed_at..], closed);
+        assert!(late.is_empty(), "after close: {late:?}");
+        client.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn open_fails_at_once_once_the_io_thread_is_dead() {
+        let mut client = transports("client");
+        client.fail_io_thread().unwrap();
+        let mut seen = Vec::new();
+        wait_for(&mut client, &mut seen, |incoming| {
+            matches!(incoming, Incoming::Stopped(_)).then_some(())
+        })
+        .await;
+        let error = client
+            .open(RemoteId(1), &endpoint("tcp://127.0.0.1:1"), None)
+            .unwrap_err();
+        assert!(matches!(error, Error::Failed { .. }), "{error}");
     }
 }

@@ -321,6 +321,28 @@ impl Inproc {
         connected
     }
 
+    /// Drops a remote for good: its server hears the client go, after the frames already sent
+    /// (but for those still on a fault plan's delay line, which are lost), a dial still waiting
+    /// for the name is withdrawn, and what still comes for the remote is ignored.
+    pub(crate) fn close(&mut self, remote: RemoteKey) {
+        let Some(dial) = self.remotes.remove(&remote) else {
+            return;
+        };
+        if let Some(server) = dial.server {
+            let _ = server.inbox.send(Event(Kind::ClientGone {
+                client: server.client,
+            }));
+            return;
+        }
+        let mut registry = registry();
+        if let Some(waiters) = registry.waiters.get_mut(&dial.name) {
+            waiters.retain(|w| w.dial != dial.dial);
+            if waiters.is_empty() {
+                registry.waiters.remove(&dial.name);
+            }
+        }
+    }
+
     fn dial(&self, remote: RemoteKey, dial: &mut Dial) -> bool {
         let mut registry = registry();
         let listener = registry
@@ -476,6 +498,12 @@ impl Inproc {
         }
     }
 
+    /// Events other nodes have put in our inbox that we have not taken yet.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.receiver.len()
+    }
+
     /// The next event if one is queued.
     pub(crate) fn try_recv(&mut self) -> Option<Event> {
         self.receiver.try_recv().ok()
@@ -545,7 +573,10 @@ impl Inproc {
                 }
                 Some(Report::RemoteDisconnected(remote))
             }
-            Kind::Reconnected { remote } => Some(Report::RemoteConnected(remote)),
+            Kind::Reconnected { remote } => self
+                .remotes
+                .contains_key(&remote)
+                .then_some(Report::RemoteConnected(remote)),
         }
     }
 

@@ -47,7 +47,8 @@ pub(crate) enum Report<C> {
     /// What waited for the client was dropped: it is not reading.
     ClientOverflow(C),
     RemoteConnected(RemoteKey),
-    /// A connection attempt failed, and why; the transport keeps retrying.
+    /// A connection attempt failed, and why; the transport keeps retrying, unless libzmq would
+    /// not dial at all (a remote opened without waiting: the cause says "not retried").
     RemoteUnreachable(RemoteKey, &'static str),
     RemoteDisconnected(RemoteKey),
     /// What waited for the server was dropped: it is not reading. `dial` says which of the

@@ -36,6 +36,15 @@ use crate::warnings::Warnings;
 /// How long closing sockets may keep trying to send what is queued (goodbyes, withdrawals)
 /// when a node stops; the I/O thread waits at most this long.
 const LINGER_ON_STOP_MS: i32 = 500;
+/// How long a closed remote's DEALER may keep trying to send what is already in libzmq (a
+/// last goodbye). Sockets otherwise close with no linger; libzmq lingers in its own threads, so
+/// this holds up nothing of ours.
+const LINGER_ON_CLOSE_MS: i32 = 100;
+/// Why a remote opened without waiting has no connection: libzmq would not dial the endpoint
+/// at all, so nothing retries it.
+pub(super) const ADDRESS_REFUSED: &str = "libzmq refused the address (not retried)";
+/// As [`ADDRESS_REFUSED`], when libzmq had no socket to give (out of file descriptors?).
+pub(super) const NO_SOCKET: &str = "libzmq could not make a socket (not retried)";
 /// libzmq redials a lost server after 100 ms, doubling up to this: a dead server costs two
 /// connection attempts a second, and a restarted one (`Restart=on-failure`) has its peers back,
 /// resynced, within a second of listening again (at 1 s, a quarter of restarts took longer).
@@ -74,11 +83,16 @@ enum Command {
         dial: u64,
         endpoint: String,
         curve: Option<CurveClient>,
-        reply: oneshot::Sender<Result<(), Error>>,
+        /// `None`: nobody waits, and a failure is [`Report::RemoteUnreachable`] instead.
+        reply: Option<oneshot::Sender<Result<(), Error>>>,
     },
     Redial {
         remote: RemoteKey,
         dial: u64,
+    },
+    /// Forget the remote: its queue, its DEALER and its monitor.
+    Close {
+        remote: RemoteKey,
     },
     ToClient(Bytes, Bytes),
     ToServer(RemoteKey, Bytes),
@@ -233,9 +247,32 @@ impl ZmqIo {
             dial,
             endpoint: endpoint.to_owned(),
             curve,
-            reply,
+            reply: Some(reply),
         })?;
         Ok(answer)
+    }
+
+    /// As [`ZmqIo::connect`], without an answer: if libzmq will not dial `endpoint`, the thread
+    /// reports the remote unreachable (and does not retry it).
+    pub(super) fn open(
+        &self,
+        remote: RemoteKey,
+        endpoint: &str,
+        curve: Option<CurveClient>,
+    ) -> Result<(), Error> {
+        self.send(Command::Connect {
+            remote,
+            dial: 0,
+            endpoint: endpoint.to_owned(),
+            curve,
+            reply: None,
+        })
+    }
+
+    /// Drops a remote for good: what waits for it in our queue goes, what is already in
+    /// libzmq gets [`LINGER_ON_CLOSE_MS`] to leave, and nothing more is reported for it.
+    pub(super) fn close(&self, remote: RemoteKey) -> Result<(), Error> {
+        self.send(Command::Close { remote })
     }
 
     /// Replaces a remote's DEALER with a fresh one (a new connection the server has not seen),
@@ -277,6 +314,12 @@ impl ZmqIo {
             Some(report) => report,
             None => ended(),
         }
+    }
+
+    /// Reports the thread has made that the facade has not taken yet.
+    #[cfg(test)]
+    pub(super) fn waiting(&self) -> usize {
+        self.events.len()
     }
 
     /// The next thing the I/O thread saw, if any is queued.
@@ -390,6 +433,12 @@ struct Zap {
 /// Whether the I/O thread goes on.
 type Running = Result<(), Stop>;
 struct Stop;
+
+/// Why a dial failed: for whoever waits on it, and as a report's cause when nobody does.
+struct DialFailed {
+    error: Error,
+    cause: &'static str,
+}
 
 impl Io {
     fn run(mut self) {
@@ -580,7 +629,16 @@ impl Io {
                 reply,
             } => {
                 let result = self.dial(remote, dial, &endpoint, curve);
-                let _ = reply.send(result);
+                match (reply, result) {
+                    (Some(reply), result) => {
+                        let _ = reply.send(result.map_err(|failed| failed.error));
+                    }
+                    (None, Ok(())) => {}
+                    (None, Err(failed)) => {
+                        warn!(error = %failed.error, "cannot dial");
+                        self.emit(Report::RemoteUnreachable(remote, failed.cause))?;
+                    }
+                }
             }
             Command::Redial { remote, dial } => {
                 self.drop_server_queue(remote);
@@ -588,11 +646,12 @@ impl Io {
                     let endpoint = old.endpoint.clone();
                     let curve = old.curve.clone();
                     drop(old);
-                    if let Err(e) = self.dial(remote, dial, &endpoint, curve) {
-                        warn!(error = %e, "redial failed");
+                    if let Err(failed) = self.dial(remote, dial, &endpoint, curve) {
+                        warn!(error = %failed.error, "redial failed");
                     }
                 }
             }
+            Command::Close { remote } => self.close(remote)?,
             Command::ToClient(routing_id, frame) => self.send_to_client(routing_id, frame)?,
             Command::ToServer(remote, frame) => self.send_to_server(remote, frame)?,
             Command::Mark(peer) => self.on_mark(peer),
@@ -700,15 +759,24 @@ impl Io {
         dial: u64,
         endpoint: &str,
         curve: Option<CurveClient>,
-    ) -> Result<(), Error> {
-        let failed = |e: zmq::Error| Error::Connect {
-            endpoint: endpoint.to_owned(),
-            why: e.to_string().to_lowercase(),
+    ) -> Result<(), DialFailed> {
+        let failed = |e: zmq::Error| DialFailed {
+            error: Error::Connect {
+                endpoint: endpoint.to_owned(),
+                why: e.to_string().to_lowercase(),
+            },
+            cause: match e {
+                zmq::Error::EMFILE | zmq::Error::ENOMEM | zmq::Error::ENOBUFS => NO_SOCKET,
+                _ => ADDRESS_REFUSED,
+            },
         };
         if curve.is_some() && !curve_available() {
-            return Err(Error::Connect {
-                endpoint: endpoint.to_owned(),
-                why: NO_CURVE.to_owned(),
+            return Err(DialFailed {
+                error: Error::Connect {
+                    endpoint: endpoint.to_owned(),
+                    why: NO_CURVE.to_owned(),
+                },
+                cause: NO_CURVE,
             });
         }
         let socket = self.socket(zmq::DEALER).map_err(failed)?;
@@ -735,22 +803,44 @@ impl Io {
             | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
             | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32;
         let (monitor, monitor_endpoint) = self.monitor(&socket, events).map_err(failed)?;
-        socket.connect(endpoint).map_err(failed)?;
+        // A Dealer before the connect: if libzmq refuses the address, its Drop stops the
+        // monitor before the sockets close.
+        let dealer = Dealer {
+            endpoint: endpoint.to_owned(),
+            dial,
+            overflowed: false,
+            curve,
+            socket,
+            monitor,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            marked: false,
+        };
+        dealer.socket.connect(endpoint).map_err(failed)?;
         tracing::trace!(endpoint, monitor_endpoint, "dialled");
-        self.remotes.insert(
-            remote,
-            Dealer {
-                endpoint: endpoint.to_owned(),
-                dial,
-                overflowed: false,
-                curve,
-                socket,
-                monitor,
-                pending: VecDeque::new(),
-                pending_bytes: 0,
-                marked: false,
-            },
-        );
+        self.remotes.insert(remote, dealer);
+        Ok(())
+    }
+
+    /// Drops a remote for good. What waits in our queue gets one last offer to libzmq (a
+    /// goodbye sent just before the close is there), then goes; the DEALER closes with a short
+    /// linger, so what libzmq holds may still reach the server. Its monitor stops with it, so
+    /// nothing more is reported for the remote.
+    fn close(&mut self, remote: RemoteKey) -> Running {
+        let Some(dealer) = self.remotes.get_mut(&remote) else {
+            return Ok(());
+        };
+        // Nobody is left to hear that the queue drained.
+        dealer.marked = false;
+        self.flush(remote)?;
+        let Some(dealer) = self.remotes.remove(&remote) else {
+            return Ok(());
+        };
+        self.queued -= dealer.pending_bytes;
+        if let Err(error) = dealer.socket.set_linger(LINGER_ON_CLOSE_MS) {
+            debug!(endpoint = %dealer.endpoint, %error, "cannot set the linger of a closed remote");
+        }
+        debug!(endpoint = %dealer.endpoint, "closed");
         Ok(())
     }
 

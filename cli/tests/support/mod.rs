@@ -18,11 +18,12 @@
 //! skip with one line on stderr where those are missing, so a plain `cargo test` passes on a
 //! bare machine; with `ZGOSSIP_REQUIRE_ALL=1` (`scripts/test`, so CI) a missing tool fails them.
 //!
-//! The constructor for this crate's own binary lives in `zgossip.rs` beside this file.
+//! The constructor for this crate's own binary, and [`zgossip::run`] for its one-shot commands
+//! (`members`, `lookup`, `status`), live in `zgossip.rs` beside this file.
 
 #![allow(dead_code)]
 
-mod zgossip;
+pub mod zgossip;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -521,8 +522,9 @@ impl LinePeer {
         self.history.push(line.to_owned());
     }
 
-    /// The tail of the history, the child's state and where its stderr went, for failures.
-    fn report(&mut self) -> String {
+    /// The tail of the history, the child's state and where its stderr went (with its last
+    /// lines), for failure messages.
+    pub fn report(&mut self) -> String {
         let skip = self.history.len().saturating_sub(HISTORY_SHOWN);
         let mut report = format!(
             "last {} of {} lines from {}:\n",

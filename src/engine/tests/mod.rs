@@ -15,6 +15,7 @@ mod members;
 mod net;
 mod remotes;
 mod sessions;
+mod views;
 
 pub(super) fn t0() -> Instant {
     Instant::now()

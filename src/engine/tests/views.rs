@@ -1,0 +1,307 @@
+//! The overlay on the harness: nodes told only the first node's endpoint join through it and
+//! keep active views of their own, bounded; the overlay stays connected when half or more of
+//! the nodes die at once; churn settles into exact member lists and services. Seeded; each
+//! prints its seed.
+
+use super::*;
+use crate::engine::harness::Net;
+use crate::rng::XorShift;
+use crate::wire::MemberState;
+
+fn seed() -> u64 {
+    let seed = std::env::var("ZGOSSIP_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(9_001);
+    println!("seed {seed} (ZGOSSIP_SIM_SEED={seed} repeats it)");
+    seed
+}
+
+fn member_config(node: usize, seed: u64) -> EngineConfig {
+    EngineConfig {
+        node_id: node as u64 + 1,
+        // Versions from a clock, as a real node's: a restarted node's new copies beat the
+        // withdrawals of its last life.
+        version_clock: Some((std::time::Instant::now(), 1)),
+        server_timeout: ms(1000),
+        cluster: Some(Box::new(ClusterConfig {
+            name: format!("n{node}"),
+            endpoints: vec![format!("sim://{node}")],
+            seed,
+            ..ClusterConfig::default()
+        })),
+        ..EngineConfig::default()
+    }
+}
+
+/// `n` nodes joining one at a time, `gap` apart, each told only node 0.
+fn join_one_by_one(seed: u64, n: usize, gap: Duration) -> Net {
+    let mut net = Net::new(seed, ms(2));
+    net.add(member_config(0, seed));
+    for node in 1..n {
+        net.add(member_config(node, seed));
+        net.connect(node, 0);
+        net.run_for(gap);
+    }
+    net
+}
+
+/// Whether the active views of `nodes` (each link counted both ways) connect them all.
+fn overlay_connected(net: &Net, nodes: &[usize]) -> bool {
+    let Some(&first) = nodes.first() else {
+        return true;
+    };
+    let within: std::collections::HashSet<usize> = nodes.iter().copied().collect();
+    let mut edges: std::collections::HashMap<usize, Vec<usize>> = Default::default();
+    for &node in nodes {
+        for id in net.engine(node).views().0 {
+            let other = id as usize - 1;
+            if within.contains(&other) {
+                edges.entry(node).or_default().push(other);
+                edges.entry(other).or_default().push(node);
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::from([first]);
+    let mut todo = vec![first];
+    while let Some(node) = todo.pop() {
+        for &next in edges.get(&node).into_iter().flatten() {
+            if seen.insert(next) {
+                todo.push(next);
+            }
+        }
+    }
+    seen.len() == nodes.len()
+}
+
+/// The members `viewer` lists as alive, by id.
+fn alive_at(net: &Net, viewer: usize) -> Vec<u64> {
+    let mut ids: Vec<u64> = (net.engine(viewer).members().iter())
+        .filter(|m| m.state == MemberState::Alive)
+        .map(|m| m.id)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn ids(nodes: &[usize]) -> Vec<u64> {
+    nodes.iter().map(|&n| n as u64 + 1).collect()
+}
+
+/// The smallest and largest active view among `nodes`.
+fn view_sizes(net: &Net, nodes: &[usize]) -> (usize, usize) {
+    let sizes = nodes.iter().map(|&n| net.engine(n).views().0.len());
+    let min = sizes.clone().min().unwrap_or(0);
+    (min, sizes.max().unwrap_or(0))
+}
+
+/// How many of `nodes` hold `key`.
+fn holding(net: &Net, nodes: &[usize], key: &str) -> usize {
+    (nodes.iter())
+        .filter(|&&n| net.engine(n).store().get(key).is_some())
+        .count()
+}
+
+/// Joins `n` nodes through node 0, checks the views, then kills node 0 and `fraction` of the
+/// rest at once, and returns the net, the survivors and the delivery ratio of a tuple published
+/// after 10 s.
+fn fail_at_once(seed: u64, n: usize, fraction: f64) -> (Net, Vec<usize>, f64) {
+    // Sized for CI; ZGOSSIP_SIM_NODES runs it bigger.
+    let n = std::env::var("ZGOSSIP_SIM_NODES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(n);
+    let mut net = join_one_by_one(seed, n, ms(20));
+    let all: Vec<usize> = (0..n).collect();
+    let everyone = ids(&all);
+    assert!(
+        net.run_until(Duration::from_secs(60), |net| all
+            .iter()
+            .all(|&v| alive_at(net, v) == everyone)),
+        "seed {seed}: member lists incomplete"
+    );
+    net.run_for(Duration::from_secs(5));
+    let target = (n.ilog2() as usize + 1).max(3);
+    let (min, max) = view_sizes(&net, &all);
+    println!(
+        "{n} joined in {:?}; active views {min}..={max} (target {target})",
+        net.elapsed()
+    );
+    assert!(
+        min >= 1 && max <= target + 1,
+        "seed {seed}: active views {min}..={max} out of 1..={}",
+        target + 1
+    );
+    assert!(
+        overlay_connected(&net, &all),
+        "seed {seed}: overlay not connected"
+    );
+    net.publish(n - 1, "before", "x", None);
+    assert!(
+        net.run_until(Duration::from_secs(10), |net| holding(net, &all, "before")
+            == n),
+        "seed {seed}: a tuple did not reach everyone"
+    );
+    // Node 0 and a seeded `fraction` of the rest die at once, without goodbye.
+    let mut rng = XorShift::new(seed ^ 0x5eed);
+    let mut dead = vec![0];
+    let others: Vec<usize> = (1..n).collect();
+    let count = ((n - 1) as f64 * fraction) as usize;
+    for pick in rng.distinct_below(others.len(), count) {
+        dead.push(others[pick]);
+    }
+    for &node in &dead {
+        net.kill(node);
+    }
+    let survivors: Vec<usize> = (0..n).filter(|v| !dead.contains(v)).collect();
+    let start = net.elapsed();
+    net.run_for(Duration::from_secs(10));
+    let connected = overlay_connected(&net, &survivors);
+    let (min, max) = view_sizes(&net, &survivors);
+    let exact = survivors
+        .iter()
+        .filter(|&&v| alive_at(&net, v) == ids(&survivors))
+        .count();
+    println!(
+        "{:.0}% failed: after {:?} the overlay of {} survivors is {}connected, active views \
+         {min}..={max}, {exact} list exactly the survivors as alive",
+        fraction * 100.0,
+        net.elapsed() - start,
+        survivors.len(),
+        if connected { "" } else { "NOT " },
+    );
+    let key = "after";
+    net.publish(survivors[0], key, "y", None);
+    net.run_for(Duration::from_secs(10));
+    let ratio = holding(&net, &survivors, key) as f64 / survivors.len() as f64;
+    println!(
+        "a tuple published then reached {:.1}% of the survivors",
+        ratio * 100.0
+    );
+    (net, survivors, ratio)
+}
+
+#[test]
+fn nodes_told_only_the_first_join_keep_bounded_views_and_survive_half_dying() {
+    let seed = seed();
+    let (net, survivors, ratio) = fail_at_once(seed, 200, 0.5);
+    assert!(
+        overlay_connected(&net, &survivors),
+        "seed {seed}: survivors not connected"
+    );
+    for &v in &survivors {
+        assert_eq!(
+            alive_at(&net, v),
+            ids(&survivors),
+            "seed {seed}: node {v} does not list exactly the survivors as alive"
+        );
+    }
+    assert_eq!(ratio, 1.0, "seed {seed}: delivery after the failure");
+}
+
+#[test]
+fn eighty_percent_dying_at_once_still_delivers_to_the_survivors() {
+    let seed = seed();
+    let (net, survivors, ratio) = fail_at_once(seed, 200, 0.8);
+    assert!(
+        overlay_connected(&net, &survivors),
+        "seed {seed}: survivors not connected"
+    );
+    assert_eq!(ratio, 1.0, "seed {seed}: delivery after 80% failed");
+}
+
+#[test]
+fn a_lost_active_peer_is_replaced_from_the_passive_view() {
+    let seed = seed();
+    let n = 20;
+    let mut net = join_one_by_one(seed, n, ms(50));
+    let all: Vec<usize> = (0..n).collect();
+    assert!(net.run_until(Duration::from_secs(30), |net| {
+        all.iter().all(|&v| alive_at(net, v) == ids(&all)) && overlay_connected(net, &all)
+    }));
+    net.run_for(Duration::from_secs(3));
+    // Kill one of node 5's active peers (not node 0, whose link to 5 is pinned): node 5
+    // dials a replacement and is back to its size within a couple of seconds.
+    let (active, _) = net.engine(5).views();
+    let before = active.len();
+    let Some(&victim) = active.iter().find(|&&id| id != 1) else {
+        panic!("seed {seed}: node 5 has no active peer but node 0");
+    };
+    net.kill(victim as usize - 1);
+    let survivors: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&v| v != victim as usize - 1)
+        .collect();
+    let replaced = net.run_until(Duration::from_secs(3), |net| {
+        let (active, _) = net.engine(5).views();
+        !active.contains(&victim) && active.len() >= before.min(3)
+    });
+    assert!(
+        replaced,
+        "seed {seed}: node 5 did not replace its lost active peer"
+    );
+    assert!(overlay_connected(&net, &survivors));
+    assert!(net.engine(5).stats().view_repairs >= 1);
+}
+
+#[test]
+fn churn_settles_into_exact_member_lists_and_services() {
+    let seed = seed();
+    let mut rng = XorShift::new(seed);
+    let n = 60;
+    let mut net = join_one_by_one(seed, n, ms(20));
+    for node in 0..n {
+        net.publish(node, &format!("svc/{node}"), "up", None);
+    }
+    net.run_for(Duration::from_secs(10));
+    // For three minutes: every two seconds a random node (never node 0, the seed) stops
+    // gracefully or crashes, and one that is down comes back.
+    let mut down: Vec<usize> = Vec::new();
+    for round in 0..90 {
+        if rng.fraction() < 0.5 || down.len() < 5 {
+            let node = 1 + (rng.next_u64() % (n as u64 - 1)) as usize;
+            if !down.contains(&node) {
+                if round % 2 == 0 {
+                    net.stop(node);
+                } else {
+                    net.kill(node);
+                }
+                down.push(node);
+            }
+        }
+        if down.len() > 5 {
+            let node = down.remove((rng.next_u64() % down.len() as u64) as usize);
+            net.restart(node);
+            net.publish(node, &format!("svc/{node}"), "up", None);
+        }
+        net.run_for(Duration::from_secs(2));
+    }
+    let up: Vec<usize> = (0..n).filter(|v| !down.contains(v)).collect();
+    let want_keys: Vec<String> = up.iter().map(|v| format!("svc/{v}")).collect();
+    let keys_at = |net: &Net, v: usize| {
+        let mut keys: Vec<String> = (net.engine(v).store().iter())
+            .map(|(k, _)| k.to_string())
+            .collect();
+        keys.sort();
+        keys
+    };
+    let mut want_sorted = want_keys.clone();
+    want_sorted.sort();
+    let settled = net.run_until(Duration::from_secs(60), |net| {
+        up.iter()
+            .all(|&v| alive_at(net, v) == ids(&up) && keys_at(net, v) == want_sorted)
+    });
+    let stray: Vec<(usize, Vec<u64>, usize)> = (up.iter())
+        .filter(|&&v| alive_at(&net, v) != ids(&up) || keys_at(&net, v) != want_sorted)
+        .map(|&v| (v, alive_at(&net, v), net.engine(v).store().len()))
+        .take(3)
+        .collect();
+    assert!(
+        settled,
+        "seed {seed}: after churn, {} up; not settled: {stray:?}",
+        up.len()
+    );
+    assert!(overlay_connected(&net, &up));
+    println!("churn settled {:?} after it stopped", net.elapsed());
+}

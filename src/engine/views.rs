@@ -1,0 +1,834 @@
+//! The overlay: the links this node keeps by its own choice, as HyParView does (`proto/zgp.md`
+//! §12). The **active view** is a few members, each reached over one link (one we dialled, or
+//! one a member dialled and asked us to keep); the **passive view** is a larger sample of other
+//! alive members to replace them with. A newcomer joins through any member (JOIN, a random
+//! walk), a lost active peer is replaced at once from the passive view, a node left alone
+//! rejoins through any member it remembers, and now and then a node dials a member it holds
+//! dead, so a partition that healed merges without anyone's help.
+//!
+//! CONNECTs the user wrote are pinned: they may carry an active peer, but only the user closes
+//! them. Links to peers outside the cluster (CZMQ, observers) are never touched.
+
+use indexmap::IndexSet;
+
+use super::*;
+use crate::wire::{Member, MemberState, Neighbor};
+
+/// HyParView's active random walk length: how far a JOIN travels.
+const JOIN_TTL: u8 = 6;
+/// Where on its walk a JOIN leaves the newcomer in the passive view.
+const PASSIVE_TTL: u8 = 3;
+/// The passive view holds this many times the active view's size.
+const PASSIVE_FACTOR: usize = 6;
+/// The least time between two fillings of the active view: a member that refuses at once,
+/// or an address where another node answers now, must not make the node dial in a loop.
+const FILL_SPACING: Duration = Duration::from_millis(100);
+
+/// Records a shuffle carries: the sender, 3 active and 4 passive peers.
+const SHUFFLE_ACTIVE: usize = 3;
+const SHUFFLE_PASSIVE: usize = 4;
+
+/// A member we are asking to be an active peer.
+#[derive(Debug)]
+pub(super) struct Pending {
+    /// The remote we dialled for it, if we did (none: we asked on a link already open).
+    pub(super) remote: Option<RemoteId>,
+    /// Whether we asked: the request goes once the link has hailed.
+    asked: bool,
+    high: bool,
+    pub(super) deadline: Instant,
+}
+
+/// This node's views.
+#[derive(Debug, Default)]
+pub(super) struct Views {
+    /// Member id → the link that carries it.
+    pub(super) active: IndexMap<u64, Peer>,
+    pub(super) passive: IndexSet<u64>,
+    pub(super) pending: IndexMap<u64, Pending>,
+    /// Dials to members that failed, per member: its next endpoint is tried next time.
+    failed_dials: IndexMap<u64, u32>,
+    /// When the views are looked at next (a link came or went), and the periodic rounds.
+    next_check: Option<Instant>,
+    next_shuffle: Option<Instant>,
+    next_reconnect: Option<Instant>,
+    /// A probe under way: its remote, the member, and when it counts as unanswered.
+    pub(super) probing: Option<(RemoteId, u64, Instant)>,
+    /// Members still to probe this round (SWIM's shuffled round robin), taken from the end.
+    probe_order: Vec<u64>,
+    next_probe: Option<Instant>,
+    last_fill: Option<Instant>,
+}
+
+impl Views {
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let pending = self.pending.values().map(|p| p.deadline);
+        pending
+            .chain(self.probing.map(|(_, _, at)| at))
+            .chain(self.next_probe)
+            .chain(self.next_check)
+            .chain(self.next_shuffle)
+            .chain(self.next_reconnect)
+            .min()
+    }
+
+    /// Whether `peer` carries an active peer.
+    pub(super) fn carries(&self, peer: &Peer) -> bool {
+        self.active.values().any(|p| p == peer)
+    }
+}
+
+impl Cluster {
+    /// The active view's size: as configured, or log2(N) + 1 and at least 3.
+    pub(super) fn active_target(&self) -> usize {
+        if let Some(size) = self.config.active_view {
+            return size.max(1);
+        }
+        let alive = 1
+            + (self.members.values())
+                .filter(|k| k.record.state == MemberState::Alive)
+                .count();
+        (alive.ilog2() as usize + 1).max(3)
+    }
+
+    fn passive_target(&self) -> usize {
+        self.active_target() * PASSIVE_FACTOR
+    }
+
+    fn alive(&self, id: u64) -> bool {
+        self.members
+            .get(&id)
+            .is_some_and(|k| k.record.state == MemberState::Alive && !k.record.endpoints.is_empty())
+    }
+
+    /// Adds members to the passive view, evicting at random past its size.
+    fn add_passive(&mut self, ids: impl IntoIterator<Item = u64>) {
+        for id in ids {
+            if id == self.me.id || self.views.active.contains_key(&id) || !self.alive(id) {
+                continue;
+            }
+            self.views.passive.insert(id);
+        }
+        let target = self.passive_target();
+        while self.views.passive.len() > target {
+            let pick = (self.rng.next_u64() % self.views.passive.len() as u64) as usize;
+            self.views.passive.swap_remove_index(pick);
+        }
+    }
+
+    /// Up to `n` members of `from`, chosen at random by the seeded generator.
+    fn sample(&mut self, from: &[u64], n: usize) -> Vec<u64> {
+        let mut pool = from.to_vec();
+        let mut picked = Vec::new();
+        while picked.len() < n && !pool.is_empty() {
+            let pick = (self.rng.next_u64() % pool.len() as u64) as usize;
+            picked.push(pool.swap_remove(pick));
+        }
+        picked
+    }
+
+    /// The views want a look as soon as the engine next runs.
+    pub(super) fn views_changed(&mut self, now: Instant) {
+        if !self.config.observer {
+            self.views.next_check = Some(now);
+        }
+    }
+
+    /// A member changed state: dead and departed members leave the views.
+    pub(super) fn views_member_changed(&mut self, id: u64, state: MemberState, now: Instant) {
+        match state {
+            MemberState::Dead | MemberState::Left => {
+                self.views.passive.shift_remove(&id);
+                if self.views.active.contains_key(&id) || self.views.pending.contains_key(&id) {
+                    self.views_changed(now);
+                }
+            }
+            MemberState::Alive => {
+                if self.views.passive.len() < self.passive_target() {
+                    self.add_passive([id]);
+                }
+                // Into this probe round at a random place, as SWIM adds a new member.
+                // (A member seen twice in a round is probed twice: cheaper than a search.)
+                if self.views.probe_order.len() <= 2 * self.members.len() {
+                    let at =
+                        (self.rng.next_u64() % (self.views.probe_order.len() as u64 + 1)) as usize;
+                    self.views.probe_order.insert(at, id);
+                }
+            }
+            MemberState::Suspect => {}
+        }
+    }
+}
+
+impl Engine {
+    /// The members in our active view, and in our passive view.
+    #[cfg(any(test, feature = "sim"))]
+    pub fn views(&self) -> (Vec<u64>, Vec<u64>) {
+        self.cluster.as_ref().map_or_else(Default::default, |c| {
+            let active = c.views.active.keys().copied().collect();
+            let passive = c.views.passive.iter().copied().collect();
+            (active, passive)
+        })
+    }
+
+    fn member_cluster(&mut self) -> Option<&mut Cluster> {
+        self.cluster.as_deref_mut().filter(|c| !c.config.observer)
+    }
+
+    /// A link to a member hailed: a dial we made for the views asks its question now; a
+    /// pinned CONNECT is the way in while this node has no active peer.
+    pub(super) fn views_link_opened(&mut self, now: Instant, peer: &Peer, node: u64) {
+        let timeout = self.config.server_timeout;
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        let me = cluster.me.clone();
+        if let Peer::Remote(id) = peer
+            && let Some((&member, pending)) =
+                (cluster.views.pending.iter_mut()).find(|(_, p)| p.remote == Some(*id))
+        {
+            if member != node {
+                // Another node answers at that address now (the member's successor, say): it
+                // is not the member we wanted, which is then asked about.
+                cluster.views.pending.shift_remove(&member);
+                let remote = *id;
+                self.close_remote(remote, "another node answers there");
+                let links = self.member_links();
+                self.probe_failed(now, member, &links);
+                return;
+            }
+            pending.asked = true;
+            pending.deadline = now + timeout;
+            let request = Neighbor::Request {
+                high: pending.high,
+                member: Box::new(me),
+            };
+            self.send_to_peer(peer, Message::Neighbor(request));
+            return;
+        }
+        let pinned =
+            matches!(peer, Peer::Remote(id) if self.remotes.get(id).is_some_and(|r| r.pinned));
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        if pinned && cluster.views.active.is_empty() {
+            debug!(contact = node, "joining through a seed");
+            let join = Message::Join {
+                ttl: JOIN_TTL,
+                member: Box::new(me),
+            };
+            self.send_to_peer(peer, join);
+        }
+    }
+
+    /// A JOIN came on a link to `from`: HyParView's JOIN at the contact (the newcomer sent it
+    /// itself) and FORWARDJOIN further along the walk.
+    pub(super) fn on_join(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        from: u64,
+        ttl: u8,
+        newcomer: Member,
+    ) {
+        let id = newcomer.id;
+        self.merge_member(now, newcomer, Some(&peer), "joined");
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        if id == cluster.me.id || cluster.views.active.contains_key(&id) || !cluster.alive(id) {
+            return;
+        }
+        let others: Vec<(u64, Peer)> = (cluster.views.active.iter())
+            .filter(|(member, _)| **member != from && **member != id)
+            .map(|(member, peer)| (*member, peer.clone()))
+            .collect();
+        if from == id {
+            // The contact: the walk starts at each of its active peers, and it keeps the
+            // newcomer itself, on the newcomer's own link, while it has room.
+            let room = cluster.views.active.len() < cluster.active_target();
+            let Some(record) = cluster.record(id).cloned() else {
+                return;
+            };
+            let walk = Message::Join {
+                ttl: JOIN_TTL,
+                member: Box::new(record),
+            };
+            for (_, next) in &others {
+                self.send_to_peer(next, walk.clone());
+            }
+            if room || others.is_empty() {
+                self.ask_neighbor(now, id, true);
+            }
+            return;
+        }
+        if ttl == 0 || cluster.views.active.len() <= 1 || others.is_empty() {
+            self.ask_neighbor(now, id, true);
+            return;
+        }
+        if ttl == PASSIVE_TTL {
+            cluster.add_passive([id]);
+        }
+        let pick = (cluster.rng.next_u64() % others.len() as u64) as usize;
+        let Some((_, next)) = others.get(pick).cloned() else {
+            return;
+        };
+        let Some(record) = self.cluster.as_ref().and_then(|c| c.record(id)).cloned() else {
+            return;
+        };
+        let walk = Message::Join {
+            ttl: ttl - 1,
+            member: Box::new(record),
+        };
+        self.send_to_peer(&next, walk);
+    }
+
+    /// Asks `member` to be an active peer: on a link to it that is open already, or by dialling
+    /// it.
+    fn ask_neighbor(&mut self, now: Instant, member: u64, high: bool) {
+        let timeout = self.config.server_timeout;
+        let link = self
+            .member_links()
+            .into_iter()
+            .find(|(_, node)| *node == member);
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        if cluster.views.pending.contains_key(&member) || cluster.views.active.contains_key(&member)
+        {
+            return;
+        }
+        cluster.views.passive.shift_remove(&member);
+        if let Some((peer, _)) = link {
+            let request = Neighbor::Request {
+                high,
+                member: Box::new(cluster.me.clone()),
+            };
+            cluster.views.pending.insert(
+                member,
+                Pending {
+                    remote: None,
+                    asked: true,
+                    high,
+                    deadline: now + timeout,
+                },
+            );
+            self.send_to_peer(&peer, Message::Neighbor(request));
+            return;
+        }
+        let Some(known) = cluster.members.get(&member) else {
+            return;
+        };
+        let endpoints = &known.record.endpoints;
+        if endpoints.is_empty() {
+            return;
+        }
+        let tries = cluster
+            .views
+            .failed_dials
+            .get(&member)
+            .copied()
+            .unwrap_or(0);
+        let Some(endpoint) = endpoints.get(tries as usize % endpoints.len()).cloned() else {
+            return;
+        };
+        // A dial gets a server timeout to connect and hail, on top of the transport's own.
+        let deadline = now + timeout * 2;
+        let remote = self.new_remote(now, &endpoint, false);
+        if let Some(cluster) = self.member_cluster() {
+            cluster.views.pending.insert(
+                member,
+                Pending {
+                    remote: Some(remote),
+                    asked: false,
+                    high,
+                    deadline,
+                },
+            );
+        }
+        debug!(member, %endpoint, high, "dialling a member for the active view");
+        self.stats.view_dials += 1;
+        self.outputs.push_back(Output::Connect(remote, endpoint));
+    }
+
+    /// A NEIGHBOR came on a link to `from`.
+    pub(super) fn on_neighbor(&mut self, now: Instant, peer: Peer, from: u64, neighbor: Neighbor) {
+        match neighbor {
+            Neighbor::Request { high, member } => {
+                self.merge_member(now, *member, Some(&peer), "asked to be a neighbour");
+                let Some(cluster) = self.member_cluster() else {
+                    // An observer keeps no views: it refuses.
+                    let answer = Neighbor::Answer { accepted: false };
+                    self.send_to_peer(&peer, Message::Neighbor(answer));
+                    return;
+                };
+                let room = cluster.views.active.len() < cluster.active_target();
+                let accepted = high || room || cluster.views.active.contains_key(&from);
+                if accepted {
+                    cluster.views.pending.shift_remove(&from);
+                    self.make_active(now, from, peer.clone());
+                }
+                let answer = Neighbor::Answer { accepted };
+                self.send_to_peer(&peer, Message::Neighbor(answer));
+            }
+            Neighbor::Answer { accepted } => {
+                let Some(cluster) = self.member_cluster() else {
+                    return;
+                };
+                let asked = cluster.views.pending.shift_remove(&from).is_some();
+                cluster.views_changed(now);
+                if accepted && (asked || cluster.views.active.len() < cluster.active_target()) {
+                    cluster.views.failed_dials.shift_remove(&from);
+                    self.make_active(now, from, peer);
+                    return;
+                }
+                if accepted {
+                    // A late yes we no longer want.
+                    self.send_to_peer(&peer, Message::Disconnect { stopping: false });
+                } else if let Some(cluster) = self.member_cluster() {
+                    cluster.add_passive([from]);
+                }
+                self.close_if_ours(&peer, "refused as a neighbour");
+            }
+        }
+    }
+
+    /// `member` is an active peer over `peer`; past the view's size plus one, a random other
+    /// active peer is let go (HyParView drops one when a neighbour it must take arrives).
+    fn make_active(&mut self, now: Instant, member: u64, peer: Peer) {
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        cluster.views.passive.shift_remove(&member);
+        if let Some(old) = cluster.views.active.insert(member, peer.clone())
+            && old != peer
+        {
+            self.close_if_ours(&old, "replaced by another link");
+        }
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        if cluster.views.active.len() <= cluster.active_target() + 1 {
+            return;
+        }
+        let others: Vec<u64> = (cluster.views.active.keys())
+            .copied()
+            .filter(|m| *m != member)
+            .collect();
+        if let Some(&drop) = cluster.sample(&others, 1).first() {
+            self.let_go(now, drop, false);
+        }
+    }
+
+    /// Drops `member` from the active view, telling it so (DISCONNECT), and closes the link if
+    /// it is a dial of ours.
+    fn let_go(&mut self, now: Instant, member: u64, stopping: bool) {
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        let Some(peer) = cluster.views.active.shift_remove(&member) else {
+            return;
+        };
+        cluster.add_passive([member]);
+        cluster.views_changed(now);
+        self.send_to_peer(&peer, Message::Disconnect { stopping });
+        self.close_if_ours(&peer, "no longer an active peer");
+    }
+
+    /// A DISCONNECT came on a link to `from`.
+    pub(super) fn on_disconnect(&mut self, now: Instant, peer: Peer, from: u64, stopping: bool) {
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        if cluster.views.active.get(&from) == Some(&peer) {
+            cluster.views.active.shift_remove(&from);
+        }
+        if let Some(pending) = cluster.views.pending.get(&from)
+            && pending.remote.is_none_or(|r| Peer::Remote(r) == peer)
+        {
+            cluster.views.pending.shift_remove(&from);
+        }
+        if !stopping {
+            cluster.add_passive([from]);
+        }
+        cluster.unwatch(from);
+        cluster.views_changed(now);
+        self.close_if_ours(&peer, "the peer let it go");
+    }
+
+    /// Closes `peer` if it is a remote we dialled for the views (never a pinned CONNECT, and
+    /// never a link a member dialled: that one is the member's to close).
+    fn close_if_ours(&mut self, peer: &Peer, why: &str) {
+        if let Peer::Remote(id) = peer
+            && self.remotes.get(id).is_some_and(|r| !r.pinned)
+        {
+            self.close_remote(*id, why);
+        }
+    }
+
+    /// Leaving gracefully: every active peer hears DISCONNECT (stopping), after our
+    /// withdrawals on the same link; the links close when the node does.
+    pub(super) fn views_leave(&mut self) {
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        let peers: Vec<Peer> = cluster.views.active.values().cloned().collect();
+        for peer in peers {
+            self.send_to_peer(&peer, Message::Disconnect { stopping: true });
+        }
+    }
+
+    /// The views' part of a timeout: links lost, dials that came to nothing, the active view
+    /// filled from the passive one, shuffles, and a dial of a member held dead now and then.
+    pub(super) fn views_timeout(&mut self, now: Instant, links: &[(Peer, u64)]) {
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        let views = &cluster.views;
+        let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+        let pending_due = views.pending.values().any(|p| p.deadline <= now);
+        let probe_due = due(views.probing.map(|(_, _, at)| at)) || due(views.next_probe);
+        if !(due(views.next_check)
+            || pending_due
+            || probe_due
+            || due(views.next_shuffle)
+            || due(views.next_reconnect))
+        {
+            return;
+        }
+        // Looked at every probe interval at least, and at once when a link comes or goes.
+        cluster.views.next_check = Some(now + cluster.config.probe_interval);
+        // Active peers whose link is gone, or who are dead or left.
+        let lost: Vec<(u64, Peer)> = (cluster.views.active.iter())
+            .filter(|(member, peer)| {
+                !links.iter().any(|(p, node)| p == *peer && node == *member)
+                    || !cluster.members.get(*member).is_some_and(|k| {
+                        matches!(k.record.state, MemberState::Alive | MemberState::Suspect)
+                    })
+            })
+            .map(|(member, peer)| (*member, peer.clone()))
+            .collect();
+        for (member, _) in &lost {
+            cluster.views.active.shift_remove(member);
+        }
+        // Dials and questions that came to nothing in time.
+        let failed: Vec<(u64, Option<RemoteId>)> = (cluster.views.pending.iter())
+            .filter(|(member, p)| {
+                let left = (cluster.members.get(*member))
+                    .is_none_or(|k| k.record.state == MemberState::Left);
+                p.deadline <= now || left
+            })
+            .map(|(member, p)| (*member, p.remote))
+            .collect();
+        for (member, _) in &failed {
+            cluster.views.pending.shift_remove(member);
+            *cluster.views.failed_dials.entry(*member).or_default() += 1;
+            cluster.views.passive.shift_remove(member);
+        }
+        for (member, peer) in lost {
+            debug!(member, "lost an active peer");
+            self.stats.view_repairs += 1;
+            self.close_if_ours(&peer, "the active peer is gone");
+        }
+        for (_, remote) in failed {
+            if let Some(remote) = remote {
+                self.close_remote(remote, "the member did not become a neighbour in time");
+            }
+        }
+        self.fill_active(now);
+        self.shuffle(now, links);
+        self.reconnect_dead(now);
+        self.probe_round(now, links);
+    }
+
+    /// SWIM's probe, for members no link of ours hears: every probe interval the next member
+    /// of a shuffled round is dialled and sent a PING, which names the node that answers; no
+    /// session opens and nothing is resynced. No answer in time starts an indirect probe (the
+    /// others asked say whether a link of theirs hears it), and then suspicion, which the
+    /// member refutes if it is alive. Members our links hear are watched through them.
+    fn probe_round(&mut self, now: Instant, links: &[(Peer, u64)]) {
+        let fresh = self.config.suspect_after();
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        if let Some((remote, target, deadline)) = cluster.views.probing
+            && deadline <= now
+        {
+            cluster.views.probing = None;
+            self.close_remote(remote, "probe unanswered");
+            self.probe_failed(now, target, links);
+        }
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        let interval = cluster.config.probe_interval;
+        match cluster.views.next_probe {
+            Some(at) if at > now => return,
+            _ => cluster.views.next_probe = Some(now + interval),
+        }
+        if cluster.views.probing.is_some() {
+            return;
+        }
+        let target = loop {
+            let Some(cluster) = self.member_cluster() else {
+                return;
+            };
+            let Some(id) = cluster.views.probe_order.pop() else {
+                // A new round: every member with an address, in a fresh seeded order.
+                let all: Vec<u64> = (cluster.members.iter())
+                    .filter(|(_, k)| !k.record.endpoints.is_empty())
+                    .map(|(id, _)| *id)
+                    .collect();
+                if all.is_empty() {
+                    return;
+                }
+                let count = all.len();
+                cluster.views.probe_order = cluster.sample(&all, count);
+                if cluster.views.probe_order.is_empty() {
+                    return;
+                }
+                continue;
+            };
+            if cluster.alive(id) && !self.hears(now, id, fresh) {
+                break id;
+            }
+            // One look per interval at most: a cluster whose members all sit on our links
+            // costs a scan of the round, no more.
+            if self
+                .member_cluster()
+                .is_some_and(|c| c.views.probe_order.is_empty())
+            {
+                return;
+            }
+        };
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        let Some(known) = cluster.members.get(&target) else {
+            return;
+        };
+        let endpoints = &known.record.endpoints;
+        let tries = cluster
+            .views
+            .failed_dials
+            .get(&target)
+            .copied()
+            .unwrap_or(0);
+        let Some(endpoint) = endpoints
+            .get(tries as usize % endpoints.len().max(1))
+            .cloned()
+        else {
+            return;
+        };
+        let deadline = now + cluster.probe_timeout() * 2;
+        let remote = self.new_remote(now, &endpoint, false);
+        if let Some(r) = self.remotes.get_mut(&remote) {
+            r.probe = Some(target);
+        }
+        if let Some(cluster) = self.member_cluster() {
+            cluster.views.probing = Some((remote, target, deadline));
+        }
+        self.outputs.push_back(Output::Connect(remote, endpoint));
+    }
+
+    /// A probe's PONG: the member answers (or another node does, at its address).
+    pub(super) fn on_probe_dial_answer(
+        &mut self,
+        now: Instant,
+        remote: RemoteId,
+        target: u64,
+        node: u64,
+    ) {
+        if let Some(cluster) = self.member_cluster()
+            && cluster.views.probing.is_some_and(|(r, _, _)| r == remote)
+        {
+            cluster.views.probing = None;
+        }
+        self.close_remote(remote, "probe answered");
+        if node != target {
+            let links = self.member_links();
+            self.probe_failed(now, target, &links);
+        }
+    }
+
+    fn probe_failed(&mut self, now: Instant, target: u64, links: &[(Peer, u64)]) {
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        *cluster.views.failed_dials.entry(target).or_default() += 1;
+        if cluster.alive(target) && !cluster.checking(target) {
+            debug!(member = target, "a probe went unanswered; asking others");
+            self.start_check(now, target, links);
+        }
+    }
+
+    /// Asks passive members (then any member remembered) to fill the active view.
+    fn fill_active(&mut self, now: Instant) {
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        if let Some(last) = cluster.views.last_fill
+            && now < last + FILL_SPACING
+        {
+            let again = last + FILL_SPACING;
+            let check = cluster.views.next_check.map_or(again, |at| at.min(again));
+            cluster.views.next_check = Some(check);
+            return;
+        }
+        let wanted = cluster
+            .active_target()
+            .saturating_sub(cluster.views.active.len() + cluster.views.pending.len());
+        if wanted == 0 {
+            return;
+        }
+        // Alone: high priority, which must be accepted.
+        let high = cluster.views.active.is_empty();
+        let busy = |c: &Cluster, id: &u64| {
+            *id == c.me.id || c.views.active.contains_key(id) || c.views.pending.contains_key(id)
+        };
+        let mut candidates: Vec<u64> = (cluster.views.passive.iter())
+            .copied()
+            .filter(|id| !busy(cluster, id) && cluster.alive(*id))
+            .collect();
+        if candidates.len() < wanted {
+            // The passive view ran dry: any member remembered, alive ones first, then the
+            // accused (a partition may have made them look dead).
+            let more: Vec<u64> = (cluster.members.iter())
+                .filter(|(id, k)| {
+                    !busy(cluster, id)
+                        && !candidates.contains(id)
+                        && !k.record.endpoints.is_empty()
+                        && k.record.state == MemberState::Alive
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            candidates.extend(more);
+        }
+        if candidates.is_empty() && high {
+            let accused: Vec<u64> = (cluster.members.iter())
+                .filter(|(id, k)| {
+                    !busy(cluster, id)
+                        && !k.record.endpoints.is_empty()
+                        && matches!(k.record.state, MemberState::Suspect | MemberState::Dead)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            candidates = accused;
+        }
+        let picked = cluster.sample(&candidates, wanted);
+        if !picked.is_empty() {
+            cluster.views.last_fill = Some(now);
+        }
+        for member in picked {
+            self.ask_neighbor(now, member, high);
+        }
+    }
+
+    /// Every shuffle interval: ourselves, 3 active and 4 passive members to a random active
+    /// peer, which answers with as many of its passive view; both keep what they learn.
+    fn shuffle(&mut self, now: Instant, links: &[(Peer, u64)]) {
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        let interval = cluster.config.shuffle_interval;
+        match cluster.views.next_shuffle {
+            None => {
+                cluster.views.next_shuffle = Some(now + interval);
+                return;
+            }
+            Some(at) if at > now => return,
+            Some(_) => cluster.views.next_shuffle = Some(now + interval),
+        }
+        let active: Vec<u64> = cluster.views.active.keys().copied().collect();
+        let Some(&target) = cluster.sample(&active, 1).first() else {
+            return;
+        };
+        let Some(peer) = cluster.views.active.get(&target).cloned() else {
+            return;
+        };
+        if !links.iter().any(|(p, _)| *p == peer) {
+            return;
+        }
+        let others: Vec<u64> = active.into_iter().filter(|m| *m != target).collect();
+        let passive: Vec<u64> = cluster.views.passive.iter().copied().collect();
+        let mut ids = cluster.sample(&others, SHUFFLE_ACTIVE);
+        ids.extend(cluster.sample(&passive, SHUFFLE_PASSIVE));
+        let mut records = vec![cluster.me.clone()];
+        records.extend(ids.iter().filter_map(|id| cluster.record(*id).cloned()));
+        self.send_to_peer(
+            &peer,
+            Message::Shuffle {
+                reply: false,
+                members: records,
+            },
+        );
+    }
+
+    /// A SHUFFLE came on a link to `from`: keep what it names; answer a request with as many
+    /// of our passive view.
+    pub(super) fn on_shuffle(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        reply: bool,
+        members: Vec<Member>,
+    ) {
+        let count = members.len();
+        let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+        for record in members {
+            self.merge_member(now, record, Some(&peer), "shuffle");
+        }
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        let answer = if reply {
+            Vec::new()
+        } else {
+            let passive: Vec<u64> = cluster.views.passive.iter().copied().collect();
+            let picked = cluster.sample(&passive, count);
+            picked
+                .iter()
+                .filter_map(|id| cluster.record(*id).cloned())
+                .collect()
+        };
+        cluster.add_passive(ids);
+        if !reply && !answer.is_empty() {
+            self.send_to_peer(
+                &peer,
+                Message::Shuffle {
+                    reply: true,
+                    members: answer,
+                },
+            );
+        }
+    }
+
+    /// Every reconnect interval, a dial of one member held dead (not one that left): across a
+    /// partition that healed, the two sides find each other this way and merge their lists.
+    fn reconnect_dead(&mut self, now: Instant) {
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        let interval = cluster.config.reconnect_interval;
+        match cluster.views.next_reconnect {
+            None => {
+                cluster.views.next_reconnect = Some(now + interval);
+                return;
+            }
+            Some(at) if at > now => return,
+            Some(_) => cluster.views.next_reconnect = Some(now + interval),
+        }
+        let dead: Vec<u64> = (cluster.members.iter())
+            .filter(|(id, k)| {
+                k.record.state == MemberState::Dead
+                    && !k.record.endpoints.is_empty()
+                    && !cluster.views.pending.contains_key(*id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if let Some(&member) = cluster.sample(&dead, 1).first() {
+            debug!(member, "dialling a member held dead, in case it is not");
+            self.ask_neighbor(now, member, false);
+        }
+    }
+}
