@@ -364,6 +364,45 @@ impl Net {
             .unwrap_or_default()
     }
 
+    /// Whether the active views of `nodes` (each link counted both ways) connect them all.
+    /// Node `n` is member `n + 1`, as the engine tests and benchmarks number them.
+    pub fn overlay_connected(&self, nodes: &[usize]) -> bool {
+        let Some(&first) = nodes.first() else {
+            return true;
+        };
+        let within: std::collections::HashSet<usize> = nodes.iter().copied().collect();
+        let mut edges: HashMap<usize, Vec<usize>> = HashMap::new();
+        for &node in nodes {
+            for id in self.engine(node).views().0 {
+                let other = (id as usize).wrapping_sub(1);
+                if within.contains(&other) {
+                    edges.entry(node).or_default().push(other);
+                    edges.entry(other).or_default().push(node);
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::from([first]);
+        let mut todo = vec![first];
+        while let Some(node) = todo.pop() {
+            for &next in edges.get(&node).into_iter().flatten() {
+                if seen.insert(next) {
+                    todo.push(next);
+                }
+            }
+        }
+        seen.len() == nodes.len()
+    }
+
+    /// The members `node` lists as alive, by id, sorted.
+    pub fn alive_ids(&self, node: usize) -> Vec<u64> {
+        let mut ids: Vec<u64> = (self.engine(node).members().iter())
+            .filter(|m| m.state == crate::wire::MemberState::Alive)
+            .map(|m| m.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// A digest of every output of every engine, in order: equal for two runs exactly when
     /// they did the same thing.
     pub fn trace_digest(&self) -> u64 {

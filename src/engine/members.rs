@@ -232,7 +232,7 @@ impl Cluster {
     }
 
     /// Our record (unless we only observe) and every record we hold.
-    fn all_records(&self) -> Vec<Member> {
+    pub(super) fn all_records(&self) -> Vec<Member> {
         let me = (!self.config.observer).then(|| self.me.clone());
         me.into_iter()
             .chain(self.members.values().map(|k| k.record.clone()))
@@ -295,7 +295,7 @@ fn acceptable(record: &Member) -> bool {
 }
 
 /// The frames that carry `records`, each at most [`MEMBERS_FRAME_BYTES`] of them.
-fn members_frames(records: Vec<Member>) -> Vec<Message> {
+pub(super) fn members_frames(records: Vec<Member>) -> Vec<Message> {
     let mut frames = Vec::new();
     let mut frame = Vec::new();
     let mut bytes = 0;
@@ -692,9 +692,11 @@ impl Engine {
         self.push_pull(now, &overlay);
     }
 
-    /// The links gossip goes on: those that carry active peers, and those to hailed nodes that
-    /// are not members (observers, who follow the changes). Until the active view has anyone,
-    /// every link to a member.
+    /// The links gossip goes on: those that carry active peers, the CONNECTs the user wrote,
+    /// links from members nobody can dial (no advertised endpoint: their own links are all they
+    /// have), and links to hailed nodes that are not members (observers, who follow the
+    /// changes). Not the other sessions a seed holds from everyone who named it. Until the
+    /// active view has anyone, every link to a member.
     fn overlay_links(&self, links: &[(Peer, u64)]) -> Vec<(Peer, u64)> {
         let Some(cluster) = &self.cluster else {
             return Vec::new();
@@ -702,9 +704,15 @@ impl Engine {
         if cluster.views.active.is_empty() {
             return links.to_vec();
         }
+        let pinned = |peer: &Peer| match peer {
+            Peer::Remote(id) => self.remotes.get(id).is_some_and(|r| r.pinned),
+            Peer::Client(_) => false,
+        };
         (links.iter())
             .filter(|(peer, node)| {
-                cluster.views.carries(peer) || !cluster.members.contains_key(node)
+                cluster.views.carries(peer)
+                    || pinned(peer)
+                    || (cluster.members.get(node)).is_none_or(|k| k.record.endpoints.is_empty())
             })
             .cloned()
             .collect()
@@ -759,7 +767,11 @@ impl Engine {
             }
         }
         for node in lost {
-            self.start_check(now, node, links);
+            if self.probe_now(now, node, links)
+                && let Some(cluster) = &mut self.cluster
+            {
+                cluster.watched.shift_remove(&node);
+            }
         }
         for (peer, node, record) in accused {
             if let Some(known) = self.cluster.as_mut().and_then(|c| c.members.get_mut(&node)) {

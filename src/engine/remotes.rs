@@ -184,10 +184,9 @@ impl Engine {
                 pending.deadline = at;
             }
             if let Some(cluster) = &mut self.cluster
-                && let Some(probe) = &mut cluster.views.probing
-                && probe.0 == id
+                && let Some(probe) = cluster.views.probing.get_mut(&id)
             {
-                probe.2 = at;
+                probe.1 = at;
             }
             // The views try elsewhere; the member's fate is the failure detector's to tell.
             if let Some(remote) = self.remotes.get_mut(&id) {

@@ -24,6 +24,10 @@ const PASSIVE_FACTOR: usize = 6;
 /// or an address where another node answers now, must not make the node dial in a loop.
 const FILL_SPACING: Duration = Duration::from_millis(100);
 
+/// Probes under way at once, at most: one a probe interval in the round, and one for each
+/// member whose links went quiet.
+const MAX_PROBES: usize = 8;
+
 /// Records a shuffle carries: the sender, 3 active and 4 passive peers.
 const SHUFFLE_ACTIVE: usize = 3;
 const SHUFFLE_PASSIVE: usize = 4;
@@ -52,8 +56,8 @@ pub(super) struct Views {
     next_check: Option<Instant>,
     next_shuffle: Option<Instant>,
     next_reconnect: Option<Instant>,
-    /// A probe under way: its remote, the member, and when it counts as unanswered.
-    pub(super) probing: Option<(RemoteId, u64, Instant)>,
+    /// Probes under way: remote → the member, and when it counts as unanswered.
+    pub(super) probing: IndexMap<RemoteId, (u64, Instant)>,
     /// Members still to probe this round (SWIM's shuffled round robin), taken from the end.
     probe_order: Vec<u64>,
     next_probe: Option<Instant>,
@@ -64,7 +68,7 @@ impl Views {
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let pending = self.pending.values().map(|p| p.deadline);
         pending
-            .chain(self.probing.map(|(_, _, at)| at))
+            .chain(self.probing.values().map(|(_, at)| *at))
             .chain(self.next_probe)
             .chain(self.next_check)
             .chain(self.next_shuffle)
@@ -244,8 +248,15 @@ impl Engine {
             .map(|(member, peer)| (*member, peer.clone()))
             .collect();
         if from == id {
-            // The contact: the walk starts at each of its active peers, and it keeps the
-            // newcomer itself, on the newcomer's own link, while it has room.
+            // The contact: the newcomer gets the whole list (it may know us from an earlier
+            // life and so not have had it when the link opened), the walk starts at each of
+            // our active peers, and we keep the newcomer, on its own link, while we have room.
+            for frame in super::members::members_frames(cluster.all_records()) {
+                self.send_to_peer(&peer, frame);
+            }
+            let Some(cluster) = self.member_cluster() else {
+                return;
+            };
             let room = cluster.views.active.len() < cluster.active_target();
             let Some(record) = cluster.record(id).cloned() else {
                 return;
@@ -487,7 +498,7 @@ impl Engine {
         let views = &cluster.views;
         let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
         let pending_due = views.pending.values().any(|p| p.deadline <= now);
-        let probe_due = due(views.probing.map(|(_, _, at)| at)) || due(views.next_probe);
+        let probe_due = views.probing.values().any(|(_, at)| *at <= now) || due(views.next_probe);
         if !(due(views.next_check)
             || pending_due
             || probe_due
@@ -551,10 +562,14 @@ impl Engine {
         let Some(cluster) = self.member_cluster() else {
             return;
         };
-        if let Some((remote, target, deadline)) = cluster.views.probing
-            && deadline <= now
-        {
-            cluster.views.probing = None;
+        let unanswered: Vec<(RemoteId, u64)> = (cluster.views.probing.iter())
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(remote, (target, _))| (*remote, *target))
+            .collect();
+        for (remote, target) in unanswered {
+            if let Some(cluster) = self.member_cluster() {
+                cluster.views.probing.shift_remove(&remote);
+            }
             self.close_remote(remote, "probe unanswered");
             self.probe_failed(now, target, links);
         }
@@ -566,7 +581,7 @@ impl Engine {
             Some(at) if at > now => return,
             _ => cluster.views.next_probe = Some(now + interval),
         }
-        if cluster.views.probing.is_some() {
+        if cluster.views.probing.len() >= MAX_PROBES {
             return;
         }
         let target = loop {
@@ -601,9 +616,17 @@ impl Engine {
                 return;
             }
         };
+        self.probe(now, target);
+    }
+
+    /// Dials `target` and sends it a PING (see [`Engine::probe_round`]).
+    fn probe(&mut self, now: Instant, target: u64) {
         let Some(cluster) = self.member_cluster() else {
             return;
         };
+        if cluster.views.probing.values().any(|(t, _)| *t == target) {
+            return;
+        }
         let Some(known) = cluster.members.get(&target) else {
             return;
         };
@@ -626,7 +649,7 @@ impl Engine {
             r.probe = Some(target);
         }
         if let Some(cluster) = self.member_cluster() {
-            cluster.views.probing = Some((remote, target, deadline));
+            cluster.views.probing.insert(remote, (target, deadline));
         }
         self.outputs.push_back(Output::Connect(remote, endpoint));
     }
@@ -639,16 +662,37 @@ impl Engine {
         target: u64,
         node: u64,
     ) {
-        if let Some(cluster) = self.member_cluster()
-            && cluster.views.probing.is_some_and(|(r, _, _)| r == remote)
-        {
-            cluster.views.probing = None;
+        if let Some(cluster) = self.member_cluster() {
+            cluster.views.probing.shift_remove(&remote);
         }
         self.close_remote(remote, "probe answered");
         if node != target {
             let links = self.member_links();
             self.probe_failed(now, target, &links);
         }
+    }
+
+    /// A member whose links went quiet is probed directly before anyone is asked about it: a
+    /// link closed on purpose (a view let go, on either side) says nothing of the member. One
+    /// without an address is asked about at once. Returns false when too many probes are under
+    /// way: the member waits for the next look.
+    pub(super) fn probe_now(&mut self, now: Instant, target: u64, links: &[(Peer, u64)]) -> bool {
+        let Some(cluster) = self.member_cluster() else {
+            return true;
+        };
+        let has_address = cluster
+            .members
+            .get(&target)
+            .is_some_and(|k| !k.record.endpoints.is_empty());
+        if !has_address {
+            self.start_check(now, target, links);
+            return true;
+        }
+        if cluster.views.probing.len() >= MAX_PROBES {
+            return false;
+        }
+        self.probe(now, target);
+        true
     }
 
     fn probe_failed(&mut self, now: Instant, target: u64, links: &[(Peer, u64)]) {

@@ -9,6 +9,7 @@
 //!   the same every run); S services are announced (one per node by default); the time until
 //!   every node holds all S, the PUBLISH messages sent per node, and the memory each idle node
 //!   costs.
+//! - `cluster`: the membership layer at scale on the engine harness (see [`cluster`]).
 //!
 //! Each run prints exactly one line on stdout, `key=value` fields separated by spaces
 //! (all numbers for `chain` and `mesh`); progress goes to
@@ -28,6 +29,7 @@ use tokio::task::JoinSet;
 use zgossip::rng::XorShift;
 use zgossip::{Config, Node};
 
+pub mod cluster;
 pub mod load;
 
 /// How often the node being waited on is asked for its STATUS.
@@ -54,6 +56,9 @@ pub enum Bench {
     /// One node under test; C tcp clients each publish and refresh S leased services while
     /// lookups run; latency through one hop, lookup misses, lost tuples, the node's RSS.
     Load(load::LoadArgs),
+    /// N members join one at a time through the first (engine harness, virtual time); then the
+    /// first and a fraction of the rest die at once: convergence, idle cost, time to reconnect.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// Which transport the nodes use to reach each other.
@@ -184,6 +189,7 @@ pub async fn run(bench: Bench) -> Result<()> {
         Bench::Chain(args) => chain(&args).await?,
         Bench::Mesh(args) => mesh(&args).await?,
         Bench::Load(args) => load::load(&args).await?,
+        Bench::Cluster(args) => cluster::cluster(&args)?,
     };
     println!("{report}");
     Ok(())

@@ -22,6 +22,8 @@ fn member_config(node: usize) -> EngineConfig {
         server_timeout: ms(1000),
         cluster: Some(Box::new(ClusterConfig {
             name: format!("n{node}"),
+            // Where others dial it: the views and the probes need an address.
+            endpoints: vec![format!("sim://{node}")],
             seed: 99,
             ..ClusterConfig::default()
         })),

@@ -6,7 +6,6 @@
 use super::*;
 use crate::engine::harness::Net;
 use crate::rng::XorShift;
-use crate::wire::MemberState;
 
 fn seed() -> u64 {
     let seed = std::env::var("ZGOSSIP_SIM_SEED")
@@ -17,12 +16,12 @@ fn seed() -> u64 {
     seed
 }
 
-fn member_config(node: usize, seed: u64) -> EngineConfig {
+fn member_config(node: usize, seed: u64, clock: std::time::Instant) -> EngineConfig {
     EngineConfig {
         node_id: node as u64 + 1,
         // Versions from a clock, as a real node's: a restarted node's new copies beat the
         // withdrawals of its last life.
-        version_clock: Some((std::time::Instant::now(), 1)),
+        version_clock: Some((clock, 1)),
         server_timeout: ms(1000),
         cluster: Some(Box::new(ClusterConfig {
             name: format!("n{node}"),
@@ -37,51 +36,23 @@ fn member_config(node: usize, seed: u64) -> EngineConfig {
 /// `n` nodes joining one at a time, `gap` apart, each told only node 0.
 fn join_one_by_one(seed: u64, n: usize, gap: Duration) -> Net {
     let mut net = Net::new(seed, ms(2));
-    net.add(member_config(0, seed));
+    let clock = net.now();
+    net.add(member_config(0, seed, clock));
     for node in 1..n {
-        net.add(member_config(node, seed));
+        net.add(member_config(node, seed, clock));
         net.connect(node, 0);
         net.run_for(gap);
     }
     net
 }
 
-/// Whether the active views of `nodes` (each link counted both ways) connect them all.
-fn overlay_connected(net: &Net, nodes: &[usize]) -> bool {
-    let Some(&first) = nodes.first() else {
-        return true;
-    };
-    let within: std::collections::HashSet<usize> = nodes.iter().copied().collect();
-    let mut edges: std::collections::HashMap<usize, Vec<usize>> = Default::default();
-    for &node in nodes {
-        for id in net.engine(node).views().0 {
-            let other = id as usize - 1;
-            if within.contains(&other) {
-                edges.entry(node).or_default().push(other);
-                edges.entry(other).or_default().push(node);
-            }
-        }
-    }
-    let mut seen = std::collections::HashSet::from([first]);
-    let mut todo = vec![first];
-    while let Some(node) = todo.pop() {
-        for &next in edges.get(&node).into_iter().flatten() {
-            if seen.insert(next) {
-                todo.push(next);
-            }
-        }
-    }
-    seen.len() == nodes.len()
-}
-
 /// The members `viewer` lists as alive, by id.
 fn alive_at(net: &Net, viewer: usize) -> Vec<u64> {
-    let mut ids: Vec<u64> = (net.engine(viewer).members().iter())
-        .filter(|m| m.state == MemberState::Alive)
-        .map(|m| m.id)
-        .collect();
-    ids.sort_unstable();
-    ids
+    net.alive_ids(viewer)
+}
+
+fn overlay_connected(net: &Net, nodes: &[usize]) -> bool {
+    net.overlay_connected(nodes)
 }
 
 fn ids(nodes: &[usize]) -> Vec<u64> {
@@ -190,6 +161,28 @@ fn nodes_told_only_the_first_join_keep_bounded_views_and_survive_half_dying() {
         "seed {seed}: survivors not connected"
     );
     for &v in &survivors {
+        if std::env::var("ZGOSSIP_DEBUG_VIEWS").is_ok() && net.alive_ids(v) != ids(&survivors) {
+            let wrong: Vec<u64> = ids(&survivors)
+                .into_iter()
+                .filter(|id| !net.alive_ids(v).contains(id))
+                .collect();
+            for id in &wrong {
+                let member = net.engine(v).members().into_iter().find(|m| m.id == *id);
+                println!("node {v} holds {id} as {member:?}");
+                for e in net.events(v) {
+                    if matches!(e, Event::Member { id: x, .. } if x == id) {
+                        println!("  {e:?}");
+                    }
+                }
+                let me = *id as usize - 1;
+                for e in net.events(me) {
+                    if matches!(e, Event::Member { id: x, .. } if *x == *id) {
+                        println!("  self: {e:?}");
+                    }
+                }
+                println!("  its own record: {:?}", net.engine(me).members().first());
+            }
+        }
         assert_eq!(
             alive_at(&net, v),
             ids(&survivors),
@@ -297,6 +290,14 @@ fn churn_settles_into_exact_member_lists_and_services() {
         .map(|&v| (v, alive_at(&net, v), net.engine(v).store().len()))
         .take(3)
         .collect();
+    if std::env::var("ZGOSSIP_DEBUG_VIEWS").is_ok() {
+        for (v, _, _) in &stray {
+            let states: Vec<String> = (net.engine(*v).members().iter())
+                .map(|m| format!("{}:{}@{}", m.id, m.state.name(), m.incarnation))
+                .collect();
+            println!("node {v}: {states:?} views {:?}", net.engine(*v).views());
+        }
+    }
     assert!(
         settled,
         "seed {seed}: after churn, {} up; not settled: {stray:?}",
