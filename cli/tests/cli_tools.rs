@@ -11,43 +11,7 @@ use std::time::{Duration, Instant};
 
 use support::{LINE_TIMEOUT, LinePeer, TCP_ANY, tcp_endpoint};
 
-/// Runs `zgossip args` to its end; one that is still running after 30 s is killed and fails
-/// the test.
-fn zgossip(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zgossip"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run zgossip");
-    let read = |mut stream: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = stream.read_to_end(&mut bytes);
-            bytes
-        })
-    };
-    let stdout = read(Box::new(child.stdout.take().unwrap()));
-    let stderr = read(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("zgossip {args:?} still running after 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
+use support::zgossip::run as zgossip;
 
 fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()

@@ -218,10 +218,7 @@ impl Transports {
         };
         match endpoint {
             Endpoint::Inproc(name) => {
-                self.remotes.insert(remote, route);
-                if self.inproc.connect(key, name) {
-                    self.ready.push_back(Incoming::RemoteConnected(remote));
-                }
+                self.open_inproc(remote, route, name);
                 Ok(())
             }
             Endpoint::Zmq(spelled) => {
@@ -232,6 +229,14 @@ impl Transports {
                 let zmq = self.zmq()?;
                 zmq.wait(answer).await
             }
+        }
+    }
+
+    /// Dials `inproc://name` for `remote`; a connection made at once is ready.
+    fn open_inproc(&mut self, remote: RemoteId, route: Route, name: &str) {
+        self.remotes.insert(remote, route);
+        if self.inproc.connect(RemoteKey(remote.0), name) {
+            self.ready.push_back(Incoming::RemoteConnected(remote));
         }
     }
 
@@ -261,12 +266,7 @@ impl Transports {
             endpoint: endpoint.to_string(),
         };
         match endpoint {
-            Endpoint::Inproc(name) => {
-                self.remotes.insert(remote, route);
-                if self.inproc.connect(key, name) {
-                    self.ready.push_back(Incoming::RemoteConnected(remote));
-                }
-            }
+            Endpoint::Inproc(name) => self.open_inproc(remote, route, name),
             Endpoint::Zmq(spelled) => {
                 if curve.is_some() && !curve_available() {
                     return Err(refused(NO_CURVE.to_owned()));

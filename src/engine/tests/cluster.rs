@@ -8,12 +8,7 @@ use crate::rng::XorShift;
 use crate::wire::MemberState;
 
 fn seed() -> u64 {
-    let seed = std::env::var("ZGOSSIP_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(7_001);
-    println!("seed {seed} (ZGOSSIP_SIM_SEED={seed} repeats it)");
-    seed
+    sim_seed(7_001)
 }
 
 fn member_config(node: usize) -> EngineConfig {

@@ -209,3 +209,14 @@ pub(super) fn pass(from: &mut Engine, to: &mut Engine, now: Instant) {
         }
     }
 }
+
+/// The seed a harness scenario draws from: `ZGOSSIP_SIM_SEED` if set, else `default`. Printed,
+/// so a failure can be replayed exactly.
+fn sim_seed(default: u64) -> u64 {
+    let seed = std::env::var("ZGOSSIP_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    println!("seed {seed} (ZGOSSIP_SIM_SEED={seed} repeats it)");
+    seed
+}

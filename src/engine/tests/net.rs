@@ -4,15 +4,8 @@ use super::*;
 use crate::engine::harness::Net;
 use crate::rng::XorShift;
 
-/// The seed these scenarios draw from: `ZGOSSIP_SIM_SEED` if set, else a fixed one. Printed,
-/// so a failure can be replayed exactly.
 fn seed() -> u64 {
-    let seed = std::env::var("ZGOSSIP_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20261201);
-    println!("seed {seed} (ZGOSSIP_SIM_SEED={seed} repeats it)");
-    seed
+    sim_seed(20261201)
 }
 
 fn config(node: usize) -> EngineConfig {

@@ -8,12 +8,7 @@ use crate::engine::harness::Net;
 use crate::rng::XorShift;
 
 fn seed() -> u64 {
-    let seed = std::env::var("ZGOSSIP_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(9_001);
-    println!("seed {seed} (ZGOSSIP_SIM_SEED={seed} repeats it)");
-    seed
+    sim_seed(9_001)
 }
 
 fn member_config(node: usize, seed: u64, clock: std::time::Instant) -> EngineConfig {
