@@ -503,7 +503,7 @@ impl Harness {
                 self.remote_model(remote_id(*n)).connected = false;
                 self.engine.handle_remote_disconnected(now, remote_id(*n));
             }
-            Step::ClientGone(n) => self.engine.handle_client_gone(&client_id(*n)),
+            Step::ClientGone(n) => self.engine.handle_client_gone(self.now, &client_id(*n)),
             Step::ClientOverflow(n) => self.engine.handle_client_overflow(now, &client_id(*n)),
             Step::Publish(key, value, lease) => {
                 let (key, value) = (key.get(), value.get());

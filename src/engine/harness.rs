@@ -551,7 +551,8 @@ impl Net {
         self.by_client.remove(&client);
         let server = self.link(link).server;
         if self.up(server) {
-            self.engine_mut(server).handle_client_gone(&client);
+            let now = self.now;
+            self.engine_mut(server).handle_client_gone(now, &client);
             self.settle(server);
         }
         true
@@ -636,8 +637,9 @@ impl Net {
                         self.open_link(node, remote, server);
                     }
                     _ => {
+                        let now = self.now;
                         let engine = self.engine_mut(node);
-                        engine.handle_remote_unreachable(remote, "no such node");
+                        engine.handle_remote_unreachable(now, remote, "no such node");
                         self.settle(node);
                     }
                 }

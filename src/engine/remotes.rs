@@ -167,7 +167,7 @@ impl Engine {
     /// A connection attempt of a remote failed (`cause` says how); the transport retries. The
     /// application hears of it once per cause (a PEER event, dead); the log says so at the
     /// first failure and then at the 2nd, 4th, 8th... in a row, as retries go on for ever.
-    pub fn handle_remote_unreachable(&mut self, id: RemoteId, cause: &'static str) {
+    pub fn handle_remote_unreachable(&mut self, now: Instant, id: RemoteId, cause: &'static str) {
         let Some(remote) = self.remotes.get_mut(&id) else {
             return;
         };
@@ -175,7 +175,7 @@ impl Engine {
         let endpoint = remote.endpoint.clone();
         if !remote.pinned {
             // A dial of the views or a probe: no point waiting for it.
-            let at = remote.last_heard;
+            let at = now;
             self.links_changed(at);
             if let Some(cluster) = &mut self.cluster
                 && let Some(pending) =
@@ -408,7 +408,7 @@ impl Engine {
             .map(|(id, _)| *id)
             .collect();
         for id in unanswered {
-            self.handle_remote_unreachable(id, "no answer within 5 s");
+            self.handle_remote_unreachable(now, id, "no answer within 5 s");
         }
     }
 

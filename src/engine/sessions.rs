@@ -136,14 +136,13 @@ impl Engine {
     }
 
     /// The transport saw this client go away.
-    pub fn handle_client_gone(&mut self, client: &ClientId) {
+    pub fn handle_client_gone(&mut self, now: Instant, client: &ClientId) {
         self.cancel_resync(&Peer::Client(client.clone()));
         if let Some(session) = self.sessions.swap_remove(client)
             && session.state == SessionState::Connected
         {
             self.peer_event(session.name(client), PeerState::Dead, "connection closed");
-            // No clock here: the last word heard is in the past, so the look is due at once.
-            self.links_changed(session.last_heard);
+            self.links_changed(now);
         }
     }
 

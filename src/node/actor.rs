@@ -425,7 +425,7 @@ impl Actor {
                 Some(Err(error)) => self.engine.handle_client_malformed(now, client, &error),
             },
             Incoming::ClientGone(client) => {
-                self.engine.handle_client_gone(&client);
+                self.engine.handle_client_gone(now, &client);
                 // What it was sent is moot: no Drained comes for a connection that is gone.
                 self.awaiting_drain.remove(&Peer::Client(client));
             }
@@ -440,7 +440,7 @@ impl Actor {
                 self.engine.handle_remote_disconnected(now, remote)
             }
             Incoming::RemoteUnreachable(remote, cause) => {
-                self.engine.handle_remote_unreachable(remote, cause);
+                self.engine.handle_remote_unreachable(now, remote, cause);
             }
             Incoming::Drained(peer) => {
                 self.awaiting_drain.remove(&peer);
@@ -514,7 +514,7 @@ impl Actor {
         if let Err(error) = opened {
             debug!(endpoint, %error, "cannot dial a member");
             self.engine
-                .handle_remote_unreachable(remote, "the address was refused");
+                .handle_remote_unreachable(now(), remote, "the address was refused");
         }
         self.take_ready();
     }
