@@ -32,6 +32,18 @@ const MAX_PROBES: usize = 8;
 const SHUFFLE_ACTIVE: usize = 3;
 const SHUFFLE_PASSIVE: usize = 4;
 
+/// Whether a periodic round whose next time is `next` is due; a due round is set `interval`
+/// on, and the first look only sets the first time.
+fn round_due(next: &mut Option<Instant>, now: Instant, interval: Duration) -> bool {
+    match *next {
+        Some(at) if at > now => false,
+        at => {
+            *next = Some(now + interval);
+            at.is_some()
+        }
+    }
+}
+
 /// A member we are asking to be an active peer.
 #[derive(Debug)]
 pub(super) struct Pending {
@@ -118,6 +130,14 @@ impl Cluster {
             let pick = (self.rng.next_u64() % self.views.passive.len() as u64) as usize;
             self.views.passive.swap_remove_index(pick);
         }
+    }
+
+    /// Where to dial `member`: its advertised endpoints in turn, the next one after each
+    /// failed dial or probe.
+    fn address(&self, member: u64) -> Option<String> {
+        let endpoints = &self.members.get(&member)?.record.endpoints;
+        let tries = self.views.failed_dials.get(&member).copied().unwrap_or(0) as usize;
+        endpoints.get(tries % endpoints.len().max(1)).cloned()
     }
 
     /// Up to `n` members of `from`, chosen at random by the seeded generator.
@@ -327,20 +347,7 @@ impl Engine {
             self.send_to_peer(&peer, Message::Neighbor(request));
             return;
         }
-        let Some(known) = cluster.members.get(&member) else {
-            return;
-        };
-        let endpoints = &known.record.endpoints;
-        if endpoints.is_empty() {
-            return;
-        }
-        let tries = cluster
-            .views
-            .failed_dials
-            .get(&member)
-            .copied()
-            .unwrap_or(0);
-        let Some(endpoint) = endpoints.get(tries as usize % endpoints.len()).cloned() else {
+        let Some(endpoint) = cluster.address(member) else {
             return;
         };
         // A dial gets a server timeout to connect and hail, on top of the transport's own.
@@ -627,20 +634,7 @@ impl Engine {
         if cluster.views.probing.values().any(|(t, _)| *t == target) {
             return;
         }
-        let Some(known) = cluster.members.get(&target) else {
-            return;
-        };
-        let endpoints = &known.record.endpoints;
-        let tries = cluster
-            .views
-            .failed_dials
-            .get(&target)
-            .copied()
-            .unwrap_or(0);
-        let Some(endpoint) = endpoints
-            .get(tries as usize % endpoints.len().max(1))
-            .cloned()
-        else {
+        let Some(endpoint) = cluster.address(target) else {
             return;
         };
         let deadline = now + cluster.probe_timeout() * 2;
@@ -775,13 +769,8 @@ impl Engine {
             return;
         };
         let interval = cluster.config.shuffle_interval;
-        match cluster.views.next_shuffle {
-            None => {
-                cluster.views.next_shuffle = Some(now + interval);
-                return;
-            }
-            Some(at) if at > now => return,
-            Some(_) => cluster.views.next_shuffle = Some(now + interval),
+        if !round_due(&mut cluster.views.next_shuffle, now, interval) {
+            return;
         }
         let active: Vec<u64> = cluster.views.active.keys().copied().collect();
         let Some(&target) = cluster.sample(&active, 1).first() else {
@@ -854,13 +843,8 @@ impl Engine {
             return;
         };
         let interval = cluster.config.reconnect_interval;
-        match cluster.views.next_reconnect {
-            None => {
-                cluster.views.next_reconnect = Some(now + interval);
-                return;
-            }
-            Some(at) if at > now => return,
-            Some(_) => cluster.views.next_reconnect = Some(now + interval),
+        if !round_due(&mut cluster.views.next_reconnect, now, interval) {
+            return;
         }
         let dead: Vec<u64> = (cluster.members.iter())
             .filter(|(id, k)| {

@@ -82,6 +82,17 @@ struct Route {
     endpoint: String,
 }
 
+impl Route {
+    /// A first dial of `endpoint`.
+    fn new(endpoint: &Endpoint) -> Self {
+        Route {
+            zmq: !endpoint.is_inproc(),
+            dial: 0,
+            endpoint: endpoint.to_string(),
+        }
+    }
+}
+
 /// The libzmq side, started the first time a tcp or ipc endpoint is used.
 #[derive(Debug)]
 struct Zmq {
@@ -211,11 +222,7 @@ impl Transports {
         curve: Option<CurveClient>,
     ) -> Result<(), Error> {
         let key = RemoteKey(remote.0);
-        let route = Route {
-            zmq: !endpoint.is_inproc(),
-            dial: 0,
-            endpoint: endpoint.to_string(),
-        };
+        let route = Route::new(endpoint);
         match endpoint {
             Endpoint::Inproc(name) => {
                 self.open_inproc(remote, route, name);
@@ -260,11 +267,7 @@ impl Transports {
         }
         self.check(endpoint)?;
         let key = RemoteKey(remote.0);
-        let route = Route {
-            zmq: !endpoint.is_inproc(),
-            dial: 0,
-            endpoint: endpoint.to_string(),
-        };
+        let route = Route::new(endpoint);
         match endpoint {
             Endpoint::Inproc(name) => self.open_inproc(remote, route, name),
             Endpoint::Zmq(spelled) => {
