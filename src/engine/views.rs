@@ -55,6 +55,14 @@ pub(super) struct Pending {
     pub(super) deadline: Instant,
 }
 
+/// Dials of one member that came to nothing.
+#[derive(Debug, Clone, Copy)]
+struct Failed {
+    count: u32,
+    /// The views' next dial of it waits until then (doubling with each failure).
+    retry_at: Instant,
+}
+
 /// This node's views.
 #[derive(Debug, Default)]
 pub(super) struct Views {
@@ -62,8 +70,9 @@ pub(super) struct Views {
     pub(super) active: IndexMap<u64, Peer>,
     pub(super) passive: IndexSet<u64>,
     pub(super) pending: IndexMap<u64, Pending>,
-    /// Dials to members that failed, per member: its next endpoint is tried next time.
-    failed_dials: IndexMap<u64, u32>,
+    /// Dials to members that failed, per member: its next endpoint is tried next time, and
+    /// the views do not ask it again before the time held here.
+    failed_dials: IndexMap<u64, Failed>,
     /// When the views are looked at next (a link came or went), and the periodic rounds.
     next_check: Option<Instant>,
     next_shuffle: Option<Instant>,
@@ -136,8 +145,36 @@ impl Cluster {
     /// failed dial or probe.
     fn address(&self, member: u64) -> Option<String> {
         let endpoints = &self.members.get(&member)?.record.endpoints;
-        let tries = self.views.failed_dials.get(&member).copied().unwrap_or(0) as usize;
+        let tries = self.views.failed_dials.get(&member).map_or(0, |f| f.count) as usize;
         endpoints.get(tries % endpoints.len().max(1)).cloned()
+    }
+
+    /// A dial of `member` came to nothing (refused, unanswered, or its link was lost): its
+    /// next endpoint is tried next time, and not at once. A member whose address refuses at
+    /// once would otherwise be dialled every fill until it is suspected.
+    fn dial_failed(&mut self, member: u64, now: Instant) {
+        let count = self.views.failed_dials.get(&member).map_or(0, |f| f.count) + 1;
+        let wait =
+            (FILL_SPACING * 2u32.saturating_pow(count.min(16))).min(self.config.reconnect_interval);
+        let retry_at = now + wait;
+        self.views
+            .failed_dials
+            .insert(member, Failed { count, retry_at });
+        // Bounded by the members known: records forgotten take their entries along.
+        if self.views.failed_dials.len() > self.members.len() {
+            let members = &self.members;
+            self.views
+                .failed_dials
+                .retain(|id, _| members.contains_key(id));
+        }
+    }
+
+    /// Whether the views may dial `member` now.
+    fn may_dial(&self, member: u64, now: Instant) -> bool {
+        self.views
+            .failed_dials
+            .get(&member)
+            .is_none_or(|f| f.retry_at <= now)
     }
 
     /// Up to `n` members of `from`, chosen at random by the seeded generator.
@@ -289,12 +326,12 @@ impl Engine {
                 self.send_to_peer(next, walk.clone());
             }
             if room || others.is_empty() {
-                self.ask_neighbor(now, id, true);
+                self.take_newcomer(now, id);
             }
             return;
         }
         if ttl == 0 || cluster.views.active.len() <= 1 || others.is_empty() {
-            self.ask_neighbor(now, id, true);
+            self.take_newcomer(now, id);
             return;
         }
         if ttl == PASSIVE_TTL {
@@ -312,6 +349,24 @@ impl Engine {
             member: Box::new(record),
         };
         self.send_to_peer(&next, walk);
+    }
+
+    /// The end of a JOIN's walk: the newcomer is asked to be an active peer, unless as many of
+    /// our dials are under way as the active view holds. JOINs are a peer's word, so a flood
+    /// of them naming made-up members must not make us dial without end: past that bound the
+    /// newcomer only goes into the passive view (it fills its own active view anyway).
+    fn take_newcomer(&mut self, now: Instant, id: u64) {
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        let dialling = (cluster.views.pending.values())
+            .filter(|p| p.remote.is_some())
+            .count();
+        if dialling >= cluster.active_target() {
+            cluster.add_passive([id]);
+            return;
+        }
+        self.ask_neighbor(now, id, true);
     }
 
     /// Asks `member` to be an active peer: on a link to it that is open already, or by dialling
@@ -528,6 +583,7 @@ impl Engine {
             .collect();
         for (member, _) in &lost {
             cluster.views.active.shift_remove(member);
+            cluster.dial_failed(*member, now);
         }
         // Dials and questions that came to nothing in time.
         let failed: Vec<(u64, Option<RemoteId>)> = (cluster.views.pending.iter())
@@ -540,7 +596,7 @@ impl Engine {
             .collect();
         for (member, _) in &failed {
             cluster.views.pending.shift_remove(member);
-            *cluster.views.failed_dials.entry(*member).or_default() += 1;
+            cluster.dial_failed(*member, now);
             cluster.views.passive.shift_remove(member);
         }
         for (member, peer) in lost {
@@ -693,7 +749,7 @@ impl Engine {
         let Some(cluster) = self.member_cluster() else {
             return;
         };
-        *cluster.views.failed_dials.entry(target).or_default() += 1;
+        cluster.dial_failed(target, now);
         if cluster.alive(target) && !cluster.checking(target) {
             debug!(member = target, "a probe went unanswered; asking others");
             self.start_check(now, target, links);
@@ -722,7 +778,10 @@ impl Engine {
         // Alone: high priority, which must be accepted.
         let high = cluster.views.active.is_empty();
         let busy = |c: &Cluster, id: &u64| {
-            *id == c.me.id || c.views.active.contains_key(id) || c.views.pending.contains_key(id)
+            *id == c.me.id
+                || c.views.active.contains_key(id)
+                || c.views.pending.contains_key(id)
+                || !c.may_dial(*id, now)
         };
         let mut candidates: Vec<u64> = (cluster.views.passive.iter())
             .copied()
@@ -756,6 +815,17 @@ impl Engine {
         let picked = cluster.sample(&candidates, wanted);
         if !picked.is_empty() {
             cluster.views.last_fill = Some(now);
+        }
+        if picked.len() < wanted {
+            // Short of members to ask: look again when the first one held back may be dialled.
+            let retry = (cluster.views.failed_dials.values())
+                .map(|f| f.retry_at)
+                .filter(|at| *at > now)
+                .min();
+            if let Some(retry) = retry {
+                let check = cluster.views.next_check.map_or(retry, |at| at.min(retry));
+                cluster.views.next_check = Some(check);
+            }
         }
         for member in picked {
             self.ask_neighbor(now, member, high);

@@ -858,6 +858,61 @@ mod tests {
         closed_remote_goes_quiet(&format!("ipc://{}/server", dir.path().display())).await;
     }
 
+    /// A server that says its last words and stops: the client hears every one of them before
+    /// it hears that the connection went (a node that acts on the disconnect, closing the
+    /// remote, must not lose a goodbye still unread).
+    async fn last_words_come_before_the_disconnect(at: &str) {
+        const WORDS: usize = 900; // several read batches, fewer than the socket holds
+        let mut server = transports("server");
+        let at = endpoint(&server.bind(&endpoint(at), None).await.unwrap());
+        let mut client = transports("client");
+        let mut seen = Vec::new();
+        let remote = RemoteId(1);
+        let id = round_trip(&mut client, &mut server, remote, &at, &mut seen).await;
+        for _ in 0..WORDS {
+            server.send(&Peer::Client(id.clone()), Bytes::from_static(b"bye"));
+        }
+        server.shutdown().await;
+        let heard = wait_for(&mut client, &mut Vec::new(), {
+            let mut heard = 0;
+            move |incoming| match incoming {
+                Incoming::RemoteFrame { frame, .. } if frame.as_deref() == Ok(b"bye") => {
+                    heard += 1;
+                    None
+                }
+                Incoming::RemoteDisconnected(r) if *r == remote => Some(heard),
+                _ => None,
+            }
+        })
+        .await;
+        let mut after = 0;
+        while let Ok(incoming) =
+            tokio::time::timeout(Duration::from_millis(500), client.recv()).await
+        {
+            if matches!(incoming, Incoming::RemoteFrame { .. }) {
+                after += 1;
+            }
+        }
+        assert_eq!(
+            (heard, after),
+            (WORDS, 0),
+            "frames heard before the disconnect"
+        );
+        client.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn last_words_over_tcp_come_before_the_disconnect() {
+        last_words_come_before_the_disconnect("tcp://127.0.0.1:0").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn last_words_over_ipc_come_before_the_disconnect() {
+        let dir = tempfile::tempdir().unwrap();
+        last_words_come_before_the_disconnect(&format!("ipc://{}/server", dir.path().display()))
+            .await;
+    }
+
     /// Nothing a transport said about a remote before it was closed reaches the node after.
     #[tokio::test]
     async fn reports_about_a_closed_remote_are_dropped() {

@@ -36,6 +36,8 @@ use crate::warnings::Warnings;
 /// How long closing sockets may keep trying to send what is queued (goodbyes, withdrawals)
 /// when a node stops; the I/O thread waits at most this long.
 const LINGER_ON_STOP_MS: i32 = 500;
+/// How often, while a node stops, frames waiting in our queues are offered to libzmq again.
+const STOP_RETRY_MS: i64 = 2;
 /// How long a closed remote's DEALER may keep trying to send what is already in libzmq (a
 /// last goodbye). Sockets otherwise close with no linger; libzmq lingers in its own threads, so
 /// this holds up nothing of ours.
@@ -443,6 +445,7 @@ struct DialFailed {
 impl Io {
     fn run(mut self) {
         while self.step().is_ok() {}
+        self.drain_on_stop();
         // Give what is queued (goodbyes, withdrawals) a moment to reach the wire; dropping the
         // context below waits for it, bounded by the linger.
         let sockets = self
@@ -474,6 +477,29 @@ impl Io {
         drop(zap);
         drop(context);
         debug!("zmq I/O thread stopped");
+    }
+
+    /// What still waits in our own queues when the node stops (goodbyes and withdrawals behind
+    /// libzmq's small send limit) is offered to libzmq until it is taken, within the stop's
+    /// linger; the rest is dropped. Nobody hears reports any more.
+    fn drain_on_stop(&mut self) {
+        let deadline = Instant::now() + Duration::from_millis(LINGER_ON_STOP_MS as u64);
+        loop {
+            let _ = self.flush_clients();
+            let ids: Vec<RemoteKey> = self.remotes.keys().copied().collect();
+            for id in ids {
+                let _ = self.flush(id);
+            }
+            let waiting = self.remotes.values().filter(|d| !d.pending.is_empty());
+            let mut items: Vec<zmq::PollItem> = waiting
+                .map(|d| d.socket.as_poll_item(zmq::POLLOUT))
+                .collect();
+            if (items.is_empty() && self.clients.is_empty()) || Instant::now() >= deadline {
+                return;
+            }
+            // A ROUTER cannot say which client has room: a short wait, then all are tried again.
+            let _ = zmq::poll(&mut items, STOP_RETRY_MS);
+        }
     }
 
     fn step(&mut self) -> Running {
@@ -1156,7 +1182,11 @@ impl Io {
     }
 
     fn read_dealer(&mut self, remote: RemoteKey) -> Running {
-        for _ in 0..READ_BATCH {
+        self.read_dealer_upto(remote, READ_BATCH)
+    }
+
+    fn read_dealer_upto(&mut self, remote: RemoteKey, most: usize) -> Running {
+        for _ in 0..most {
             let Some(dealer) = self.remotes.get(&remote) else {
                 return Ok(());
             };
@@ -1197,6 +1227,10 @@ impl Io {
                 }
                 zmq::SocketEvent::DISCONNECTED => {
                     debug!(endpoint = %dealer.endpoint, "disconnected");
+                    // What the server said before it went (a goodbye, a last DISCONNECT) is
+                    // read first: the disconnect may make the actor close this remote, and
+                    // what is unread would go with it. The receive limit bounds it.
+                    self.read_dealer_upto(remote, usize::MAX)?;
                     // What was queued is moot: the reconnect resyncs everything.
                     self.drop_server_queue(remote);
                     self.emit(Report::RemoteDisconnected(remote))?;

@@ -305,3 +305,34 @@ fn a_graceful_stop_tells_every_member_link_we_left() {
         "{to:?}"
     );
 }
+
+#[test]
+fn a_flood_of_joins_from_a_peer_makes_the_node_dial_at_most_its_view_size() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    // JOINs at the end of their walk, each naming a made-up member with an address.
+    let mut dials = 0;
+    for n in 0..1000u64 {
+        let mut newcomer = record(1000 + n, 1, MemberState::Alive);
+        newcomer.endpoints = vec![format!("tcp://10.9.{}.{}:1", n / 250, n % 250)];
+        let join = Message::Join {
+            ttl: 0,
+            member: Box::new(newcomer),
+        };
+        e.handle_client_message(now, client(1), join);
+        let out = drain(&mut e);
+        dials += out
+            .iter()
+            .filter(|o| matches!(o, Output::Connect(..)))
+            .count();
+    }
+    // The views' dials under way are bounded by the active view's size (log2(N) + 1 = 10 for
+    // the 1,002 members known here): the rest wait in the passive view.
+    assert!((1..=11).contains(&dials), "{dials} dials for 1,000 JOINs");
+    let (_, passive) = e.views();
+    assert!(
+        !passive.is_empty(),
+        "the newcomers were not kept as replacements"
+    );
+}
