@@ -17,10 +17,15 @@
 use super::views::Views;
 use super::*;
 use crate::rng::XorShift;
-use crate::wire::{Member, MemberState, Probe};
+use crate::wire::{Member, MemberState, Probe, is_tag};
 
 /// The most members a node keeps; records of new members past it are refused and counted.
 pub const MAX_MEMBERS: usize = 100_000;
+/// The most bytes of member records a node keeps (as [`weight`] counts them): a hostile peer's
+/// records at the size limits would otherwise take 100,000 × 2.7 KB, and the whole list, which
+/// a newcomer is sent, must fit well within a peer's queue (32 MiB by default). About 80,000
+/// typical records (~100 bytes).
+pub const MAX_MEMBER_BYTES: usize = 8 << 20;
 
 /// Limits on what a member record may carry (§12).
 pub const MAX_NAME_BYTES: usize = 64;
@@ -143,6 +148,8 @@ pub(super) struct Cluster {
     /// The earliest suspicion that runs out or dead member to forget, if any: kept as records
     /// change, so a deadline never scans every member.
     members_due: Option<Instant>,
+    /// What the records in `members` weigh together (see [`weight`]).
+    member_bytes: usize,
     pub(super) views: Views,
 }
 
@@ -172,6 +179,7 @@ impl Cluster {
             next_push_pull: None,
             health: 0,
             members_due: None,
+            member_bytes: 0,
             views: Views::default(),
         }
     }
@@ -282,16 +290,27 @@ impl Cluster {
     }
 }
 
-/// Whether a peer's record may be kept: a name, tags and endpoints within the limits.
+/// Whether a peer's record may be kept: a name, tags and endpoints within the limits, each
+/// one word. They are printed as words on the pipe (`MEMBER`, `MEMBERS`): a space would shift
+/// the fields, and a line break would let a peer write lines of its choosing there.
 fn acceptable(record: &Member) -> bool {
+    let word = |text: &str| !text.chars().any(|c| c.is_whitespace() || c.is_control());
     record.id != 0
         && record.name.len() <= MAX_NAME_BYTES
-        && record.name.chars().all(|c| !c.is_control())
+        && word(&record.name)
         && record.tags.iter().map(String::len).sum::<usize>() <= MAX_TAG_BYTES
+        && record.tags.iter().all(|t| is_tag(t) && word(t))
         && record
             .endpoints
             .iter()
             .all(|e| validate(e, "", usize::MAX).is_ok())
+}
+
+/// What a record costs, about as encoded: its fixed fields and its strings.
+pub(super) fn weight(record: &Member) -> usize {
+    32 + record.name.len()
+        + record.endpoints.iter().map(|e| e.len() + 1).sum::<usize>()
+        + record.tags.iter().map(|t| t.len() + 1).sum::<usize>()
 }
 
 /// The frames that carry `records`, each at most [`MEMBERS_FRAME_BYTES`] of them.
@@ -300,10 +319,7 @@ pub(super) fn members_frames(records: Vec<Member>) -> Vec<Message> {
     let mut frame = Vec::new();
     let mut bytes = 0;
     for record in records {
-        let weight = 32
-            + record.name.len()
-            + record.endpoints.iter().map(|e| e.len() + 1).sum::<usize>()
-            + record.tags.iter().map(|t| t.len() + 1).sum::<usize>();
+        let weight = weight(&record);
         if bytes + weight > MEMBERS_FRAME_BYTES && !frame.is_empty() {
             frames.push(Message::Members(std::mem::take(&mut frame)));
             bytes = 0;
@@ -345,6 +361,37 @@ impl Engine {
             (s.state == SessionState::Connected).then(|| (Peer::Client(client.clone()), node))
         });
         remotes.chain(sessions).collect()
+    }
+
+    /// Sends `records` to `peer`, noting when they are all we hold.
+    fn send_whole_list(&mut self, peer: &Peer, records: Vec<Member>) {
+        let whole = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| records.len() >= c.members.len());
+        if let Peer::Client(client) = peer
+            && let Some(session) = self.sessions.get_mut(client)
+            && whole
+        {
+            session.members_sent = true;
+        }
+        for frame in members_frames(records) {
+            self.send_to_peer(peer, frame);
+        }
+    }
+
+    /// Every record we hold to `peer`, unless it is a client that had them all on this session.
+    pub(super) fn send_list_once(&mut self, peer: &Peer) {
+        let sent =
+            matches!(peer, Peer::Client(c) if self.sessions.get(c).is_some_and(|s| s.members_sent));
+        if let Some(records) = self
+            .cluster
+            .as_ref()
+            .filter(|_| !sent)
+            .map(|c| c.all_records())
+        {
+            self.send_whole_list(peer, records);
+        }
     }
 
     pub(super) fn send_to_peer(&mut self, peer: &Peer, message: Message) {
@@ -392,9 +439,7 @@ impl Engine {
                 .into_iter()
                 .collect()
         };
-        for frame in members_frames(records) {
-            self.send_to_peer(&peer, frame);
-        }
+        self.send_whole_list(&peer, records);
         self.views_link_opened(now, &peer, node);
     }
 
@@ -546,10 +591,19 @@ impl Engine {
         if held.is_some_and(|k| !record.supersedes(&k.record)) {
             return;
         }
-        if held.is_none() && cluster.members.len() >= MAX_MEMBERS {
+        let bytes = cluster.member_bytes - held.map_or(0, |k| weight(&k.record)) + weight(&record);
+        if (held.is_none() && cluster.members.len() >= MAX_MEMBERS) || bytes > MAX_MEMBER_BYTES {
             self.stats.members_refused += 1;
+            if self.warnings.allow(now, "members full", &0) {
+                warn!(
+                    members = cluster.members.len(),
+                    bytes = cluster.member_bytes,
+                    "refused a member record: the member list is full"
+                );
+            }
             return;
         }
+        cluster.member_bytes = bytes;
         let was = held.map(|k| k.record.state);
         let suspect_until =
             (record.state == MemberState::Suspect).then(|| now + cluster.suspicion_timeout());
@@ -680,10 +734,16 @@ impl Engine {
             self.drop_the_dead(now);
             if let Some(cluster) = &mut self.cluster {
                 let forget_after = cluster.config.forget_after;
+                let mut freed = 0;
                 cluster.members.retain(|_, k| {
-                    !matches!(k.record.state, MemberState::Dead | MemberState::Left)
-                        || now.saturating_duration_since(k.changed) < forget_after
+                    let keep = !matches!(k.record.state, MemberState::Dead | MemberState::Left)
+                        || now.saturating_duration_since(k.changed) < forget_after;
+                    if !keep {
+                        freed += weight(&k.record);
+                    }
+                    keep
                 });
+                cluster.member_bytes -= freed;
                 cluster.rescan_due();
             }
         }

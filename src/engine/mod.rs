@@ -43,7 +43,7 @@ use crate::warnings::Warnings;
 use crate::wire::{Hail, MemberState, Message, Publish, Stamp};
 pub use config::{EngineConfig, MAX_SERVER_TIMEOUT};
 use members::Cluster;
-pub use members::{ClusterConfig, MAX_NAME_BYTES, MAX_TAG_BYTES};
+pub use members::{ClusterConfig, MAX_MEMBER_BYTES, MAX_MEMBERS, MAX_NAME_BYTES, MAX_TAG_BYTES};
 pub use output::{Event, ExpireReason, Output};
 pub use peers::{ClientId, PeerState, RemoteId, node_name};
 use peers::{Remote, Session, SessionState};

@@ -92,6 +92,8 @@ pub(super) struct Session {
     /// had one), at most [`MAX_PONGS_OWED`].
     pub(super) pongs_owed: u16,
     pub(super) pong_hailed: bool,
+    /// The client was sent every member record we hold (it then needs no more than changes).
+    pub(super) members_sent: bool,
 }
 
 impl Session {
@@ -105,6 +107,7 @@ impl Session {
             last_resync: None,
             pongs_owed: 0,
             pong_hailed: false,
+            members_sent: false,
         }
     }
 

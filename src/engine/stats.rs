@@ -47,8 +47,11 @@ pub struct Stats {
     /// HELLOs that started no resync: one was under way for the session, or it had one less
     /// than a server timeout before.
     pub hellos_limited: u64,
-    /// Member records refused: over the limits of §12, or past [`super::MAX_MEMBERS`].
+    /// Member records refused: over the limits of §12, or past [`super::MAX_MEMBERS`] or
+    /// [`super::MAX_MEMBER_BYTES`].
     pub members_refused: u64,
+    /// JOINs from a member we served as its contact less than a second before, ignored.
+    pub joins_ignored: u64,
     /// Members this node suspected because no link of ours or of those asked heard them.
     pub suspicions: u64,
     /// Suspicions of this node that it refuted.
@@ -61,7 +64,7 @@ pub struct Stats {
 
 impl Stats {
     /// Every counter by name, for `STATUS detail` and logs.
-    pub fn pairs(&self) -> [(&'static str, u64); 25] {
+    pub fn pairs(&self) -> [(&'static str, u64); 26] {
         [
             ("malformed", self.malformed),
             ("invalid_sent", self.invalid_sent),
@@ -84,6 +87,7 @@ impl Stats {
             ("versions_refused", self.versions_refused),
             ("hellos_limited", self.hellos_limited),
             ("members_refused", self.members_refused),
+            ("joins_ignored", self.joins_ignored),
             ("suspicions", self.suspicions),
             ("refutations", self.refutations),
             ("view_dials", self.view_dials),

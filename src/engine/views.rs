@@ -24,6 +24,11 @@ const PASSIVE_FACTOR: usize = 6;
 /// or an address where another node answers now, must not make the node dial in a loop.
 const FILL_SPACING: Duration = Duration::from_millis(100);
 
+/// The least time between two JOINs a contact serves for one member: each costs the whole
+/// member list and a walk per active peer, so a peer repeating JOIN must not make us pay that
+/// without end. A node joins again only when its active view empties.
+const JOIN_SPACING: Duration = Duration::from_secs(1);
+
 /// Probes under way at once, at most: one a probe interval in the round, and one for each
 /// member whose links went quiet.
 const MAX_PROBES: usize = 8;
@@ -83,6 +88,12 @@ pub(super) struct Views {
     probe_order: Vec<u64>,
     next_probe: Option<Instant>,
     last_fill: Option<Instant>,
+    /// Members whose JOIN we served as their contact, and when (see [`JOIN_SPACING`]).
+    joins_served: IndexMap<u64, Instant>,
+    /// Dials that failed since one last succeeded, and until when new dials wait after a
+    /// round of them (see [`Cluster::neighbor_failed`]).
+    fail_streak: u32,
+    dials_paused_until: Option<Instant>,
 }
 
 impl Views {
@@ -154,9 +165,7 @@ impl Cluster {
     /// once would otherwise be dialled every fill until it is suspected.
     fn dial_failed(&mut self, member: u64, now: Instant) {
         let count = self.views.failed_dials.get(&member).map_or(0, |f| f.count) + 1;
-        let wait =
-            (FILL_SPACING * 2u32.saturating_pow(count.min(16))).min(self.config.reconnect_interval);
-        let retry_at = now + wait;
+        let retry_at = now + self.backoff(count);
         self.views
             .failed_dials
             .insert(member, Failed { count, retry_at });
@@ -169,12 +178,44 @@ impl Cluster {
         }
     }
 
+    /// A wait that doubles with each round of failures, from twice the fill spacing up to the
+    /// reconnect interval.
+    fn backoff(&self, rounds: u32) -> Duration {
+        (FILL_SPACING * 2u32.saturating_pow(rounds.min(16))).min(self.config.reconnect_interval)
+    }
+
+    /// A member we asked to be an active peer did not become one. After each round of such
+    /// failures as big as the active view, with none succeeding, every new dial waits (see
+    /// [`Cluster::backoff`]): members that a peer made up (a JOIN or SHUFFLE flood naming
+    /// addresses where nobody answers) must not keep us dialling.
+    fn neighbor_failed(&mut self, member: u64, now: Instant) {
+        self.dial_failed(member, now);
+        let round = self.active_target() as u32;
+        self.views.fail_streak += 1;
+        if self.views.fail_streak.is_multiple_of(round) {
+            let paused = now + self.backoff(self.views.fail_streak / round);
+            self.views.dials_paused_until = Some(paused);
+        }
+    }
+
+    /// A dial of `member` became an active peer: the failures before it say nothing now.
+    fn dial_succeeded(&mut self, member: u64) {
+        self.views.failed_dials.shift_remove(&member);
+        self.views.fail_streak = 0;
+        self.views.dials_paused_until = None;
+    }
+
     /// Whether the views may dial `member` now.
     fn may_dial(&self, member: u64, now: Instant) -> bool {
         self.views
             .failed_dials
             .get(&member)
             .is_none_or(|f| f.retry_at <= now)
+    }
+
+    /// When new dials may start again, if they wait now (see [`Cluster::neighbor_failed`]).
+    fn dials_paused(&self, now: Instant) -> Option<Instant> {
+        self.views.dials_paused_until.filter(|at| *at > now)
     }
 
     /// Up to `n` members of `from`, chosen at random by the seeded generator.
@@ -305,12 +346,18 @@ impl Engine {
             .map(|(member, peer)| (*member, peer.clone()))
             .collect();
         if from == id {
-            // The contact: the newcomer gets the whole list (it may know us from an earlier
-            // life and so not have had it when the link opened), the walk starts at each of
-            // our active peers, and we keep the newcomer, on its own link, while we have room.
-            for frame in super::members::members_frames(cluster.all_records()) {
-                self.send_to_peer(&peer, frame);
+            let recent = |at: &Instant| now.saturating_duration_since(*at) < JOIN_SPACING;
+            if cluster.views.joins_served.get(&id).is_some_and(recent) {
+                self.stats.joins_ignored += 1;
+                return;
             }
+            cluster.views.joins_served.retain(|_, at| recent(at));
+            cluster.views.joins_served.insert(id, now);
+            // The contact: the newcomer gets the whole list unless its link opened with it (it
+            // may know us from an earlier life and so not have had it then), the walk starts
+            // at each of our active peers, and we keep the newcomer, on its own link, while
+            // we have room.
+            self.send_list_once(&peer);
             let Some(cluster) = self.member_cluster() else {
                 return;
             };
@@ -362,7 +409,7 @@ impl Engine {
         let dialling = (cluster.views.pending.values())
             .filter(|p| p.remote.is_some())
             .count();
-        if dialling >= cluster.active_target() {
+        if dialling >= cluster.active_target() || cluster.dials_paused(now).is_some() {
             cluster.add_passive([id]);
             return;
         }
@@ -400,6 +447,10 @@ impl Engine {
                 },
             );
             self.send_to_peer(&peer, Message::Neighbor(request));
+            return;
+        }
+        if cluster.dials_paused(now).is_some() {
+            cluster.add_passive([member]);
             return;
         }
         let Some(endpoint) = cluster.address(member) else {
@@ -451,7 +502,7 @@ impl Engine {
                 let asked = cluster.views.pending.shift_remove(&from).is_some();
                 cluster.views_changed(now);
                 if accepted && (asked || cluster.views.active.len() < cluster.active_target()) {
-                    cluster.views.failed_dials.shift_remove(&from);
+                    cluster.dial_succeeded(from);
                     self.make_active(now, from, peer);
                     return;
                 }
@@ -596,7 +647,7 @@ impl Engine {
             .collect();
         for (member, _) in &failed {
             cluster.views.pending.shift_remove(member);
-            cluster.dial_failed(*member, now);
+            cluster.neighbor_failed(*member, now);
             cluster.views.passive.shift_remove(member);
         }
         for (member, peer) in lost {
@@ -773,6 +824,11 @@ impl Engine {
             .active_target()
             .saturating_sub(cluster.views.active.len() + cluster.views.pending.len());
         if wanted == 0 {
+            return;
+        }
+        if let Some(until) = cluster.dials_paused(now) {
+            let check = cluster.views.next_check.map_or(until, |at| at.min(until));
+            cluster.views.next_check = Some(check);
             return;
         }
         // Alone: high priority, which must be accepted.

@@ -233,9 +233,14 @@ impl Config {
             return bad("node_id", "0 is reserved for copies without a stamp");
         }
         if self.cluster == Membership::Member
-            && self.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_BYTES)
+            && self.name.as_ref().is_some_and(|n| {
+                n.len() > MAX_NAME_BYTES || n.chars().any(|c| c.is_whitespace() || c.is_control())
+            })
         {
-            return bad("name", "a member's name is at most 64 bytes");
+            return bad(
+                "name",
+                "a member's name is one word (no spaces) of at most 64 bytes",
+            );
         }
         if self.advertise.len() > 8 {
             return bad("advertise", "at most 8 endpoints");

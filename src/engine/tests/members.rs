@@ -336,3 +336,150 @@ fn a_flood_of_joins_from_a_peer_makes_the_node_dial_at_most_its_view_size() {
         "the newcomers were not kept as replacements"
     );
 }
+
+#[test]
+fn a_peer_repeating_join_is_served_the_member_list_once() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    // Node 9 is known (from node 2), so its link opens without the whole list: a node that
+    // restarted under its id learns the cluster from its JOIN.
+    e.handle_client_message(
+        now,
+        client(1),
+        Message::Members(vec![record(9, 1, MemberState::Alive)]),
+    );
+    e.handle_client_message(now, client(3), Message::Hello(hail_of(9)));
+    let opened = drain(&mut e);
+    assert_eq!(to_client(&opened, &client(3)), ["MEMBERS 1:alive@1"]);
+    let join = |e: &mut Engine, at: Instant| {
+        let join = Message::Join {
+            ttl: 6,
+            member: Box::new(record(9, 1, MemberState::Alive)),
+        };
+        e.handle_client_message(at, client(3), join);
+        let out = drain(e);
+        to_client(&out, &client(3))
+            .iter()
+            .filter(|m| m.starts_with("MEMBERS"))
+            .count()
+    };
+    assert_eq!(
+        join(&mut e, now),
+        1,
+        "the contact sends the newcomer the list"
+    );
+    // Again and again within the second: each would cost the whole list and a walk.
+    for _ in 0..100 {
+        assert_eq!(join(&mut e, now + ms(500)), 0);
+    }
+    assert_eq!(e.stats().joins_ignored, 100);
+    // Later (its active view emptied) it is a contact again, but the list went on this link.
+    assert_eq!(join(&mut e, now + ms(1500)), 0);
+    // A newcomer had the list when its link opened, and its JOIN costs no second copy.
+    let out = link(&mut e, now, 4, 11);
+    let sent = to_client(&out, &client(4));
+    assert!(sent.iter().any(|m| m.contains("9:alive@1")), "{sent:?}");
+    let join = Message::Join {
+        ttl: 6,
+        member: Box::new(record(11, 1, MemberState::Alive)),
+    };
+    e.handle_client_message(now, client(4), join);
+    let out = drain(&mut e);
+    assert!(
+        to_client(&out, &client(4))
+            .iter()
+            .all(|m| !m.starts_with("MEMBERS"))
+    );
+}
+
+#[test]
+fn member_records_past_the_byte_budget_are_refused() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    // Records at the size limits: a long name, 512 bytes of tags, 8 long endpoints.
+    let fat = |id: u64| Member {
+        name: format!("{id:0>64}"),
+        tags: (0..8).map(|t| format!("k{t}={:0>61}", id)).collect(),
+        endpoints: (0..8)
+            .map(|p| format!("tcp://127.0.0.1:{}/{}", 1000 + p, "x".repeat(220)))
+            .collect(),
+        ..record(id, 1, MemberState::Alive)
+    };
+    let per_record = crate::engine::members::weight(&fat(3));
+    let fits = MAX_MEMBER_BYTES / per_record;
+    for batch in 0..(fits as u64 / 100 + 2) {
+        let records = (0..100).map(|i| fat(1000 + batch * 100 + i)).collect();
+        e.handle_client_message(now, client(1), Message::Members(records));
+        drain(&mut e);
+    }
+    let known = e.members().len();
+    assert!(
+        known <= fits + 2 && known + 200 >= fits,
+        "{known} members kept; {fits} fit the budget"
+    );
+    assert!(e.stats().members_refused >= 100);
+    // A change to a member already known still gets in.
+    e.handle_client_message(
+        now,
+        client(1),
+        Message::Members(vec![record(2, 2, MemberState::Alive)]),
+    );
+    assert!(states(&e).contains(&"2 alive@2".to_owned()));
+}
+
+#[test]
+fn records_whose_name_or_tags_are_not_one_word_are_refused() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    let with = |id: u64, name: &str, tag: &str| Member {
+        name: name.into(),
+        tags: vec![tag.into()],
+        ..record(id, 1, MemberState::Alive)
+    };
+    // Printed on the pipe as words: a line break would let a peer write a line of its own
+    // there, and a space would shift the fields.
+    let records = vec![
+        with(3, "n3", "zone=eu1\nEXPIRE innocent-0 injected"),
+        with(4, "two words", "zone=eu1"),
+        with(5, "n5", "zone=eu 1"),
+        with(6, "n6", "no-equals-sign"),
+        with(7, "n7", "zone=eu1"),
+    ];
+    e.handle_client_message(now, client(1), Message::Members(records));
+    drain(&mut e);
+    assert_eq!(states(&e), ["1 alive@1", "2 alive@1", "7 alive@1"]);
+    assert_eq!(e.stats().members_refused, 4);
+}
+
+#[test]
+fn made_up_members_where_nobody_answers_do_not_keep_the_node_dialling() {
+    let mut now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    let mut dials = 0;
+    // For 10 s, a JOIN every 10 ms naming a new member at an address that refuses at once.
+    for n in 0..1000u64 {
+        let mut newcomer = record(1000 + n, 1, MemberState::Alive);
+        newcomer.endpoints = vec![format!("tcp://127.0.0.1:{}", 1 + n % 16)];
+        let join = Message::Join {
+            ttl: 0,
+            member: Box::new(newcomer),
+        };
+        e.handle_client_message(now, client(1), join);
+        e.handle_timeout(now);
+        for output in drain(&mut e) {
+            if let Output::Connect(remote, _) = output {
+                dials += 1;
+                e.handle_remote_unreachable(now, remote, "connection refused");
+            }
+        }
+        now += ms(10);
+    }
+    // A round of failed dials as big as the active view (11 here) doubles the wait before
+    // the next round: 200 ms, 400 ms, ... so about 6 rounds in 10 s.
+    assert!((11..=90).contains(&dials), "{dials} dials in 10 s");
+    println!("{dials} dials in 10 s");
+}
