@@ -687,7 +687,7 @@ impl Harness {
         for peer in self.engine.resyncs() {
             self.engine.resync_step(self.now, &peer, usize::MAX);
         }
-        std::iter::from_fn(|| self.engine.poll_output()).collect()
+        std::iter::from_fn(|| self.engine.poll_output().map(Output::decoded)).collect()
     }
 
     /// The innocent client says HELLO if it has no session, else PING, and checks the answer.
@@ -832,6 +832,7 @@ impl Harness {
                     );
                 }
                 Output::Event(event) => self.on_event(event),
+                Output::Frame(..) => unreachable!("frames are decoded as they are taken"),
             }
         }
     }

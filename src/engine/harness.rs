@@ -580,7 +580,7 @@ impl Net {
         }
         let mut outputs = Vec::new();
         while let Some(output) = engine.poll_output() {
-            outputs.push(output);
+            outputs.push(output.decoded());
         }
         let deadline = engine.poll_timeout().map(|at| at.max(earliest));
         for output in outputs {
@@ -665,6 +665,8 @@ impl Net {
                     member.events.push(event);
                 }
             }
+            // Decoded as they are taken.
+            Output::Frame(..) => {}
         }
     }
 

@@ -150,6 +150,11 @@ pub(super) struct Cluster {
     members_due: Option<Instant>,
     /// What the records in `members` weigh together (see [`weight`]).
     member_bytes: usize,
+    /// Raised whenever a record (ours included) changes, comes or goes.
+    generation: u64,
+    /// The whole list, encoded, and the generation it was encoded at: every newcomer gets the
+    /// same bytes, so a burst of them (or a peer hailing again and again) costs one encoding.
+    list_frames: Option<(u64, Vec<Bytes>)>,
     pub(super) views: Views,
 }
 
@@ -180,6 +185,8 @@ impl Cluster {
             health: 0,
             members_due: None,
             member_bytes: 0,
+            generation: 0,
+            list_frames: None,
             views: Views::default(),
         }
     }
@@ -363,20 +370,37 @@ impl Engine {
         remotes.chain(sessions).collect()
     }
 
-    /// Sends `records` to `peer`, noting when they are all we hold.
-    fn send_whole_list(&mut self, peer: &Peer, records: Vec<Member>) {
-        let whole = self
-            .cluster
-            .as_ref()
-            .is_some_and(|c| records.len() >= c.members.len());
+    /// The whole list, encoded; again only after a record changed (see `list_frames`).
+    fn list_frames(&mut self) -> Vec<Bytes> {
+        let Some(cluster) = &mut self.cluster else {
+            return Vec::new();
+        };
+        if let Some((generation, frames)) = &cluster.list_frames
+            && *generation == cluster.generation
+        {
+            return frames.clone();
+        }
+        let mut frames = Vec::new();
+        for message in members_frames(cluster.all_records()) {
+            match message.to_bytes() {
+                Ok(frame) => frames.push(frame),
+                // Records are checked as they come, so this is a bug of ours.
+                Err(error) => warn!(%error, "cannot encode the member list"),
+            }
+        }
+        cluster.list_frames = Some((cluster.generation, frames.clone()));
+        frames
+    }
+
+    /// Every record we hold, to `peer`.
+    fn send_whole_list(&mut self, peer: &Peer) {
         if let Peer::Client(client) = peer
             && let Some(session) = self.sessions.get_mut(client)
-            && whole
         {
             session.members_sent = true;
         }
-        for frame in members_frames(records) {
-            self.send_to_peer(peer, frame);
+        for frame in self.list_frames() {
+            self.outputs.push_back(Output::Frame(peer.clone(), frame));
         }
     }
 
@@ -384,13 +408,8 @@ impl Engine {
     pub(super) fn send_list_once(&mut self, peer: &Peer) {
         let sent =
             matches!(peer, Peer::Client(c) if self.sessions.get(c).is_some_and(|s| s.members_sent));
-        if let Some(records) = self
-            .cluster
-            .as_ref()
-            .filter(|_| !sent)
-            .map(|c| c.all_records())
-        {
-            self.send_whole_list(peer, records);
+        if !sent {
+            self.send_whole_list(peer);
         }
     }
 
@@ -431,15 +450,12 @@ impl Engine {
         let server_new = matches!(peer, Peer::Remote(_))
             && !cluster.members.contains_key(&node)
             && !cluster.members.is_empty();
-        let records = if newcomer || reconnect || server_new {
-            cluster.all_records()
-        } else {
-            (!cluster.config.observer)
-                .then(|| cluster.me.clone())
-                .into_iter()
-                .collect()
-        };
-        self.send_whole_list(&peer, records);
+        if newcomer || reconnect || server_new {
+            self.send_whole_list(&peer);
+        } else if !cluster.config.observer {
+            let me = cluster.me.clone();
+            self.send_to_peer(&peer, Message::Members(vec![me]));
+        }
         self.views_link_opened(now, &peer, node);
     }
 
@@ -561,6 +577,7 @@ impl Engine {
                 || (record.state == MemberState::Left && cluster.me.state != MemberState::Left);
             if accused && record.incarnation >= cluster.me.incarnation {
                 cluster.me.incarnation = record.incarnation + 1;
+                cluster.generation += 1;
                 cluster.health = (cluster.health + 1).min(MAX_HEALTH);
                 self.stats.refutations += 1;
                 info!(
@@ -604,6 +621,7 @@ impl Engine {
             return;
         }
         cluster.member_bytes = bytes;
+        cluster.generation += 1;
         let was = held.map(|k| k.record.state);
         let suspect_until =
             (record.state == MemberState::Suspect).then(|| now + cluster.suspicion_timeout());
@@ -685,6 +703,7 @@ impl Engine {
             return;
         }
         cluster.me.endpoints = endpoints;
+        cluster.generation += 1;
         cluster.me.incarnation += 1;
         let id = cluster.me.id;
         cluster.spread(id, None, now);
@@ -744,6 +763,7 @@ impl Engine {
                     keep
                 });
                 cluster.member_bytes -= freed;
+                cluster.generation += 1;
                 cluster.rescan_due();
             }
         }
@@ -1007,9 +1027,7 @@ impl Engine {
         let Some((peer, _)) = links.get(pick).cloned() else {
             return;
         };
-        for frame in members_frames(cluster.all_records()) {
-            self.send_to_peer(&peer, frame);
-        }
+        self.send_whole_list(&peer);
     }
 
     /// A graceful stop: every linked member hears at once that we left.
@@ -1018,6 +1036,7 @@ impl Engine {
             return;
         };
         cluster.me.state = MemberState::Left;
+        cluster.generation += 1;
         self.tell_links_about_me();
     }
 

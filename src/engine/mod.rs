@@ -36,6 +36,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use indexmap::IndexMap;
 use tracing::{debug, info, warn};
 
@@ -43,7 +44,7 @@ use crate::warnings::Warnings;
 use crate::wire::{Hail, MemberState, Message, Publish, Stamp};
 pub use config::{EngineConfig, MAX_SERVER_TIMEOUT};
 use members::Cluster;
-pub use members::{ClusterConfig, MAX_MEMBER_BYTES, MAX_MEMBERS, MAX_NAME_BYTES, MAX_TAG_BYTES};
+pub use members::{ClusterConfig, MAX_NAME_BYTES, MAX_TAG_BYTES};
 pub use output::{Event, ExpireReason, Output};
 pub use peers::{ClientId, PeerState, RemoteId, node_name};
 use peers::{Remote, Session, SessionState};

@@ -99,6 +99,26 @@ pub enum Output {
     Close(RemoteId),
     /// Tell the application.
     Event(Event),
+    /// Send a frame encoded already: the same bytes go to many peers (the whole member list,
+    /// encoded once for every newcomer while it does not change).
+    Frame(Peer, Bytes),
+}
+
+impl Output {
+    /// A [`Output::Frame`] as the message it carries (tests and simulations look at messages).
+    #[cfg(any(test, feature = "sim"))]
+    pub fn decoded(self) -> Output {
+        let Output::Frame(peer, frame) = self else {
+            return self;
+        };
+        let Ok(message) = Message::decode(&frame) else {
+            panic!("the engine encoded a frame it cannot decode: {frame:?}");
+        };
+        match peer {
+            Peer::Client(client) => Output::ToClient(client, message),
+            Peer::Remote(remote) => Output::ToRemote(remote, message),
+        }
+    }
 }
 
 impl Engine {

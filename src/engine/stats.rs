@@ -47,8 +47,8 @@ pub struct Stats {
     /// HELLOs that started no resync: one was under way for the session, or it had one less
     /// than a server timeout before.
     pub hellos_limited: u64,
-    /// Member records refused: over the limits of §12, or past [`super::MAX_MEMBERS`] or
-    /// [`super::MAX_MEMBER_BYTES`].
+    /// Member records refused: over the limits of §12, or past `MAX_MEMBERS` or
+    /// `MAX_MEMBER_BYTES`.
     pub members_refused: u64,
     /// JOINs from a member we served as its contact less than a second before, ignored.
     pub joins_ignored: u64,

@@ -198,11 +198,12 @@ impl Cluster {
         }
     }
 
-    /// A dial of `member` became an active peer: the failures before it say nothing now.
+    /// A dial of `member` became an active peer: it forgives one round of failures, not all
+    /// (a peer that makes members up can let one real member through now and then).
     fn dial_succeeded(&mut self, member: u64) {
         self.views.failed_dials.shift_remove(&member);
-        self.views.fail_streak = 0;
-        self.views.dials_paused_until = None;
+        let round = self.active_target() as u32;
+        self.views.fail_streak = self.views.fail_streak.saturating_sub(round);
     }
 
     /// Whether the views may dial `member` now.

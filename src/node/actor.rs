@@ -500,6 +500,17 @@ impl Actor {
                     self.transports.close(remote);
                 }
                 Output::Event(event) => self.tell(event),
+                Output::Frame(peer, frame) => {
+                    let dest = match peer {
+                        Peer::Client(client) => Dest::Client(client),
+                        Peer::Remote(remote) => Dest::Remote(remote),
+                    };
+                    if self.verbose {
+                        info!(to = ?dest, bytes = frame.len(), "send an encoded frame");
+                    }
+                    self.release(&dest);
+                    self.deliver(dest, frame);
+                }
             }
         }
     }

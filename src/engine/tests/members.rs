@@ -408,7 +408,7 @@ fn member_records_past_the_byte_budget_are_refused() {
         ..record(id, 1, MemberState::Alive)
     };
     let per_record = crate::engine::members::weight(&fat(3));
-    let fits = MAX_MEMBER_BYTES / per_record;
+    let fits = crate::engine::members::MAX_MEMBER_BYTES / per_record;
     for batch in 0..(fits as u64 / 100 + 2) {
         let records = (0..100).map(|i| fat(1000 + batch * 100 + i)).collect();
         e.handle_client_message(now, client(1), Message::Members(records));
@@ -482,4 +482,44 @@ fn made_up_members_where_nobody_answers_do_not_keep_the_node_dialling() {
     // the next round: 200 ms, 400 ms, ... so about 6 rounds in 10 s.
     assert!((11..=90).contains(&dials), "{dials} dials in 10 s");
     println!("{dials} dials in 10 s");
+}
+
+#[test]
+fn newcomers_share_one_encoding_of_the_list_until_a_record_changes() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    let greet = |e: &mut Engine, c: u8, node: u64| {
+        e.handle_client_message(now, client(c), Message::Hello(hail_of(node)));
+        let frames: Vec<Bytes> = std::iter::from_fn(|| e.poll_output())
+            .filter_map(|o| match o {
+                Output::Frame(Peer::Client(to), frame) if to == client(c) => Some(frame),
+                _ => None,
+            })
+            .collect();
+        e.finish_resyncs();
+        drain(e);
+        frames
+    };
+    let first = greet(&mut e, 3, 30);
+    let second = greet(&mut e, 4, 40);
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        first[0].as_ptr(),
+        second[0].as_ptr(),
+        "encoded once for both"
+    );
+    // A change makes the next newcomer's list anew, with the change in it.
+    e.handle_client_message(
+        now,
+        client(1),
+        Message::Members(vec![record(2, 5, MemberState::Alive)]),
+    );
+    drain(&mut e);
+    let third = greet(&mut e, 5, 50);
+    assert_ne!(third[0].as_ptr(), first[0].as_ptr());
+    let Ok(Message::Members(records)) = Message::decode(&third[0]) else {
+        panic!("not MEMBERS");
+    };
+    assert!(records.iter().any(|m| m.id == 2 && m.incarnation == 5));
 }

@@ -51,7 +51,7 @@ pub(super) fn connect_ours(e: &mut Engine, now: Instant, r: RemoteId) {
 /// Everything the engine asked for, resyncs sent whole (as the actor does for inproc peers).
 pub(super) fn drain(engine: &mut Engine) -> Vec<Output> {
     engine.finish_resyncs();
-    std::iter::from_fn(|| engine.poll_output()).collect()
+    std::iter::from_fn(|| engine.poll_output().map(Output::decoded)).collect()
 }
 
 /// A message as a short string: `PUBLISH k=v`, `PUBLISH k=v ttl=100`, `PUBLISH k withdrawn`,
@@ -163,7 +163,7 @@ pub(super) fn hello() -> Message {
 
 /// What the engine queued, without finishing resyncs.
 pub(super) fn drain_outputs(engine: &mut Engine) -> Vec<Output> {
-    std::iter::from_fn(|| engine.poll_output()).collect()
+    std::iter::from_fn(|| engine.poll_output().map(Output::decoded)).collect()
 }
 
 pub(super) fn hail_of(node: u64) -> Option<Hail> {
