@@ -77,6 +77,13 @@ async fn a_wildcard_bind_is_not_advertised_and_advertise_replaces_what_is() {
         "a change of record raises the incarnation"
     );
     assert!(a.set("node/advertise", "tcp://*:5670").await.is_err());
+    // Tags change the same way, comma-separated; words with spaces or no key are refused.
+    a.set("node/tags", "zone=eu2,role=api").await.unwrap();
+    let me = &members(&a).await[0];
+    assert_eq!(me.tags, ["zone=eu2", "role=api"]);
+    assert!(a.set("node/tags", "=eu2").await.is_err());
+    a.set("node/tags", "-").await.unwrap();
+    assert!(members(&a).await[0].tags.is_empty());
 }
 
 #[tokio::test(start_paused = true)]

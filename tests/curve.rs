@@ -331,3 +331,38 @@ async fn a_seed_that_refuses_connections_is_a_dead_peer_with_the_reason() {
     client.connect(&endpoint).await.unwrap();
     expect_dead(&mut events, &endpoint, "refused").await;
 }
+
+/// Members whose listeners require CURVE advertise their key (the tag `curve-key`), and the
+/// views and probes dial them with it: three such nodes, the last two told only the first's
+/// endpoint and key, stay one cluster when the first is killed, and no listener ever saw a
+/// plain dial fail its handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_behind_curve_listeners_are_dialled_with_the_key_they_advertise() {
+    let [a_keys, b_keys, c_keys] = [keys(), keys(), keys()];
+    let a = node("a", Some(a_keys), &[]);
+    let seed = a.bind("tcp://127.0.0.1:*").await.unwrap();
+    let b = node("b", Some(b_keys), &[]);
+    let c = node("c", Some(c_keys), &[]);
+    for joiner in [&b, &c] {
+        joiner.bind("tcp://127.0.0.1:*").await.unwrap();
+        joiner.connect_secure(&seed, &a_keys.public).await.unwrap();
+    }
+    let b_tag = format!("curve-key={}", b_keys.public);
+    wait_until("c knows b's key", async || {
+        let members = c.members().await.unwrap();
+        let b_record = members.iter().find(|m| m.name == "b");
+        match b_record {
+            Some(m) if m.tags.contains(&b_tag) => Ok(()),
+            _ => Err(format!("{members:?}")),
+        }
+    })
+    .await;
+    // b and c reach each other only over links their views opened.
+    a.kill().await.unwrap();
+    b.publish("after-a", "svc").await.unwrap();
+    wait_holds(&c, "after-a", "svc").await;
+    for node in [&b, &c] {
+        let status = node.status().await.unwrap();
+        assert_eq!(status.handshakes_failed, 0, "{}", status.detail());
+    }
+}

@@ -32,6 +32,9 @@ pub const MAX_NAME_BYTES: usize = 64;
 /// All of a record's tags together.
 pub const MAX_TAG_BYTES: usize = 512;
 
+/// The tag that carries a member's CURVE server key: members dial it over CURVE with that key.
+pub const CURVE_KEY_TAG: &str = "curve-key=";
+
 /// Bytes of records per MEMBERS frame: well under the default 64 KiB frame limit, as BATCH.
 const MEMBERS_FRAME_BYTES: usize = 16 * 1024;
 
@@ -150,6 +153,8 @@ pub(super) struct Cluster {
     members_due: Option<Instant>,
     /// What the records in `members` weigh together (see [`weight`]).
     member_bytes: usize,
+    /// The key of our CURVE listeners, advertised as a tag.
+    curve_key: Option<String>,
     /// Raised whenever a record (ours included) changes, comes or goes.
     generation: u64,
     /// The whole list, encoded, and the generation it was encoded at: every newcomer gets the
@@ -185,6 +190,7 @@ impl Cluster {
             health: 0,
             members_due: None,
             member_bytes: 0,
+            curve_key: None,
             generation: 0,
             list_frames: None,
             views: Views::default(),
@@ -225,6 +231,14 @@ impl Cluster {
             (n.log2() - 32f64.log2()).ceil() + 1.0
         };
         self.config.push_pull_interval.mul_f64(factor)
+    }
+
+    /// Our own record changed (endpoints, tags): a new incarnation, spread to every member.
+    fn me_changed(&mut self, now: Instant) {
+        self.generation += 1;
+        self.me.incarnation += 1;
+        let id = self.me.id;
+        self.spread(id, None, now);
     }
 
     fn spread(&mut self, id: u64, from: Option<Peer>, now: Instant) {
@@ -703,10 +717,68 @@ impl Engine {
             return;
         }
         cluster.me.endpoints = endpoints;
-        cluster.generation += 1;
-        cluster.me.incarnation += 1;
-        let id = cluster.me.id;
-        cluster.spread(id, None, now);
+        cluster.me_changed(now);
+    }
+
+    /// This member's tags (`key=value`, each one word): a change raises our incarnation and
+    /// spreads. A CURVE key set with [`Engine::set_curve_key`] stays.
+    pub fn set_tags(&mut self, now: Instant, tags: Vec<String>) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        cluster.config.tags = tags;
+        self.retag(now);
+    }
+
+    /// The public key of our CURVE listeners (Z85), which members must dial us with: it goes
+    /// in our record as the tag `curve-key=KEY`.
+    pub fn set_curve_key(&mut self, now: Instant, key: Option<String>) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        cluster.curve_key = key;
+        self.retag(now);
+    }
+
+    /// Our record's tags from the configured ones and the CURVE key.
+    fn retag(&mut self, now: Instant) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let mut tags: Vec<String> = (cluster.config.tags.iter())
+            .filter(|t| !t.starts_with(CURVE_KEY_TAG))
+            .cloned()
+            .collect();
+        let key = cluster
+            .curve_key
+            .as_ref()
+            .map(|k| format!("{CURVE_KEY_TAG}{k}"));
+        let bytes: usize = tags.iter().chain(&key).map(String::len).sum();
+        if bytes > MAX_TAG_BYTES {
+            // Members would refuse the record: they dial us in plain ZGP instead, and fail.
+            warn!("no room for the CURVE key among this member's tags (512 bytes in all)");
+        } else {
+            tags.extend(key);
+        }
+        if cluster.me.tags == tags {
+            return;
+        }
+        cluster.me.tags = tags;
+        cluster.me_changed(now);
+    }
+
+    /// The CURVE server key to dial `remote` with: the `curve-key` tag of the member the views
+    /// or a probe dial there.
+    pub fn dial_key(&self, remote: RemoteId) -> Option<String> {
+        let cluster = self.cluster.as_ref()?;
+        let member = (cluster.views.pending.iter())
+            .find(|(_, p)| p.remote == Some(remote))
+            .map(|(id, _)| *id)
+            .or_else(|| cluster.views.probing.get(&remote).map(|(id, _)| *id))?;
+        let tags = &cluster.record(member)?.tags;
+        tags.iter()
+            .find_map(|t| t.strip_prefix(CURVE_KEY_TAG))
+            .map(str::to_owned)
     }
 
     /// The endpoints other members are told to dial.

@@ -273,12 +273,18 @@ impl Actor {
     async fn bind(&mut self, endpoint: &str) -> Result<String, Error> {
         let parsed = Endpoint::parse(endpoint)?;
         let curve = self.config.curve_server().filter(|_| !parsed.is_inproc());
+        let secure = curve.is_some();
         let result = self.transports.bind(&parsed, curve).await;
         match &result {
             Ok(bound) => {
                 self.port = port_of(bound);
                 info!(endpoint = %bound, "bound");
                 self.advertise_bound(bound);
+                if secure {
+                    // Members dial this node over CURVE: its record says with which key.
+                    let key = self.config.curve_public_key.map(|k| k.to_z85());
+                    self.engine.set_curve_key(now(), key);
+                }
             }
             Err(error) => {
                 self.port = -1;
@@ -376,6 +382,19 @@ impl Actor {
                 config.validate()?;
                 self.config.advertise = endpoints.clone();
                 self.engine.set_advertised(now(), endpoints);
+            }
+            "node/tags" => {
+                // Comma-separated, as MEMBERS prints them; `-` for none.
+                let tags: Vec<String> = (value.split(','))
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty() && *t != "-")
+                    .map(str::to_owned)
+                    .collect();
+                let mut config = self.config.clone();
+                config.tags = tags.clone();
+                config.validate()?;
+                self.config.tags = tags.clone();
+                self.engine.set_tags(now(), tags);
             }
             "node/withdraw-on-stop" => {
                 let on =
@@ -518,10 +537,21 @@ impl Actor {
     /// Dials a member for the active view, over plain ZGP: a member's record does not carry
     /// a CURVE server key.
     fn dial_member(&mut self, remote: RemoteId, endpoint: &str) {
-        let opened = Endpoint::parse(endpoint).and_then(|parsed| {
-            self.transports.check(&parsed)?;
-            self.transports.open(remote, &parsed, None)
-        });
+        // A member that advertises a CURVE key (its listeners require CURVE) is dialled over
+        // CURVE with it, as this node's keypair (or a throwaway one).
+        let key = (self.engine.dial_key(remote)).and_then(|key| CurveKey::from_z85(&key).ok());
+        let opened = Endpoint::parse(endpoint)
+            .map_err(Error::from)
+            .and_then(|parsed| {
+                let curve = match key {
+                    Some(key) if !parsed.is_inproc() => {
+                        self.config.curve_client(&parsed, Some(key))?
+                    }
+                    _ => None,
+                };
+                self.transports.check(&parsed)?;
+                Ok(self.transports.open(remote, &parsed, curve)?)
+            });
         if let Err(error) = opened {
             debug!(endpoint, %error, "cannot dial a member");
             self.engine

@@ -260,10 +260,17 @@ impl Config {
                 || tag.len() > 255
                 || tag.chars().any(|c| c.is_whitespace() || c.is_control())
         });
-        if bad_tag || tag_bytes > MAX_TAG_BYTES || self.tags.len() > 32 {
+        // A CURVE listener's key goes in the record as one more tag (`curve-key=`, 50 bytes).
+        let (room, most) = if self.curve_secret_key.is_some() {
+            (MAX_TAG_BYTES - 50, 31)
+        } else {
+            (MAX_TAG_BYTES, 32)
+        };
+        if bad_tag || tag_bytes > room || self.tags.len() > most {
             return bad(
                 "tags",
-                "each is key=value without spaces; at most 32, 512 bytes in all",
+                "each is key=value without spaces; at most 32, 512 bytes in all (31 and 462 with \
+                 a CURVE key, whose tag takes the rest)",
             );
         }
         if self.tombstone_ttl.is_zero() || u32::try_from(self.tombstone_ttl.as_millis()).is_err() {

@@ -523,3 +523,26 @@ fn newcomers_share_one_encoding_of_the_list_until_a_record_changes() {
     };
     assert!(records.iter().any(|m| m.id == 2 && m.incarnation == 5));
 }
+
+#[test]
+fn tags_change_at_a_new_incarnation_and_the_curve_key_stays_among_them() {
+    let now = t0();
+    let mut e = member_engine(1);
+    e.set_curve_key(now, Some("K".repeat(40)));
+    e.set_tags(now, vec!["zone=eu2".into(), "role=api".into()]);
+    let me = e.members().into_iter().find(|m| m.id == 1).unwrap();
+    let key = format!("curve-key={}", "K".repeat(40));
+    assert_eq!(me.tags, ["zone=eu2", "role=api", key.as_str()]);
+    assert_eq!(me.incarnation, 3, "one raise per change");
+    // Linked members hear the change.
+    link(&mut e, now, 1, 2);
+    e.set_tags(now, vec!["zone=eu3".into()]);
+    e.handle_timeout(now + ms(500));
+    let out = drain(&mut e);
+    assert!(
+        to_client(&out, &client(1))
+            .iter()
+            .any(|m| m.contains("1:alive@4")),
+        "{out:?}"
+    );
+}
