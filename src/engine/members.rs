@@ -153,6 +153,8 @@ pub(super) struct Cluster {
     members_due: Option<Instant>,
     /// What the records in `members` weigh together (see [`weight`]).
     member_bytes: usize,
+    /// How many of them are alive (the views' sizes follow it; counting costs O(N)).
+    pub(super) alive_members: usize,
     /// The key of our CURVE listeners, advertised as a tag.
     curve_key: Option<String>,
     /// Raised whenever a record (ours included) changes, comes or goes.
@@ -190,6 +192,7 @@ impl Cluster {
             health: 0,
             members_due: None,
             member_bytes: 0,
+            alive_members: 0,
             curve_key: None,
             generation: 0,
             list_frames: None,
@@ -636,6 +639,9 @@ impl Engine {
         }
         cluster.member_bytes = bytes;
         cluster.generation += 1;
+        let alive = |state: Option<MemberState>| usize::from(state == Some(MemberState::Alive));
+        let was_alive = alive(held.map(|k| k.record.state));
+        cluster.alive_members = cluster.alive_members + alive(Some(record.state)) - was_alive;
         let was = held.map(|k| k.record.state);
         let suspect_until =
             (record.state == MemberState::Suspect).then(|| now + cluster.suspicion_timeout());
@@ -779,6 +785,18 @@ impl Engine {
         tags.iter()
             .find_map(|t| t.strip_prefix(CURVE_KEY_TAG))
             .map(str::to_owned)
+    }
+
+    /// Whether the count of alive members kept as records change is the true one.
+    #[cfg(test)]
+    pub(super) fn alive_count_holds(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|c| {
+            let counted = c
+                .members
+                .values()
+                .filter(|k| k.record.state == MemberState::Alive);
+            counted.count() == c.alive_members
+        })
     }
 
     /// The endpoints other members are told to dial.

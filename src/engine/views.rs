@@ -120,10 +120,7 @@ impl Cluster {
         if let Some(size) = self.config.active_view {
             return size.max(1);
         }
-        let alive = 1
-            + (self.members.values())
-                .filter(|k| k.record.state == MemberState::Alive)
-                .count();
+        let alive = 1 + self.alive_members;
         (alive.ilog2() as usize + 1).max(3)
     }
 
@@ -250,12 +247,15 @@ impl Cluster {
                 if self.views.passive.len() < self.passive_target() {
                     self.add_passive([id]);
                 }
-                // Into this probe round at a random place, as SWIM adds a new member.
-                // (A member seen twice in a round is probed twice: cheaper than a search.)
-                if self.views.probe_order.len() <= 2 * self.members.len() {
-                    let at =
-                        (self.rng.next_u64() % (self.views.probe_order.len() as u64 + 1)) as usize;
-                    self.views.probe_order.insert(at, id);
+                // Into this probe round at a random place, as SWIM adds a new member: at the
+                // end, swapped with a random one (an insert would move the round, O(N) per
+                // member). A member seen twice in a round is probed twice: cheaper than a search.
+                let order = &mut self.views.probe_order;
+                if order.len() <= 2 * self.members.len() {
+                    let at = (self.rng.next_u64() % (order.len() as u64 + 1)) as usize;
+                    order.push(id);
+                    let last = order.len() - 1;
+                    order.swap(at, last);
                 }
             }
             MemberState::Suspect => {}

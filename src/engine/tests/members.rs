@@ -546,3 +546,41 @@ fn tags_change_at_a_new_incarnation_and_the_curve_key_stays_among_them() {
         "{out:?}"
     );
 }
+
+#[test]
+fn the_count_of_alive_members_follows_every_change() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    let tell = |e: &mut Engine, records: Vec<Member>| {
+        e.handle_client_message(now, client(1), Message::Members(records));
+        drain(e);
+        assert!(e.alive_count_holds());
+    };
+    tell(
+        &mut e,
+        (3..10)
+            .map(|id| record(id, 1, MemberState::Alive))
+            .collect(),
+    );
+    tell(&mut e, vec![record(3, 1, MemberState::Suspect)]);
+    tell(
+        &mut e,
+        vec![
+            record(3, 1, MemberState::Dead),
+            record(4, 1, MemberState::Left),
+        ],
+    );
+    tell(&mut e, vec![record(3, 2, MemberState::Alive)]);
+    tell(
+        &mut e,
+        vec![
+            record(3, 2, MemberState::Alive),
+            record(5, 1, MemberState::Alive),
+        ],
+    );
+    // Forgotten in time: the dead and departed go, the alive stay counted.
+    e.handle_timeout(now + Duration::from_secs(3600));
+    drain(&mut e);
+    assert!(e.alive_count_holds());
+}
