@@ -288,6 +288,9 @@ impl Engine {
             }
             Message::Invalid => self.on_invalid(now, id),
             Message::Pong(_) if resync_due => self.start_resync(now, Peer::Remote(id)),
+            // A server that hails only now had our copies in plain v1, without the stamps and
+            // withdrawals it reads: it gets them all again, once per connection.
+            Message::Pong(_) if opened.is_some() => self.start_resync(now, Peer::Remote(id)),
             Message::Pong(_) => {}
             // Only servers of ours send these (to a client that hailed), and a server's first
             // list may come before the PONG that says it is ours.
