@@ -287,6 +287,10 @@ impl Engine {
                 }
             }
             Message::Invalid => self.on_invalid(now, id),
+            // The server's digest after its resync to us is ours: it holds all we hold.
+            Message::Pong(Some(hail)) if resync_due && hail.digest == Some(self.store.digest()) => {
+                self.stats.resyncs_skipped += 1;
+            }
             Message::Pong(_) if resync_due => self.start_resync(now, Peer::Remote(id)),
             // A server that hails only now had our copies in plain v1, without the stamps and
             // withdrawals it reads: it gets them all again, once per connection.
@@ -455,8 +459,13 @@ impl Engine {
             remote.synced = false;
         }
         let hail = Some(self.hail());
+        // With our digest: a server of ours holding the same tuples need not send them.
+        let hello = Some(Hail {
+            digest: Some(self.store.digest()),
+            ..self.hail()
+        });
         self.outputs
-            .push_back(Output::ToRemote(id, Message::Hello(hail)));
+            .push_back(Output::ToRemote(id, Message::Hello(hello)));
         // The server answers in order: the PONG to this PING comes after its resync to us, and
         // says whether it is one of ours. Our copies follow it, stamped or as plain v1.
         self.outputs

@@ -82,7 +82,10 @@ impl Engine {
                 self.send_to_client(client, Message::Pong(hail));
             }
             // HELLO again on a connected session: our client found our stores differ (§7).
-            (_, Message::Hello(_)) => self.on_hello(now, client),
+            (_, Message::Hello(hail)) => {
+                let digest = hail.and_then(|h| h.digest);
+                self.on_hello(now, client, digest);
+            }
             (SessionState::Connected, Message::Publish(publish)) => {
                 self.on_publish(now, Origin::Client(client), publish)
             }
@@ -298,7 +301,8 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_hello(&mut self, now: Instant, client: ClientId) {
+    /// A HELLO: the client is owed our store, unless its `digest` says it holds the same.
+    pub(super) fn on_hello(&mut self, now: Instant, client: ClientId, digest: Option<u64>) {
         let peer = Peer::Client(client.clone());
         let resyncing = self.resyncs.contains_key(&peer);
         let gap = self.config.server_timeout;
@@ -326,7 +330,13 @@ impl Engine {
             self.peer_event(name, PeerState::Alive, "hello");
         }
         self.schedule_at(now + self.config.suspect_after());
-        self.start_resync(now, peer);
+        if digest.is_some_and(|d| d == self.store.digest()) {
+            // The same tuples on both sides (a view's dial between members in step): what
+            // changes from now on comes as gossip.
+            self.stats.resyncs_skipped += 1;
+        } else {
+            self.start_resync(now, peer);
+        }
         if !known && let Some(node) = self.sessions.get(&client).and_then(|s| s.node) {
             self.on_member_link(now, Peer::Client(client), node);
         }

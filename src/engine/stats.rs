@@ -39,6 +39,9 @@ pub struct Stats {
     pub origin_full: u64,
     /// Resyncs a remote asked for because its store and the server's stayed different.
     pub digest_resyncs: u64,
+    /// Resyncs not sent because the peer's digest showed it held the same tuples (a HELLO's,
+    /// or a server's PONG after it).
+    pub resyncs_skipped: u64,
     /// BATCH frames received (their tuples count in `publish_received`).
     pub batches_received: u64,
     /// Peers' copies refused because their version was out of reach (see
@@ -64,7 +67,7 @@ pub struct Stats {
 
 impl Stats {
     /// Every counter by name, for `STATUS detail` and logs.
-    pub fn pairs(&self) -> [(&'static str, u64); 26] {
+    pub fn pairs(&self) -> [(&'static str, u64); 27] {
         [
             ("malformed", self.malformed),
             ("invalid_sent", self.invalid_sent),
@@ -83,6 +86,7 @@ impl Stats {
             ("expired", self.expired),
             ("frames_too_large", self.frames_too_large),
             ("digest_resyncs", self.digest_resyncs),
+            ("resyncs_skipped", self.resyncs_skipped),
             ("batches_received", self.batches_received),
             ("versions_refused", self.versions_refused),
             ("hellos_limited", self.hellos_limited),

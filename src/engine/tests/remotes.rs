@@ -97,6 +97,31 @@ fn remote_says_hello_and_republishes_on_every_connect() {
 }
 
 #[test]
+fn a_server_whose_digest_after_hello_is_ours_gets_no_resync_from_us() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    e.publish(now, "a", "1", None).unwrap();
+    let r = e.add_remote(now, "tcp://127.0.0.1:1").unwrap();
+    drain(&mut e);
+    e.handle_remote_connected(now, r);
+    // Our HELLO carries our digest, for a server of ours to compare.
+    let out = drain(&mut e);
+    let digest = e.store().digest();
+    assert!(
+        out.iter().any(|o| matches!(o, Output::ToRemote(_, Message::Hello(Some(Hail { digest: Some(d), .. }))) if *d == digest)),
+        "{out:?}"
+    );
+    // The server answers that it holds the same tuples: nothing to send.
+    let same = Hail {
+        digest: Some(digest),
+        ..hail_of(2).unwrap()
+    };
+    e.handle_remote_message(now, r, Message::Pong(Some(same)));
+    assert!(to_remote(&drain(&mut e), r).is_empty());
+    assert_eq!(e.stats().resyncs_skipped, 1);
+}
+
+#[test]
 fn remote_pings_at_a_third_of_the_timeout_and_redials_after_silence() {
     let now = t0();
     let mut e = engine_with_timeout(300);

@@ -134,6 +134,30 @@ fn a_server_pongs_its_store_digest_to_a_client_that_hails() {
 }
 
 #[test]
+fn a_hello_whose_digest_matches_the_store_gets_no_resync() {
+    let now = t0();
+    let mut e = engine_with_timeout(1000);
+    e.publish(now, "a", "1", None).unwrap();
+    drain(&mut e);
+    let with_digest = |digest| {
+        Message::Hello(Some(Hail {
+            digest: Some(digest),
+            ..hail_of(9).unwrap()
+        }))
+    };
+    // The same tuples on both sides: the HELLO costs nothing, and a PING is answered at once.
+    e.handle_client_message(now, client(1), with_digest(e.store().digest()));
+    e.handle_client_message(now, client(1), Message::Ping(hail_of(9)));
+    let sent = to_client(&drain(&mut e), &client(1));
+    assert!(sent.iter().all(|m| !m.starts_with("PUBLISH")), "{sent:?}");
+    assert!(sent.iter().any(|m| m.starts_with("PONG")), "{sent:?}");
+    assert_eq!(e.stats().resyncs_skipped, 1);
+    // Another digest (the client holds something else): the whole store, as always.
+    e.handle_client_message(now, client(2), with_digest(12345));
+    assert_eq!(to_client(&drain(&mut e), &client(2)), ["PUBLISH a=1"]);
+}
+
+#[test]
 fn silent_client_session_expires_after_timeout() {
     let now = t0();
     let mut e = engine_with_timeout(100);
