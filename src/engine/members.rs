@@ -852,8 +852,10 @@ impl Engine {
                     }
                     keep
                 });
-                cluster.member_bytes -= freed;
-                cluster.generation += 1;
+                if freed > 0 {
+                    cluster.member_bytes -= freed;
+                    cluster.generation += 1;
+                }
                 cluster.rescan_due();
             }
         }

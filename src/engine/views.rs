@@ -374,12 +374,12 @@ impl Engine {
                 self.send_to_peer(next, walk.clone());
             }
             if room || others.is_empty() {
-                self.take_newcomer(now, id);
+                self.ask_neighbor(now, id, true);
             }
             return;
         }
         if ttl == 0 || cluster.views.active.len() <= 1 || others.is_empty() {
-            self.take_newcomer(now, id);
+            self.ask_neighbor(now, id, true);
             return;
         }
         if ttl == PASSIVE_TTL {
@@ -399,26 +399,11 @@ impl Engine {
         self.send_to_peer(&next, walk);
     }
 
-    /// The end of a JOIN's walk: the newcomer is asked to be an active peer, unless as many of
-    /// our dials are under way as the active view holds. JOINs are a peer's word, so a flood
-    /// of them naming made-up members must not make us dial without end: past that bound the
-    /// newcomer only goes into the passive view (it fills its own active view anyway).
-    fn take_newcomer(&mut self, now: Instant, id: u64) {
-        let Some(cluster) = self.member_cluster() else {
-            return;
-        };
-        let dialling = (cluster.views.pending.values())
-            .filter(|p| p.remote.is_some())
-            .count();
-        if dialling >= cluster.active_target() || cluster.dials_paused(now).is_some() {
-            cluster.add_passive([id]);
-            return;
-        }
-        self.ask_neighbor(now, id, true);
-    }
-
     /// Asks `member` to be an active peer: on a link to it that is open already, or by dialling
-    /// it.
+    /// it. Dials are bounded: no more under way than the active view holds, and none while
+    /// they wait after failed rounds (see [`Cluster::neighbor_failed`]). JOINs and SHUFFLEs are
+    /// a peer's word, so a flood of them naming made-up members must not make us dial without
+    /// end: past the bound the member only goes into the passive view.
     fn ask_neighbor(&mut self, now: Instant, member: u64, high: bool) {
         let timeout = self.config.server_timeout;
         let link = self
@@ -450,7 +435,10 @@ impl Engine {
             self.send_to_peer(&peer, Message::Neighbor(request));
             return;
         }
-        if cluster.dials_paused(now).is_some() {
+        let dialling = (cluster.views.pending.values())
+            .filter(|p| p.remote.is_some())
+            .count();
+        if dialling >= cluster.active_target() || cluster.dials_paused(now).is_some() {
             cluster.add_passive([member]);
             return;
         }

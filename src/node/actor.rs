@@ -371,12 +371,7 @@ impl Actor {
                 self.engine.set_tombstone_ttl(ttl);
             }
             "node/advertise" => {
-                let endpoints: Vec<String> = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|e| !e.is_empty())
-                    .map(str::to_owned)
-                    .collect();
+                let endpoints = comma_list(value);
                 let mut config = self.config.clone();
                 config.advertise = endpoints.clone();
                 config.validate()?;
@@ -384,12 +379,9 @@ impl Actor {
                 self.engine.set_advertised(now(), endpoints);
             }
             "node/tags" => {
-                // Comma-separated, as MEMBERS prints them; `-` for none.
-                let tags: Vec<String> = (value.split(','))
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty() && *t != "-")
-                    .map(str::to_owned)
-                    .collect();
+                // `-` for none, as MEMBERS prints an empty list.
+                let mut tags = comma_list(value);
+                tags.retain(|t| t != "-");
                 let mut config = self.config.clone();
                 config.tags = tags.clone();
                 config.validate()?;
@@ -693,6 +685,15 @@ impl Actor {
             }
         }
     }
+}
+
+/// The words of a comma-separated list (`SET node/advertise`, `SET node/tags`), trimmed.
+fn comma_list(value: &str) -> Vec<String> {
+    (value.split(','))
+        .map(str::trim)
+        .filter(|word| !word.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A frame as a ZGP message, or what is wrong with it; `None` for a frame over our size limit,
