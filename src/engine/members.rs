@@ -14,6 +14,8 @@
 //! with this node's own lateness (Lifeguard's local health), so a starved node stops accusing
 //! healthy ones.
 
+use std::collections::HashMap;
+
 use super::views::Views;
 use super::*;
 use crate::rng::XorShift;
@@ -43,6 +45,10 @@ const DROP_GRACE_ROUNDS: u32 = 5;
 
 /// The highest local health score: timeouts stretch to at most nine times their base.
 const MAX_HEALTH: u32 = 8;
+
+/// How often the links are looked over for members they stopped hearing: far under the probe
+/// interval, and a timeout of a node with many links (a seed) does not scan its watch list.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 /// Cluster settings. The defaults are memberlist's LAN values where they apply.
 #[derive(Debug, Clone)]
@@ -144,6 +150,8 @@ pub(super) struct Cluster {
     seq: u32,
     pub(super) rng: XorShift,
     next_gossip: Option<Instant>,
+    /// When the links are next looked over (see [`WATCH_EVERY`]).
+    next_watch: Option<Instant>,
     /// Set once the first link opens.
     next_push_pull: Option<Instant>,
     /// Lifeguard's local health: 0 is healthy.
@@ -188,6 +196,7 @@ impl Cluster {
             seq: 0,
             rng,
             next_gossip: None,
+            next_watch: None,
             next_push_pull: None,
             health: 0,
             members_due: None,
@@ -284,6 +293,7 @@ impl Cluster {
         checks
             .chain(self.members_due)
             .chain(self.next_gossip)
+            .chain(self.next_watch.filter(|_| !self.watched.is_empty()))
             .chain(self.next_push_pull)
             .chain(self.views.next_deadline())
             .min()
@@ -372,6 +382,29 @@ impl Engine {
         let mut all = vec![cluster.me.clone()];
         all.extend(others);
         all
+    }
+
+    /// Each member's id and state, this node first (unless it only observes), unsorted and
+    /// without copying records: for counting and checking lists of thousands (the harness).
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
+    pub fn member_states(&self) -> impl Iterator<Item = (u64, MemberState)> + '_ {
+        let cluster = self.cluster.as_ref();
+        let me = cluster
+            .filter(|c| !c.config.observer)
+            .map(|c| (c.me.id, c.me.state));
+        let others = cluster.into_iter().flat_map(|c| c.members.iter());
+        me.into_iter()
+            .chain(others.map(|(id, k)| (*id, k.record.state)))
+    }
+
+    /// How many members are alive, this node included unless it only observes; kept as
+    /// records change, so asking costs nothing.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
+    pub fn alive_count(&self) -> usize {
+        self.cluster.as_ref().map_or(0, |c| {
+            let me = !c.config.observer && c.me.state == MemberState::Alive;
+            c.alive_members + usize::from(me)
+        })
     }
 
     /// Our links to members: connected, hailed sessions and remotes, with the member's id.
@@ -536,38 +569,37 @@ impl Engine {
 
     /// Whether a link of ours heard `node` within `within` (or it is us).
     pub(super) fn hears(&self, now: Instant, node: u64, within: Duration) -> bool {
-        if self.cluster.as_ref().is_some_and(|c| c.me.id == node) {
-            return true;
-        }
-        let remotes = self.remotes.values().any(|r| {
-            r.node == Some(node)
-                && r.connected
-                && now.saturating_duration_since(r.last_heard) < within
-        });
-        remotes
-            || self.sessions.values().any(|s| {
-                s.node == Some(node)
-                    && s.state == SessionState::Connected
-                    && now.saturating_duration_since(s.last_heard) < within
-            })
+        self.hearing().hears(now, node, within)
     }
 
-    /// Whether a link of ours to `node` is open, heard or not.
-    fn linked(&self, node: u64) -> bool {
-        self.remotes
-            .values()
-            .any(|r| r.node == Some(node) && r.connected)
-            || (self.sessions.values())
-                .any(|s| s.node == Some(node) && s.state == SessionState::Connected)
+    /// When our open links last heard each node, in one pass over the links: asking about
+    /// many members one by one would cost O(links) each (a seed holds a link from everyone).
+    pub(super) fn hearing(&self) -> Hearing {
+        let mut last = HashMap::new();
+        let remotes = (self.remotes.values())
+            .filter(|r| r.connected)
+            .filter_map(|r| Some((r.node?, r.last_heard)));
+        let sessions = (self.sessions.values())
+            .filter(|s| s.state == SessionState::Connected)
+            .filter_map(|s| Some((s.node?, s.last_heard)));
+        for (node, heard) in remotes.chain(sessions) {
+            last.entry(node)
+                .and_modify(|at: &mut Instant| *at = (*at).max(heard))
+                .or_insert(heard);
+        }
+        Hearing {
+            me: self.cluster.as_ref().map(|c| c.me.id),
+            last,
+        }
     }
 
     /// How long a member may go unheard on our links before we ask others about it: a link
     /// that is gone gets a probe interval to come back (a redial takes well under that); one
     /// still open but silent gets two server timeouts, so a few heartbeats lost in a row are
     /// not an accusation. Both stretch with local health.
-    fn unheard_grace(&self, node: u64) -> Duration {
+    fn unheard_grace(&self, linked: bool) -> Duration {
         let health = self.cluster.as_ref().map_or(0, |c| c.health);
-        let base = if self.linked(node) {
+        let base = if linked {
             self.config.server_timeout * 2
         } else {
             self.cluster
@@ -893,10 +925,18 @@ impl Engine {
     /// Notes which members our links hear, and starts an indirect probe of one that every
     /// link of ours has stopped hearing.
     fn watch_links(&mut self, now: Instant, links: &[(Peer, u64)]) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if cluster.next_watch.is_some_and(|at| at > now) {
+            return;
+        }
+        cluster.next_watch = Some(now + WATCH_EVERY);
+        let fresh = self.config.suspect_after();
+        let hearing = self.hearing();
         let Some(cluster) = &self.cluster else {
             return;
         };
-        let fresh = self.config.suspect_after();
         let mut heard = Vec::new();
         let mut lost = Vec::new();
         for (&node, &last) in &cluster.watched {
@@ -907,9 +947,11 @@ impl Engine {
             if !alive || cluster.checks.values().any(|c| c.target == node) {
                 continue;
             }
-            if self.hears(now, node, fresh) {
+            if hearing.hears(now, node, fresh) {
                 heard.push(node);
-            } else if now.saturating_duration_since(last) >= self.unheard_grace(node) {
+            } else if now.saturating_duration_since(last)
+                >= self.unheard_grace(hearing.linked(node))
+            {
                 lost.push(node);
             }
         }
@@ -918,7 +960,7 @@ impl Engine {
         // interval, so it refutes; gossip of the accusation may have passed it by long ago.
         let mut accused = Vec::new();
         for (peer, node) in links {
-            if self.hears(now, *node, fresh) {
+            if hearing.hears(now, *node, fresh) {
                 heard.push(*node);
                 if let Some(known) = cluster.members.get(node)
                     && matches!(known.record.state, MemberState::Suspect | MemberState::Dead)
@@ -1140,5 +1182,24 @@ impl Engine {
         for (peer, _) in self.member_links() {
             self.send_to_peer(&peer, Message::Members(vec![me.clone()]));
         }
+    }
+}
+
+/// When our open links last heard each node (see [`Engine::hearing`]).
+pub(super) struct Hearing {
+    me: Option<u64>,
+    last: HashMap<u64, Instant>,
+}
+
+impl Hearing {
+    /// Whether a link heard `node` within `within` (or it is us).
+    pub(super) fn hears(&self, now: Instant, node: u64, within: Duration) -> bool {
+        self.me == Some(node)
+            || (self.last.get(&node)).is_some_and(|&at| now.saturating_duration_since(at) < within)
+    }
+
+    /// Whether a link to `node` is open, heard lately or not.
+    pub(super) fn linked(&self, node: u64) -> bool {
+        self.last.contains_key(&node)
     }
 }

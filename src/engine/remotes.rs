@@ -383,6 +383,9 @@ impl Engine {
                 continue;
             }
             let silent = now.duration_since(remote.last_heard);
+            if silent < suspect_after.min(timeout) {
+                continue;
+            }
             let endpoint = remote.endpoint.clone();
             if silent >= timeout && !remote.pinned {
                 // A dial of the views: the views replace it rather than wait for it.

@@ -88,6 +88,11 @@ pub(super) struct Views {
     probe_order: Vec<u64>,
     next_probe: Option<Instant>,
     last_fill: Option<Instant>,
+    /// Refusals in a row, and the active view's size at the last: while the view is no
+    /// smaller, each refusal doubles the wait before the next filling (see
+    /// [`Cluster::fill_spacing`]).
+    refusals: u32,
+    refused_at: usize,
     /// Members whose JOIN we served as their contact, and when (see [`JOIN_SPACING`]).
     joins_served: IndexMap<u64, Instant>,
     /// Dials that failed since one last succeeded, and until when new dials wait after a
@@ -122,6 +127,20 @@ impl Cluster {
         }
         let alive = 1 + self.alive_members;
         (alive.ilog2() as usize + 1).max(3)
+    }
+
+    /// The least time between two fillings of the active view: [`FILL_SPACING`], doubled by
+    /// each refusal in a row up to the shuffle interval. Members whose views are full refuse
+    /// a node that is short of peers, and asking them again and again only costs dials; it
+    /// will most likely find a place through a shuffle or a failure elsewhere. Losing a peer
+    /// since the last refusal (the view got smaller) ends the wait.
+    fn fill_spacing(&mut self) -> Duration {
+        let views = &mut self.views;
+        if views.active.len() < views.refused_at {
+            views.refusals = 0;
+        }
+        let doubled = FILL_SPACING.saturating_mul(1 << views.refusals.min(16));
+        doubled.min(self.config.shuffle_interval.max(FILL_SPACING))
     }
 
     fn passive_target(&self) -> usize {
@@ -475,7 +494,10 @@ impl Engine {
                     self.send_to_peer(&peer, Message::Neighbor(answer));
                     return;
                 };
-                let room = cluster.views.active.len() < cluster.active_target();
+                // One over the target is room enough for a member asking: a node short of
+                // peers finds one among nodes whose own views are just full, and the views
+                // let one go only past the target plus one.
+                let room = cluster.views.active.len() <= cluster.active_target();
                 let accepted = high || room || cluster.views.active.contains_key(&from);
                 if accepted {
                     cluster.views.pending.shift_remove(&from);
@@ -490,7 +512,12 @@ impl Engine {
                 };
                 let asked = cluster.views.pending.shift_remove(&from).is_some();
                 cluster.views_changed(now);
+                if asked && !accepted {
+                    cluster.views.refusals = cluster.views.refusals.saturating_add(1);
+                    cluster.views.refused_at = cluster.views.active.len();
+                }
                 if accepted && (asked || cluster.views.active.len() < cluster.active_target()) {
+                    cluster.views.refusals = 0;
                     cluster.dial_succeeded(from);
                     self.make_active(now, from, peer);
                     return;
@@ -687,6 +714,7 @@ impl Engine {
         if cluster.views.probing.len() >= MAX_PROBES {
             return;
         }
+        let hearing = self.hearing();
         let target = loop {
             let Some(cluster) = self.member_cluster() else {
                 return;
@@ -707,7 +735,7 @@ impl Engine {
                 }
                 continue;
             };
-            if cluster.alive(id) && !self.hears(now, id, fresh) {
+            if cluster.alive(id) && !hearing.hears(now, id, fresh) {
                 break id;
             }
             // One look per interval at most: a cluster whose members all sit on our links
@@ -801,10 +829,11 @@ impl Engine {
         let Some(cluster) = self.member_cluster() else {
             return;
         };
+        let spacing = cluster.fill_spacing();
         if let Some(last) = cluster.views.last_fill
-            && now < last + FILL_SPACING
+            && now < last + spacing
         {
-            let again = last + FILL_SPACING;
+            let again = last + spacing;
             let check = cluster.views.next_check.map_or(again, |at| at.min(again));
             cluster.views.next_check = Some(check);
             return;

@@ -301,3 +301,37 @@ fn churn_settles_into_exact_member_lists_and_services() {
     assert!(overlay_connected(&net, &up));
     println!("churn settled {:?} after it stopped", net.elapsed());
 }
+
+#[test]
+fn a_quiet_cluster_stops_dialling_for_its_views() {
+    // Nodes short of active peers ask members whose views are full, which refuse; asking on
+    // and on cost each node a dial every couple of seconds in a cluster where nothing happens.
+    let seed = seed();
+    let n = 100;
+    let mut net = join_one_by_one(seed, n, ms(20));
+    let all: Vec<usize> = (0..n).collect();
+    net.run_for(Duration::from_secs(60));
+    let dials = |net: &Net| -> u64 { all.iter().map(|&v| net.engine(v).stats().view_dials).sum() };
+    let before = dials(&net);
+    net.run_for(Duration::from_secs(60));
+    let quiet = dials(&net) - before;
+    let (min, max) = view_sizes(&net, &all);
+    println!("{n} quiet nodes dialled {quiet} times in 60 s; active views {min}..={max}");
+    assert!(
+        quiet <= n as u64 / 2,
+        "seed {seed}: {quiet} view dials in a quiet minute"
+    );
+    let target = (n.ilog2() as usize + 1).max(3);
+    assert!(
+        min + 2 >= target && max <= target + 1,
+        "seed {seed}: active views {min}..={max}, target {target}"
+    );
+    assert!(overlay_connected(&net, &all), "seed {seed}: not connected");
+    for &v in &all {
+        assert_eq!(
+            net.engine(v).alive_count(),
+            n,
+            "seed {seed}: node {v}'s count"
+        );
+    }
+}
