@@ -46,6 +46,43 @@ const DROP_GRACE_ROUNDS: u32 = 5;
 /// The highest local health score: timeouts stretch to at most nine times their base.
 const MAX_HEALTH: u32 = 8;
 
+/// Refutations of one member within [`FLAP_WINDOW`] that make this node stop dialling it to
+/// probe it, for [`FLAP_QUIET`]: a member that others cannot dial (behind NAT, in a container,
+/// advertising the wrong address) is accused by every failed probe and refutes each time, for
+/// ever. A partition that heals costs each member one refutation, far under the limit.
+const FLAP_LIMIT: u32 = 3;
+const FLAP_WINDOW: Duration = Duration::from_secs(600);
+/// Long enough to outlast a probe round of a large cluster (one member a second).
+const FLAP_QUIET: Duration = Duration::from_secs(3600);
+
+/// Refutations counted in a window, and until when the member is not dialled to be probed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Flaps {
+    count: u32,
+    since: Instant,
+    quiet_until: Option<Instant>,
+}
+
+impl Flaps {
+    /// Counts one more refutation at `now`; true when it reaches the limit.
+    fn count(flaps: &mut Option<Flaps>, now: Instant) -> bool {
+        let f = flaps.get_or_insert(Flaps {
+            count: 0,
+            since: now,
+            quiet_until: None,
+        });
+        if now.saturating_duration_since(f.since) >= FLAP_WINDOW {
+            *f = Flaps {
+                count: 0,
+                since: now,
+                quiet_until: f.quiet_until,
+            };
+        }
+        f.count += 1;
+        f.count == FLAP_LIMIT
+    }
+}
+
 /// How often the links are looked over for members they stopped hearing: far under the probe
 /// interval, and a timeout of a node with many links (a seed) does not scan its watch list.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
@@ -163,6 +200,9 @@ pub(super) struct Cluster {
     member_bytes: usize,
     /// How many of them are alive (the views' sizes follow it; counting costs O(N)).
     pub(super) alive_members: usize,
+    /// Members seen refuting suspicions (see [`FLAP_LIMIT`]), and our own refutations.
+    flaps: IndexMap<u64, Flaps>,
+    own_flaps: Option<Flaps>,
     /// The key of our CURVE listeners, advertised as a tag.
     curve_key: Option<String>,
     /// Raised whenever a record (ours included) changes, comes or goes.
@@ -202,11 +242,44 @@ impl Cluster {
             members_due: None,
             member_bytes: 0,
             alive_members: 0,
+            flaps: IndexMap::new(),
+            own_flaps: None,
             curve_key: None,
             generation: 0,
             list_frames: None,
             views: Views::default(),
         }
+    }
+
+    /// `id` refuted a suspicion: past [`FLAP_LIMIT`] in a window it is no longer dialled to be
+    /// probed or to join the views, only watched through the links it opens itself, as a
+    /// member without an address is.
+    fn count_refutation(&mut self, now: Instant, id: u64, endpoints: &[String]) {
+        let mut flaps = self.flaps.get(&id).copied();
+        if Flaps::count(&mut flaps, now)
+            && let Some(f) = &mut flaps
+        {
+            f.quiet_until = Some(now + FLAP_QUIET);
+            info!(
+                member = id,
+                endpoints = %endpoints.join(" "),
+                "a member keeps refuting suspicions; watching it through its own links only"
+            );
+        }
+        if let Some(f) = flaps {
+            self.flaps.insert(id, f);
+        }
+        // Bounded by the members known: records forgotten take their entries along.
+        if self.flaps.len() > self.members.len() {
+            let members = &self.members;
+            self.flaps.retain(|id, _| members.contains_key(id));
+        }
+    }
+
+    /// Whether `id` is not to be dialled to be probed or asked into the views (see
+    /// [`FLAP_LIMIT`]).
+    pub(super) fn dial_quiet(&self, id: u64, now: Instant) -> bool {
+        (self.flaps.get(&id)).is_some_and(|f| f.quiet_until.is_some_and(|at| at > now))
     }
 
     /// Members known, this one included.
@@ -633,6 +706,19 @@ impl Engine {
                     incarnation = cluster.me.incarnation,
                     "refuting a suspicion of this node"
                 );
+                if Flaps::count(&mut cluster.own_flaps, now)
+                    && self.warnings.allow(now, "refuting often", &"")
+                {
+                    let advertised = cluster.me.endpoints.join(" ");
+                    warn!(
+                        refutations = FLAP_LIMIT,
+                        within = ?FLAP_WINDOW,
+                        %advertised,
+                        "this node is suspected again and again: other members probably cannot \
+                         dial the endpoints it advertises (NAT, a container, a wrong \
+                         --advertise)"
+                    );
+                }
                 // The refutation goes on every link at once, ahead of our republished tuples on
                 // each: a node must not take the new copies and then drop them for an old
                 // accusation that reaches it between the two.
@@ -678,6 +764,13 @@ impl Engine {
         let suspect_until =
             (record.state == MemberState::Suspect).then(|| now + cluster.suspicion_timeout());
         let (id, state, name) = (record.id, record.state, record.name.clone());
+        if held.is_some_and(|k| k.record.endpoints != record.endpoints) {
+            // New addresses: worth dialling again.
+            cluster.flaps.shift_remove(&id);
+        }
+        if was == Some(MemberState::Suspect) && state == MemberState::Alive {
+            cluster.count_refutation(now, id, &record.endpoints);
+        }
         // A death is acted on a little later: its refutation may be on its way by another
         // path, behind the member's republished tuples, which a drop now would lose.
         let drop_at = (record.state == MemberState::Dead && was != Some(MemberState::Dead))

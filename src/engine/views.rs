@@ -461,6 +461,9 @@ impl Engine {
             cluster.add_passive([member]);
             return;
         }
+        if cluster.dial_quiet(member, now) {
+            return;
+        }
         let Some(endpoint) = cluster.address(member) else {
             return;
         };
@@ -735,7 +738,7 @@ impl Engine {
                 }
                 continue;
             };
-            if cluster.alive(id) && !hearing.hears(now, id, fresh) {
+            if cluster.alive(id) && !hearing.hears(now, id, fresh) && !cluster.dial_quiet(id, now) {
                 break id;
             }
             // One look per interval at most: a cluster whose members all sit on our links
@@ -801,7 +804,8 @@ impl Engine {
         let has_address = cluster
             .members
             .get(&target)
-            .is_some_and(|k| !k.record.endpoints.is_empty());
+            .is_some_and(|k| !k.record.endpoints.is_empty())
+            && !cluster.dial_quiet(target, now);
         if !has_address {
             self.start_check(now, target, links);
             return true;
@@ -856,6 +860,7 @@ impl Engine {
                 || c.views.active.contains_key(id)
                 || c.views.pending.contains_key(id)
                 || !c.may_dial(*id, now)
+                || c.dial_quiet(*id, now)
         };
         let mut candidates: Vec<u64> = (cluster.views.passive.iter())
             .copied()

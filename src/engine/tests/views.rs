@@ -61,6 +61,10 @@ fn view_sizes(net: &Net, nodes: &[usize]) -> (usize, usize) {
     (min, sizes.max().unwrap_or(0))
 }
 
+fn state_of(net: &Net, viewer: usize, id: u64) -> Option<MemberState> {
+    (net.engine(viewer).member_states()).find_map(|(m, state)| (m == id).then_some(state))
+}
+
 /// How many of `nodes` hold `key`.
 fn holding(net: &Net, nodes: &[usize], key: &str) -> usize {
     (nodes.iter())
@@ -334,4 +338,56 @@ fn a_quiet_cluster_stops_dialling_for_its_views() {
             "seed {seed}: node {v}'s count"
         );
     }
+}
+
+#[test]
+fn a_member_others_cannot_dial_is_not_accused_again_and_again_and_still_found_dead() {
+    // The last node advertises an endpoint nobody can dial (NAT, a container): it dials out,
+    // but every probe of it fails. Without a limit each failed probe made it suspect and it
+    // refuted, for ever: 534 refutations in five minutes among 40 nodes.
+    let seed = seed();
+    let n = 40;
+    let mut net = Net::new(seed, ms(2));
+    let clock = net.now();
+    net.add(member_config(0, seed, clock));
+    for node in 1..n {
+        let mut config = member_config(node, seed, clock);
+        if node == n - 1
+            && let Some(cluster) = config.cluster.as_mut()
+        {
+            cluster.endpoints = vec!["sim://behind-nat".into()];
+        }
+        net.add(config);
+        net.connect(node, 0);
+        net.run_for(ms(20));
+    }
+    let hidden = n - 1;
+    net.publish(hidden, "hidden-service", "tcp://10.0.0.9:1", None);
+    net.run_for(Duration::from_secs(30));
+    let all: Vec<usize> = (0..n).collect();
+    let refuted = net.engine(hidden).stats().refutations;
+    net.run_for(Duration::from_secs(300));
+    let refutations = net.engine(hidden).stats().refutations - refuted;
+    println!("refutations in five minutes: {refutations}");
+    assert!(
+        refutations <= 10,
+        "seed {seed}: {refutations} refutations in five minutes"
+    );
+    for &v in &all {
+        assert!(
+            alive_at(&net, v).contains(&(n as u64)),
+            "seed {seed}: node {v} does not hold it alive"
+        );
+    }
+    assert_eq!(holding(&net, &all, "hidden-service"), n, "seed {seed}");
+    // It dies: the members it linked to find it dead, and its service goes everywhere.
+    net.kill(hidden);
+    let survivors: Vec<usize> = (0..hidden).collect();
+    let found = net.run_until(Duration::from_secs(60), |net| {
+        (survivors.iter()).all(|&v| {
+            state_of(net, v, n as u64) == Some(MemberState::Dead)
+                && net.engine(v).store().get("hidden-service").is_none()
+        })
+    });
+    assert!(found, "seed {seed}: its death was not found everywhere");
 }
