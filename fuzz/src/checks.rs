@@ -8,9 +8,16 @@
 //! - [`check_engine`]: an [`Engine`] with small limits, driven by a sequence of [`Step`]s read
 //!   from the bytes with `arbitrary`: messages (structured, or raw bytes through the decoder)
 //!   from seven clients and three remotes, connects and disconnects, clients going away or
-//!   overflowing, application publishes and withdrawals, `SET`s of the timers, and time jumps. After every step it
+//!   overflowing, application publishes and withdrawals, `SET`s of the timers, and time jumps,
+//!   and the links the views dial connecting, failing and answering. After every step it
 //!   checks the limits, the tuple rules, the deadlines, what the engine sends, and that an
-//!   innocent client, which only says HELLO and PING, keeps its session and sees every copy.
+//!   innocent client, which only says HELLO and PING, keeps its session and sees every copy;
+//!   `checks/members.rs` builds the membership messages and checks the cluster layer.
+//!
+//! A saved engine input means the steps `arbitrary` reads from it. Its derived enums pick a
+//! variant as `(u32 * variants) >> 32`, so a variant added anywhere, even last, changes what
+//! every saved input does: when one is added, the inputs in `fuzz/regressions/engine/` are
+//! rewritten to read as the same steps (the fixed-* ones must still replay their bug).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -23,7 +30,11 @@ use zgossip::engine::{
     ClientId, ClusterConfig, Engine, EngineConfig, Event, Kind, Output, RemoteId, TupleError,
     validate,
 };
-use zgossip::wire::{Hail, Message, Publish, Stamp};
+use zgossip::wire::{Hail, Message, Neighbor, Publish, Stamp};
+
+#[path = "checks/members.rs"]
+pub mod members;
+use members::{MemberId, MemberModel, Record, Seq, Ttl};
 
 /// Decodes `data`; if it is a message, it must re-encode to exactly `data`.
 pub fn check_decode(data: &[u8]) {
@@ -99,6 +110,24 @@ pub enum Step {
     SetPingInterval(Option<Span>),
     /// `SET node/tombstone-ttl`, if validation would take it.
     SetTombstoneTtl(Span),
+    /// Something happens on one of the links the views dialled (picked among those not
+    /// closed); nothing if there is none.
+    Dialled(u8, Dial),
+}
+
+/// What happens on a link the views dialled. Its server speaks only once it is connected.
+#[derive(Debug, Arbitrary)]
+pub enum Dial {
+    /// The connection completes.
+    Connected,
+    /// The connection attempt fails.
+    Unreachable,
+    /// The connection drops.
+    Disconnected,
+    /// The server answers PONG, hailing as the member that advertised the endpoint dialled.
+    Hails,
+    /// The server sends a well-formed message.
+    Says(Msg),
 }
 
 /// A duration an operator might type: usually milliseconds, sometimes anything.
@@ -119,7 +148,8 @@ impl Span {
     }
 }
 
-/// A ZGP message, built from parts that collide often (a few keys, small versions).
+/// A ZGP message, built from parts that collide often (a few keys, small versions, a few
+/// member ids). The extensions come after the v1 messages.
 #[derive(Debug, Arbitrary)]
 pub enum Msg {
     /// HELLO, with or without a hail.
@@ -132,7 +162,27 @@ pub enum Msg {
     Pong(Option<HailIn>),
     /// INVALID.
     Invalid,
+    /// BATCH.
+    Batch(Vec<Entry>),
+    /// MEMBERS (none: the encoder refuses it, and the step does nothing).
+    Members(Vec<Record>),
+    /// JOIN.
+    Join(Ttl, Record),
+    /// NEIGHBOR, a request (high priority or not) with the sender's record.
+    NeighborRequest(bool, Record),
+    /// NEIGHBOR, an answer (accepted or not).
+    NeighborAnswer(bool),
+    /// DISCONNECT (stopping or not).
+    Disconnect(bool),
+    /// SHUFFLE (the answer or not), with at most 16 records.
+    Shuffle(bool, Vec<Record>),
+    /// PROBE: answer, failed (only said in an answer), seq, target.
+    Probe(bool, bool, Seq, MemberId),
 }
+
+/// A BATCH entry, as a PUBLISH.
+#[derive(Debug, Arbitrary)]
+pub struct Entry(Key, Value, Ms, Ext);
 
 /// A hail; a node id of 0 is refused by the decoder, which is worth hitting too.
 #[derive(Debug, Arbitrary)]
@@ -262,7 +312,8 @@ fn pick<'a>(pool: &[&'a str], n: u8) -> &'a str {
 }
 
 impl Msg {
-    fn build(&self) -> Message {
+    /// The message; `seen` is the pool of node ids [`MemberId::Seen`] picks from.
+    fn build(&self, seen: &[u64]) -> Message {
         let hail = |h: &Option<HailIn>| {
             // Half the hails carry a digest, drawn from the node id so that saved inputs keep
             // decoding to the same steps.
@@ -277,31 +328,55 @@ impl Msg {
             Self::Ping(h) => Message::Ping(hail(h)),
             Self::Pong(h) => Message::Pong(hail(h)),
             Self::Invalid => Message::Invalid,
-            Self::Publish(key, value, ttl, ext) => {
-                let extension = match ext {
-                    Ext::None => Bytes::new(),
-                    Ext::Stamp {
-                        version,
-                        origin,
-                        lease_seq,
-                        withdrawn,
-                    } => Stamp {
-                        version: version.get(),
-                        origin: origin.get(),
-                        lease_seq: *lease_seq,
-                        withdrawn: *withdrawn,
-                    }
-                    .to_bytes(),
-                    Ext::Raw(bytes) => Bytes::copy_from_slice(bytes),
-                };
-                Message::Publish(Publish {
-                    key: Arc::from(key.get()),
-                    value: Arc::from(value.get()),
-                    ttl_ms: ttl.get(),
-                    extension,
-                })
+            Self::Publish(key, value, ttl, ext) => Message::Publish(publish(key, value, ttl, ext)),
+            Self::Batch(entries) => Message::Batch(
+                (entries.iter())
+                    .map(|Entry(key, value, ttl, ext)| publish(key, value, ttl, ext))
+                    .collect(),
+            ),
+            Self::Members(records) => members::members(records, seen),
+            Self::Join(ttl, record) => Message::Join {
+                ttl: ttl.get(),
+                member: Box::new(record.build(seen)),
+            },
+            Self::NeighborRequest(high, record) => members::neighbor_request(*high, record, seen),
+            Self::NeighborAnswer(accepted) => Message::Neighbor(Neighbor::Answer {
+                accepted: *accepted,
+            }),
+            Self::Disconnect(stopping) => Message::Disconnect {
+                stopping: *stopping,
+            },
+            Self::Shuffle(reply, records) => members::shuffle(*reply, records, seen),
+            Self::Probe(answer, failed, seq, target) => {
+                members::probe(*answer, *failed, seq, target, seen)
             }
         }
+    }
+}
+
+/// A PUBLISH body from its parts.
+fn publish(key: &Key, value: &Value, ttl: &Ms, ext: &Ext) -> Publish {
+    let extension = match ext {
+        Ext::None => Bytes::new(),
+        Ext::Stamp {
+            version,
+            origin,
+            lease_seq,
+            withdrawn,
+        } => Stamp {
+            version: version.get(),
+            origin: origin.get(),
+            lease_seq: *lease_seq,
+            withdrawn: *withdrawn,
+        }
+        .to_bytes(),
+        Ext::Raw(bytes) => Bytes::copy_from_slice(bytes),
+    };
+    Publish {
+        key: Arc::from(key.get()),
+        value: Arc::from(value.get()),
+        ttl_ms: ttl.get(),
+        extension,
     }
 }
 
@@ -358,6 +433,7 @@ type Mirror = BTreeMap<Arc<str>, (Stamp, Arc<str>)>;
 
 struct Harness {
     engine: Engine,
+    /// Known bugs not to step around.
     t0: Instant,
     now: Instant,
     step: usize,
@@ -365,8 +441,9 @@ struct Harness {
     keys: BTreeSet<String>,
     /// Clients that have sent us something, so replies to them make sense.
     clients_heard: BTreeSet<String>,
-    /// Remotes the engine dialled itself (for its active view): never one of the CONNECTs.
-    view_remotes: BTreeSet<u32>,
+    /// Remotes the engine dialled itself (views and probes), until it closes them: never one
+    /// of the CONNECTs.
+    view_remotes: BTreeMap<u32, Dialled>,
     innocent: Innocent,
     /// What each remote's server has: whether it is connected, and the copies it was sent or
     /// sent us.
@@ -380,6 +457,21 @@ struct Harness {
     published_by: Option<(Peer, Vec<Received>)>,
     /// The settings in force, as the node would hold them, to validate a `SET` against.
     settings: Config,
+    /// The cluster layer as the checks know it.
+    members: MemberModel,
+    /// This step's claim against us from a peer whose message the engine should take in (see
+    /// [`Harness::claim_taken`]): the peer, and the claim's incarnation.
+    claim: Option<(Peer, u64)>,
+}
+
+/// A link the views dialled.
+struct Dialled {
+    endpoint: String,
+    /// Its server speaks only while it is connected.
+    connected: bool,
+    /// Its server hailed (a PONG with a hail, not a goodbye) since it last connected: whether
+    /// it had, for what the engine sent it before closing it in the same step.
+    hailed: bool,
 }
 
 /// A remote's server, as far as the engine should know it.
@@ -437,7 +529,7 @@ impl Harness {
             step: 0,
             keys: BTreeSet::new(),
             clients_heard: BTreeSet::new(),
-            view_remotes: BTreeSet::new(),
+            view_remotes: BTreeMap::new(),
             innocent: Innocent {
                 connected: false,
                 last_sent: t0,
@@ -453,6 +545,8 @@ impl Harness {
                 config.tombstone_ttl = TOMBSTONE_TTL;
                 config
             },
+            members: MemberModel::new(),
+            claim: None,
         }
     }
 
@@ -462,13 +556,14 @@ impl Harness {
         let now = self.now;
         let mut timed_out = false;
         self.published_by = None;
+        self.claim = None;
         self.owned_before = (self.keys.iter())
             .filter(|k| self.engine.store().entry(k).is_some_and(|e| e.owned()))
             .cloned()
             .collect();
         match step {
             Step::Client(n, msg) => {
-                let message = msg.build();
+                let message = msg.build(&self.members.seen);
                 self.note_keys(&message);
                 if let Some(received) = through_the_wire(&message) {
                     self.client_sends(client_id(*n), received);
@@ -482,7 +577,7 @@ impl Harness {
                 self.client_sends(client_id(*n), received);
             }
             Step::Remote(n, msg) => {
-                let message = msg.build();
+                let message = msg.build(&self.members.seen);
                 self.note_keys(&message);
                 if let Some(received) = through_the_wire(&message) {
                     self.remote_sends(remote_id(*n), received);
@@ -547,7 +642,10 @@ impl Harness {
                     );
                 }
             }
-            Step::Goodbye => self.engine.goodbye(now),
+            Step::Goodbye => {
+                self.members.left = true;
+                self.engine.goodbye(now);
+            }
             Step::Advance(ms) => {
                 self.now = now + Duration::from_millis(u64::from(ms.get()));
                 if self.innocent.connected
@@ -594,13 +692,84 @@ impl Harness {
                     self.settings = settings;
                 }
             }
+            Step::Dialled(n, dial) => self.dialled(*n, dial),
         }
         let outputs = self.drain();
         self.check_outputs(&outputs);
         self.check_no_echo(&outputs);
         self.note_kept_from_remote();
+        let refute = self.claim_taken(&outputs);
         self.innocent_turn();
         self.check_state(timed_out);
+        self.members.check_state(&self.engine, refute, self.step);
+    }
+
+    /// Something happens on a link the views dialled, as a transport would report it: a
+    /// connection completes only when it is not up, fails only then, drops only when up, and
+    /// its server speaks only while it is up.
+    fn dialled(&mut self, n: u8, dial: &Dial) {
+        let now = self.now;
+        let ids: Vec<u32> = self.view_remotes.keys().copied().collect();
+        let Some(&id) = ids.get(usize::from(n) % ids.len().max(1)) else {
+            return;
+        };
+        let Some(link) = self.view_remotes.get_mut(&id) else {
+            return;
+        };
+        let remote = RemoteId(id);
+        match (dial, link.connected) {
+            (Dial::Connected, false) => {
+                link.connected = true;
+                link.hailed = false;
+                self.engine.handle_remote_connected(now, remote);
+            }
+            (Dial::Unreachable, false) => {
+                self.engine
+                    .handle_remote_unreachable(now, remote, "connection refused");
+            }
+            (Dial::Disconnected, true) => {
+                link.connected = false;
+                self.engine.handle_remote_disconnected(now, remote);
+            }
+            (Dial::Hails, true) => {
+                let node = self.members.advertised.get(&link.endpoint).copied();
+                if let Some(node) = node {
+                    link.hailed = true;
+                    let pong = Message::Pong(Some(Hail {
+                        node,
+                        ..Hail::default()
+                    }));
+                    self.remote_sends(remote, Ok(pong));
+                }
+            }
+            (Dial::Says(msg), true) => {
+                let message = msg.build(&self.members.seen);
+                if let Message::Pong(Some(hail)) = &message {
+                    link.hailed |= !hail.goodbye;
+                }
+                self.note_keys(&message);
+                if let Some(received) = through_the_wire(&message) {
+                    self.remote_sends(remote, received);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The incarnation of this step's claim against us, if the engine took the message in for
+    /// sure: every MEMBERS from a CONNECT's server; the other membership messages from one
+    /// that hailed before; anything from a client that hailed before, unless the engine
+    /// refused it (INVALID). Dials of the views are left out: a probe's ignores all but PONG.
+    fn claim_taken(&mut self, outputs: &[Output]) -> Option<u64> {
+        let (peer, claim) = self.claim.take()?;
+        let refused = |from: &ClientId| {
+            (outputs.iter())
+                .any(|o| matches!(o, Output::ToClient(c, Message::Invalid) if c == from))
+        };
+        match &peer {
+            Peer::Client(from) if refused(from) => None,
+            _ => Some(claim),
+        }
     }
 
     fn remote_model(&mut self, id: RemoteId) -> &mut RemoteModel {
@@ -635,11 +804,14 @@ impl Harness {
         }
     }
 
-    /// A remote that sent us the copy we now hold has it: nothing need be sent back.
+    /// A CONNECT's server that sent us the copy we now hold has it: nothing need be sent back.
     fn note_kept_from_remote(&mut self) {
         let Some((Peer::Remote(id), received)) = self.published_by.clone() else {
             return;
         };
+        if id.0 >= u32::from(REMOTES) {
+            return;
+        }
         for (key, carried) in received {
             let Some(entry) = self.engine.store().entry(&key) else {
                 continue;
@@ -661,6 +833,12 @@ impl Harness {
         self.clients_heard.insert(client.to_string());
         if let Ok(message) = &received {
             self.published_by = carried(message).map(|r| (Peer::Client(client.clone()), r));
+            self.members.note(message);
+            if let Some(claim) = self.members.accusation(message)
+                && self.engine.client_reads_batches(&client)
+            {
+                self.claim = Some((Peer::Client(client.clone()), claim));
+            }
         }
         match received {
             Ok(message) => self.engine.handle_client_message(self.now, client, message),
@@ -673,6 +851,15 @@ impl Harness {
     fn remote_sends(&mut self, remote: RemoteId, received: Result<Message, String>) {
         if let Ok(message) = &received {
             self.published_by = carried(message).map(|r| (Peer::Remote(remote), r));
+            self.members.note(message);
+            let taken = remote.0 < u32::from(REMOTES)
+                && (matches!(message, Message::Members(_))
+                    || self.engine.remote_reads_batches(remote));
+            if let Some(claim) = self.members.accusation(message)
+                && taken
+            {
+                self.claim = Some((Peer::Remote(remote), claim));
+            }
         }
         match received {
             Ok(message) => self.engine.handle_remote_message(self.now, remote, message),
@@ -704,6 +891,7 @@ impl Harness {
         } else {
             Message::Ping(None)
         };
+        self.members.note(&message);
         self.engine
             .handle_client_message(self.now, me.clone(), message);
         self.innocent.last_sent = self.now;
@@ -769,15 +957,22 @@ impl Harness {
                         "{message:?} to {client}, which never hailed"
                     );
                     check_sent(message, self.engine.client_reads_batches(client));
+                    self.members.check_sent(message, &self.engine, self.step);
                     if let (true, Message::Publish(p)) = (*client == me, message) {
                         let stamp = p.stamp().ok().flatten().unwrap_or_default();
                         let copy = (stamp, Arc::clone(&p.value));
                         self.innocent.mirror.insert(Arc::clone(&p.key), copy);
                     }
                 }
-                Output::ToRemote(remote, message) if self.view_remotes.contains(&remote.0) => {
+                Output::ToRemote(remote, message) if self.view_remotes.contains_key(&remote.0) => {
                     // A dial of the views: only membership messages and the session's own
-                    // HELLO and PINGs, and membership only once its server hailed.
+                    // HELLO and PINGs, and membership only once its server hailed. One the
+                    // engine closed in this step (its Close follows) is judged by the model.
+                    let hailed = if self.engine.remote_endpoint(*remote).is_some() {
+                        self.engine.remote_reads_batches(*remote)
+                    } else {
+                        self.view_remotes.get(&remote.0).is_some_and(|d| d.hailed)
+                    };
                     assert!(
                         message.is_membership()
                             || matches!(
@@ -787,9 +982,11 @@ impl Harness {
                         "a client does not send {message:?} to a server"
                     );
                     assert!(
-                        !message.is_membership() || self.engine.remote_reads_batches(*remote),
+                        !message.is_membership() || hailed,
                         "{message:?} to {remote:?}, whose server never hailed"
                     );
+                    check_sent(message, hailed);
+                    self.members.check_sent(message, &self.engine, self.step);
                 }
                 Output::ToRemote(remote, message) => {
                     assert!(remote.0 < u32::from(REMOTES), "no such remote {remote:?}");
@@ -807,6 +1004,7 @@ impl Harness {
                         "{message:?} to {remote:?}, whose server never hailed"
                     );
                     check_sent(message, self.engine.remote_reads_batches(*remote));
+                    self.members.check_sent(message, &self.engine, self.step);
                     if let Message::Publish(p) = message {
                         let stamp = p.stamp().ok().flatten().unwrap_or_default();
                         let copy = (stamp, Arc::clone(&p.value));
@@ -820,14 +1018,24 @@ impl Harness {
                 }
                 Output::Connect(remote, endpoint) => {
                     assert!(
-                        remote.0 >= u32::from(REMOTES) && self.view_remotes.insert(remote.0),
+                        remote.0 >= u32::from(REMOTES)
+                            && (self.view_remotes)
+                                .insert(
+                                    remote.0,
+                                    Dialled {
+                                        endpoint: endpoint.clone(),
+                                        connected: false,
+                                        hailed: false,
+                                    }
+                                )
+                                .is_none(),
                         "dialled {endpoint} as {remote:?}, an id already in use"
                     );
                 }
                 Output::Close(remote) => {
                     // The views close only what they dialled: a CONNECT stays.
                     assert!(
-                        self.view_remotes.remove(&remote.0),
+                        self.view_remotes.remove(&remote.0).is_some(),
                         "closed {remote:?}, which the views did not dial"
                     );
                 }
@@ -867,7 +1075,8 @@ impl Harness {
                     );
                 }
             }
-            Event::Peer { .. } | Event::Member { .. } => {}
+            Event::Peer { .. } => {}
+            Event::Member { .. } => self.members.on_event(event, step),
             other => panic!("step {step}: an event these checks do not know: {other:?}"),
         }
     }

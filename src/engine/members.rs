@@ -46,6 +46,10 @@ const DROP_GRACE_ROUNDS: u32 = 5;
 /// The highest local health score: timeouts stretch to at most nine times their base.
 const MAX_HEALTH: u32 = 8;
 
+/// The highest incarnation taken from a peer. A member raises its own by one per refutation
+/// or change of record, so none comes near; above it, refuting would overflow.
+pub const MAX_INCARNATION: u64 = 1 << 62;
+
 /// Refutations of one member within [`FLAP_WINDOW`] that make this node stop dialling it to
 /// probe it, for [`FLAP_QUIET`]: a member that others cannot dial (behind NAT, in a container,
 /// advertising the wrong address) is accused by every failed probe and refutes each time, for
@@ -536,7 +540,25 @@ impl Engine {
         }
     }
 
+    /// Sends a membership message on a link to a member: only while the link is open and its
+    /// peer hailed on it. The views learn that a link closed or reconnected at their next
+    /// look; until then one of their links may be stale, and what they send on it goes
+    /// nowhere rather than to a peer that may not read it (§12).
     pub(super) fn send_to_peer(&mut self, peer: &Peer, message: Message) {
+        let open = match peer {
+            Peer::Client(client) => (self.sessions.get(client))
+                .is_some_and(|s| s.state == SessionState::Connected && s.node.is_some()),
+            Peer::Remote(remote) => {
+                (self.remotes.get(remote)).is_some_and(|r| r.connected && r.node.is_some())
+            }
+        };
+        if !open {
+            debug!(
+                message = message.id().name(),
+                "not sent: the link is not a member's now"
+            );
+            return;
+        }
         let output = match peer {
             Peer::Client(client) => Output::ToClient(client.clone(), message),
             Peer::Remote(remote) => Output::ToRemote(*remote, message),
@@ -693,6 +715,18 @@ impl Engine {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
+        if record.incarnation > MAX_INCARNATION {
+            // Refuting it would take an incarnation past any a member reaches, up to one that
+            // cannot be beaten: a peer's way of making an accusation stand.
+            self.stats.members_refused += 1;
+            if self.warnings.allow(now, "member refused", &record.id) {
+                warn!(
+                    member = record.id,
+                    "refused a member record: incarnation too high"
+                );
+            }
+            return;
+        }
         if record.id == cluster.me.id {
             // Said to have left while we have not (a restart under the same id): refuted too.
             let accused = matches!(record.state, MemberState::Suspect | MemberState::Dead)
@@ -952,13 +986,8 @@ impl Engine {
         if self.cluster.as_ref().is_none_or(|c| c.config.observer) {
             return;
         }
-        let links = self.member_links();
-        self.views_timeout(now, &links);
-        // Sending does not change which links are open (the views may have closed some): one
-        // list serves the rest of the timeout.
-        let links = self.member_links();
-        self.watch_links(now, &links);
-        self.end_checks(now);
+        // Suspicions that ran out first: a member they make dead leaves the views, which
+        // then look at once, in this timeout rather than at a deadline already due.
         let members_due = self
             .cluster
             .as_ref()
@@ -984,6 +1013,13 @@ impl Engine {
                 cluster.rescan_due();
             }
         }
+        let links = self.member_links();
+        self.views_timeout(now, &links);
+        // Sending does not change which links are open (the views may have closed some): one
+        // list serves the rest of the timeout.
+        let links = self.member_links();
+        self.watch_links(now, &links);
+        self.end_checks(now);
         let overlay = self.overlay_links(&links);
         self.gossip_news(now, &overlay);
         self.push_pull(now, &overlay);

@@ -44,6 +44,8 @@ use crate::warnings::Warnings;
 use crate::wire::{Hail, MemberState, Message, Publish, Stamp};
 pub use config::{EngineConfig, MAX_SERVER_TIMEOUT};
 use members::Cluster;
+#[cfg(feature = "sim")]
+pub use members::MAX_INCARNATION;
 pub use members::{ClusterConfig, MAX_NAME_BYTES, MAX_TAG_BYTES};
 pub use output::{Event, ExpireReason, Output};
 pub use peers::{ClientId, PeerState, RemoteId, node_name};

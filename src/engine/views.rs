@@ -354,6 +354,8 @@ impl Engine {
         newcomer: Member,
     ) {
         let id = newcomer.id;
+        // A peer's ttl: a longer walk would make one JOIN cost the cluster that many hops.
+        let ttl = ttl.min(JOIN_TTL);
         self.merge_member(now, newcomer, Some(&peer), "joined");
         let Some(cluster) = self.member_cluster() else {
             return;

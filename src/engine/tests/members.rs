@@ -2,7 +2,7 @@
 //! refuted, dead members' tuples dropped, and a graceful stop told at once.
 
 use super::*;
-use crate::wire::{Member, MemberState};
+use crate::wire::{Member, MemberState, Neighbor};
 
 fn member_engine(node_id: u64) -> Engine {
     Engine::new(EngineConfig {
@@ -583,4 +583,60 @@ fn the_count_of_alive_members_follows_every_change() {
     e.handle_timeout(now + Duration::from_secs(3600));
     drain(&mut e);
     assert!(e.alive_count_holds());
+}
+
+#[test]
+fn an_accusation_at_an_incarnation_no_member_reaches_is_refused() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    // Refuting dead@u64::MAX would take incarnation u64::MAX + 1: it overflowed (a panic in a
+    // debug build, a wrap to 0 in release, below the accusation, which then stood).
+    let claims = vec![
+        record(1, u64::MAX, MemberState::Dead),
+        record(3, u64::MAX, MemberState::Alive),
+    ];
+    e.handle_client_message(now, client(1), Message::Members(claims));
+    drain(&mut e);
+    assert_eq!(states(&e), ["1 alive@1", "2 alive@1"]);
+    assert_eq!(e.stats().members_refused, 2);
+    // At the limit it is refuted as any accusation is.
+    let limit = crate::engine::members::MAX_INCARNATION;
+    let claim = vec![record(1, limit, MemberState::Suspect)];
+    e.handle_client_message(now, client(1), Message::Members(claim));
+    drain(&mut e);
+    assert_eq!(states(&e).first(), Some(&format!("1 alive@{}", limit + 1)));
+}
+
+#[test]
+fn a_join_walks_no_further_than_the_cluster_lets_a_join_walk() {
+    let now = t0();
+    let mut e = member_engine(1);
+    // Two active peers, so a JOIN from one is passed on to the other.
+    for (c, node) in [(1, 2), (2, 3)] {
+        link(&mut e, now, c, node);
+        let request = Neighbor::Request {
+            high: true,
+            member: Box::new(record(node, 1, MemberState::Alive)),
+        };
+        e.handle_client_message(now, client(c), Message::Neighbor(request));
+    }
+    drain(&mut e);
+    let join = Message::Join {
+        ttl: 200,
+        member: Box::new(record(9, 1, MemberState::Alive)),
+    };
+    e.handle_client_message(now, client(1), join);
+    let out = drain(&mut e);
+    let forwarded: Vec<u8> = (out.iter())
+        .filter_map(|o| match o {
+            Output::ToClient(_, Message::Join { ttl, .. }) => Some(*ttl),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        forwarded,
+        [5],
+        "a peer's ttl of 200 is cut to the walk's length"
+    );
 }
