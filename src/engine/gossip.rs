@@ -293,6 +293,21 @@ impl Engine {
 
     /// Keeps the copy if it is greater than the one held, tells the application what changed,
     /// and forwards it to every peer but the one it came from. Returns whether it was kept.
+    /// Whether a copy equal to one we expired is taken again: a copy without a lease ends here
+    /// only when its origin is held dead, and if the origin is alive now (the death was wrong,
+    /// and its refutation came after its tuples were dropped) the copy is in force again. The
+    /// origin republishes when it hears it was accused, but it may never hear of an accusation
+    /// its refutation had already beaten elsewhere; the stores' digests differ until the copy
+    /// is back, and it comes back in the resync that follows.
+    fn revives(&self, held: &Entry, stamp: &Stamp, value: &str, ttl_ms: u32) -> bool {
+        held.kind == Kind::Expired
+            && ttl_ms == 0
+            && !stamp.withdrawn
+            && held.stamp == *stamp
+            && &*held.value == value
+            && (self.cluster.as_ref()).is_some_and(|c| c.holds_alive(stamp.origin))
+    }
+
     pub(super) fn apply(
         &mut self,
         now: Instant,
@@ -304,6 +319,7 @@ impl Engine {
     ) -> Result<bool, TupleError> {
         if let Some(held) = self.store.entry(&key)
             && !held.is_older_than(&stamp, &value)
+            && !self.revives(held, &stamp, &value, ttl_ms)
         {
             return Ok(false);
         }

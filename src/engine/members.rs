@@ -204,6 +204,9 @@ pub(super) struct Cluster {
     member_bytes: usize,
     /// How many of them are alive (the views' sizes follow it; counting costs O(N)).
     pub(super) alive_members: usize,
+    /// Keys of copies without a lease dropped because their origin was held dead, by origin:
+    /// in force again if it turns out alive (see [`Engine::revive_tuples_of`]).
+    dropped: IndexMap<u64, Vec<Arc<str>>>,
     /// Members seen refuting suspicions (see [`FLAP_LIMIT`]), and our own refutations.
     flaps: IndexMap<u64, Flaps>,
     own_flaps: Option<Flaps>,
@@ -246,6 +249,7 @@ impl Cluster {
             members_due: None,
             member_bytes: 0,
             alive_members: 0,
+            dropped: IndexMap::new(),
             flaps: IndexMap::new(),
             own_flaps: None,
             curve_key: None,
@@ -284,6 +288,11 @@ impl Cluster {
     /// [`FLAP_LIMIT`]).
     pub(super) fn dial_quiet(&self, id: u64, now: Instant) -> bool {
         (self.flaps.get(&id)).is_some_and(|f| f.quiet_until.is_some_and(|at| at > now))
+    }
+
+    /// Whether `id` is a member we hold alive (addressed or not).
+    pub(super) fn holds_alive(&self, id: u64) -> bool {
+        (self.members.get(&id)).is_some_and(|k| k.record.state == MemberState::Alive)
     }
 
     /// Members known, this one included.
@@ -826,6 +835,9 @@ impl Engine {
         if was != Some(state) {
             self.member_event(id, name, state, reason);
         }
+        if was == Some(MemberState::Dead) && state == MemberState::Alive {
+            self.revive_tuples_of(id);
+        }
     }
 
     fn member_event(&mut self, id: u64, name: String, state: MemberState, reason: &str) {
@@ -841,8 +853,56 @@ impl Engine {
     /// A dead member's tuples end here, as if their leases ran out, and the application is
     /// told why.
     fn drop_tuples_of(&mut self, now: Instant, origin: u64) {
-        for key in self.store.live_from(origin) {
+        let keys = self.store.live_from(origin);
+        let lasting: Vec<Arc<str>> = (keys.iter())
+            .filter(|k| self.store.entry(k).is_some_and(|e| e.ends.is_none()))
+            .cloned()
+            .collect();
+        for key in keys {
             self.end_tuple(now, key, ExpireReason::OriginDied);
+        }
+        if let Some(cluster) = &mut self.cluster
+            && !lasting.is_empty()
+        {
+            cluster.dropped.insert(origin, lasting);
+            if cluster.dropped.len() > cluster.members.len() {
+                let members = &cluster.members;
+                cluster.dropped.retain(|id, _| members.contains_key(id));
+            }
+        }
+    }
+
+    /// A member held dead is alive after all (its refutation came after its tuples were
+    /// dropped here): the copies without a lease that went with it are in force again, as
+    /// long as nothing newer came meanwhile, and go on to our peers. The member republishes
+    /// only when it hears it was accused, and it may never hear of an accusation its
+    /// refutation had already beaten elsewhere. Leased copies come back with its refreshes.
+    fn revive_tuples_of(&mut self, origin: u64) {
+        let Some(keys) = self
+            .cluster
+            .as_mut()
+            .and_then(|c| c.dropped.shift_remove(&origin))
+        else {
+            return;
+        };
+        for key in keys {
+            let Some(mut entry) = (self.store.entry(&key))
+                .filter(|e| e.kind == Kind::Expired && e.stamp.origin == origin)
+                .cloned()
+            else {
+                continue;
+            };
+            entry.kind = Kind::Live;
+            entry.ends = None;
+            let (value, stamp) = (Arc::clone(&entry.value), entry.stamp);
+            self.store.put(Arc::clone(&key), entry);
+            debug!(%key, origin, "tuple back in force: its origin is alive");
+            self.outputs.push_back(Output::Event(Event::Deliver {
+                key: Arc::clone(&key),
+                value: Arc::clone(&value),
+            }));
+            let copy = Message::Publish(Publish::stamped(key, value, 0, &stamp));
+            self.forward(&copy, &Origin::App);
         }
     }
 
@@ -1331,4 +1391,11 @@ impl Hearing {
     pub(super) fn linked(&self, node: u64) -> bool {
         self.last.contains_key(&node)
     }
+}
+
+/// Forgets that `origin`'s copies were dropped here, as the bound on those lists may: for the
+/// test of the resync taking such a copy again. True if there was something to forget.
+#[cfg(test)]
+pub(super) fn tests_forget_dropped(engine: &mut Engine, origin: u64) -> bool {
+    (engine.cluster.as_mut()).is_some_and(|c| c.dropped.shift_remove(&origin).is_some())
 }

@@ -35,20 +35,19 @@ pub struct TooManyRemotes {
 }
 
 impl Engine {
-    /// How many remotes there are, and how many of them are connected.
+    /// How many remotes the user's CONNECTs made, and how many of them are connected. The
+    /// views' own dials and probes come and go by the second, and are not counted: a STATUS
+    /// that says `remotes=2` means the two CONNECTs.
     pub fn remotes(&self) -> (usize, usize) {
-        (
-            self.remotes.len(),
-            self.remotes.values().filter(|r| r.connected).count(),
-        )
+        let pinned = || self.remotes.values().filter(|r| r.pinned);
+        (pinned().count(), pinned().filter(|r| r.connected).count())
     }
 
-    /// How many remotes are connected and have the server's resync in (a PONG came after our
-    /// last HELLO).
+    /// How many of the CONNECTs' remotes are connected and have the server's resync in (a PONG
+    /// came after our last HELLO).
     pub fn remotes_synced(&self) -> usize {
-        self.remotes
-            .values()
-            .filter(|r| r.connected && r.synced)
+        (self.remotes.values())
+            .filter(|r| r.pinned && r.connected && r.synced)
             .count()
     }
 

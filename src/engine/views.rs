@@ -304,6 +304,12 @@ impl Engine {
         let Some(cluster) = self.member_cluster() else {
             return;
         };
+        if cluster.views.next_check.is_none() {
+            // The first link to a member: the views start looking (filling, probing,
+            // shuffling) a moment from now. Waiting for a neighbour to ask first left a member
+            // that nobody can dial (no address to advertise) without views for good.
+            cluster.views.next_check = Some(now + FILL_SPACING);
+        }
         let me = cluster.me.clone();
         if let Peer::Remote(id) = peer
             && let Some((&member, pending)) =

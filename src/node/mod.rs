@@ -73,7 +73,7 @@ pub struct Status {
     pub held: usize,
     /// Client sessions that said HELLO and have not expired.
     pub sessions: usize,
-    /// Remotes (one per CONNECT).
+    /// Remotes: one per CONNECT (the cluster's own dials are not counted).
     pub remotes: usize,
     /// Remotes currently connected.
     pub remotes_connected: usize,

@@ -263,8 +263,8 @@ async fn spawn_bound(
     Ok((nodes, bound))
 }
 
-/// Waits until every node has as many connected remotes as remotes, and the nodes' sessions
-/// add up to `links`: every link has said HELLO.
+/// Waits until every node's CONNECTs are connected, and the nodes' sessions add up to `links`
+/// (at least: cluster members open sessions of their own): every link has said HELLO.
 async fn wait_for_links(nodes: &[Node], links: usize, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -274,7 +274,7 @@ async fn wait_for_links(nodes: &[Node], links: usize, timeout: Duration) -> Resu
             sessions += status.sessions;
             unconnected += status.remotes - status.remotes_connected;
         }
-        if sessions == links && unconnected == 0 {
+        if sessions >= links && unconnected == 0 {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -445,6 +445,10 @@ pub async fn mesh(args: &MeshArgs) -> Result<Report> {
             break;
         }
         if Instant::now() > deadline {
+            for node in waiting.iter().take(5) {
+                let status = node.status().await?;
+                eprintln!("mesh: a node short of services: {}", status.detail());
+            }
             bail!(
                 "{} of {count} nodes do not hold all {services} services after {timeout:?}",
                 waiting.len()

@@ -185,6 +185,60 @@ fn a_dead_member_takes_its_tuples_with_it_unless_durable() {
     );
     assert!(told(&drain(&mut e)).is_empty());
     assert_eq!(e.store().len(), 2);
+    // The death was wrong: node 3 is alive again (node 3 may never hear it was held dead
+    // here, and republish). The copy dropped with it is in force again, and goes on.
+    link(&mut e, now, 5, 6);
+    e.handle_client_message(
+        now,
+        client(5),
+        Message::Members(vec![record(3, 2, MemberState::Alive)]),
+    );
+    let out = drain(&mut e);
+    assert_eq!(told(&out), ["DELIVER tcp://10.0.0.3:1 orders"], "{out:?}");
+    assert!(
+        to_client(&out, &client(5))
+            .iter()
+            .any(|m| m.contains("tcp://10.0.0.3:1"))
+    );
+    assert_eq!(e.store().len(), 3);
+}
+
+#[test]
+fn a_copy_dropped_with_its_origin_is_taken_again_once_the_origin_is_alive() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    let copy = || stamped("tcp://10.0.0.3:1", "orders", 0, 10, 3, 0);
+    e.handle_client_message(
+        now,
+        client(1),
+        Message::Members(vec![record(3, 1, MemberState::Alive)]),
+    );
+    e.handle_client_message(now, client(1), copy());
+    e.handle_client_message(
+        now,
+        client(1),
+        Message::Members(vec![record(3, 1, MemberState::Dead)]),
+    );
+    e.handle_timeout(now + ms(1000));
+    drain(&mut e);
+    assert_eq!(e.store().get("tcp://10.0.0.3:1"), None);
+    // Another node brings the same copy while node 3 is held dead: still not in force.
+    link(&mut e, now + ms(1000), 5, 6);
+    e.handle_client_message(now + ms(1000), client(5), copy());
+    assert!(told(&drain(&mut e)).is_empty());
+    // Node 3 alive again: the copy in the next resync is taken, even if the member's own
+    // record came back by a path that did not revive it here.
+    let key = crate::engine::members::tests_forget_dropped(&mut e, 3);
+    assert!(key, "the drop was remembered");
+    e.handle_client_message(
+        now + ms(1000),
+        client(5),
+        Message::Members(vec![record(3, 2, MemberState::Alive)]),
+    );
+    assert!(told(&drain(&mut e)).is_empty());
+    e.handle_client_message(now + ms(1000), client(5), copy());
+    assert_eq!(told(&drain(&mut e)), ["DELIVER tcp://10.0.0.3:1 orders"]);
 }
 
 #[test]
@@ -639,4 +693,21 @@ fn a_join_walks_no_further_than_the_cluster_lets_a_join_walk() {
         [5],
         "a peer's ttl of 200 is cut to the walk's length"
     );
+}
+
+#[test]
+fn status_counts_the_connects_not_the_views_own_dials() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    let join = Message::Join {
+        ttl: 0,
+        member: Box::new(record(9, 1, MemberState::Alive)),
+    };
+    e.handle_client_message(now, client(1), join);
+    let dialled = drain(&mut e)
+        .iter()
+        .any(|o| matches!(o, Output::Connect(..)));
+    assert!(dialled, "the JOIN's end dials the newcomer");
+    assert_eq!(e.remotes(), (0, 0), "STATUS remotes= counts CONNECTs only");
 }

@@ -391,3 +391,39 @@ fn a_member_others_cannot_dial_is_not_accused_again_and_again_and_still_found_de
     });
     assert!(found, "seed {seed}: its death was not found everywhere");
 }
+
+#[test]
+fn a_member_nobody_can_dial_keeps_views_of_its_own_and_outlives_its_seed() {
+    // Node 2 binds nothing (a client-only node, or a wildcard bind without advertise): nobody
+    // can dial it, so no neighbour ever asks it first. Its views used to wait for that, and
+    // never started: its seed was its only link, and its seed's death cut it off.
+    let seed = seed();
+    let mut net = Net::new(seed, ms(2));
+    let clock = net.now();
+    net.add(member_config(0, seed, clock));
+    net.add(member_config(1, seed, clock));
+    let mut config = member_config(2, seed, clock);
+    if let Some(cluster) = config.cluster.as_mut() {
+        cluster.endpoints.clear();
+    }
+    net.add(config);
+    net.connect(1, 0);
+    net.run_for(ms(100));
+    net.connect(2, 1);
+    let linked = net.run_until(Duration::from_secs(10), |net| {
+        let (active, _) = net.engine(2).views();
+        active.contains(&1) && active.contains(&2)
+    });
+    assert!(
+        linked,
+        "seed {seed}: node 2's views {:?}",
+        net.engine(2).views()
+    );
+    net.kill(1);
+    net.run_for(Duration::from_secs(5));
+    net.publish(0, "after-the-seed", "x", None);
+    let reached = net.run_until(Duration::from_secs(5), |net| {
+        net.engine(2).store().get("after-the-seed").is_some()
+    });
+    assert!(reached, "seed {seed}: node 2 was cut off with its seed");
+}
