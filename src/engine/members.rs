@@ -277,11 +277,7 @@ impl Cluster {
         if let Some(f) = flaps {
             self.flaps.insert(id, f);
         }
-        // Bounded by the members known: records forgotten take their entries along.
-        if self.flaps.len() > self.members.len() {
-            let members = &self.members;
-            self.flaps.retain(|id, _| members.contains_key(id));
-        }
+        bound_by_members(&mut self.flaps, &self.members);
     }
 
     /// Whether `id` is not to be dialled to be probed or asked into the views (see
@@ -407,6 +403,14 @@ impl Cluster {
     /// Scans every member for the next due time; only after one fell due.
     fn rescan_due(&mut self) {
         self.members_due = self.members.values().filter_map(|k| self.due_of(k)).min();
+    }
+}
+
+/// Keeps a map of per-member state no longer than the member list: past that, the entries of
+/// members forgotten go with them.
+pub(super) fn bound_by_members<V>(map: &mut IndexMap<u64, V>, members: &IndexMap<u64, Known>) {
+    if map.len() > members.len() {
+        map.retain(|id, _| members.contains_key(id));
     }
 }
 
@@ -673,20 +677,27 @@ impl Engine {
 
     /// Whether a link of ours heard `node` within `within` (or it is us).
     pub(super) fn hears(&self, now: Instant, node: u64, within: Duration) -> bool {
-        self.hearing().hears(now, node, within)
+        self.cluster.as_ref().is_some_and(|c| c.me.id == node)
+            || (self.link_hearings())
+                .any(|(n, at)| n == node && now.saturating_duration_since(at) < within)
     }
 
-    /// When our open links last heard each node, in one pass over the links: asking about
-    /// many members one by one would cost O(links) each (a seed holds a link from everyone).
-    pub(super) fn hearing(&self) -> Hearing {
-        let mut last = HashMap::new();
+    /// Each open link to a node that hailed: the node, and when the link last heard it.
+    fn link_hearings(&self) -> impl Iterator<Item = (u64, Instant)> + '_ {
         let remotes = (self.remotes.values())
             .filter(|r| r.connected)
             .filter_map(|r| Some((r.node?, r.last_heard)));
         let sessions = (self.sessions.values())
             .filter(|s| s.state == SessionState::Connected)
             .filter_map(|s| Some((s.node?, s.last_heard)));
-        for (node, heard) in remotes.chain(sessions) {
+        remotes.chain(sessions)
+    }
+
+    /// When our open links last heard each node, in one pass over the links: asking about
+    /// many members one by one would cost O(links) each (a seed holds a link from everyone).
+    pub(super) fn hearing(&self) -> Hearing {
+        let mut last = HashMap::new();
+        for (node, heard) in self.link_hearings() {
             last.entry(node)
                 .and_modify(|at: &mut Instant| *at = (*at).max(heard))
                 .or_insert(heard);
@@ -865,10 +876,7 @@ impl Engine {
             && !lasting.is_empty()
         {
             cluster.dropped.insert(origin, lasting);
-            if cluster.dropped.len() > cluster.members.len() {
-                let members = &cluster.members;
-                cluster.dropped.retain(|id, _| members.contains_key(id));
-            }
+            bound_by_members(&mut cluster.dropped, &cluster.members);
         }
     }
 

@@ -185,13 +185,7 @@ impl Cluster {
         self.views
             .failed_dials
             .insert(member, Failed { count, retry_at });
-        // Bounded by the members known: records forgotten take their entries along.
-        if self.views.failed_dials.len() > self.members.len() {
-            let members = &self.members;
-            self.views
-                .failed_dials
-                .retain(|id, _| members.contains_key(id));
-        }
+        super::members::bound_by_members(&mut self.views.failed_dials, &self.members);
     }
 
     /// A wait that doubles with each round of failures, from twice the fill spacing up to the
