@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{ClientId, Engine, EngineConfig, Event, Output, RemoteId};
+use super::{ClientId, Engine, EngineConfig, Event, Output, Peer, RemoteId};
 use crate::rng::XorShift;
 use crate::wire::Message;
 
@@ -50,6 +50,8 @@ pub struct Net {
     trace: u64,
     /// Whether outputs go into the trace digest (hashing their text costs a tenth of a run).
     tracing: bool,
+    /// Whether what the engines tell their applications is kept (see [`Net::skip_events`]).
+    keeping_events: bool,
     frames: u64,
     bytes: u64,
 }
@@ -141,6 +143,7 @@ impl Net {
             next_client: 0,
             trace: 0xcbf2_9ce4_8422_2325,
             tracing: true,
+            keeping_events: true,
             frames: 0,
             bytes: 0,
         }
@@ -426,6 +429,15 @@ impl Net {
         self.tracing = false;
     }
 
+    /// Stops keeping the engines' events: a benchmark that never reads them would otherwise
+    /// hold a MEMBER event per member at every node (10⁸ of them at 10,000 nodes).
+    pub fn skip_events(&mut self) {
+        self.keeping_events = false;
+        for host in &mut self.nodes {
+            host.events = Vec::new();
+        }
+    }
+
     /// Frames delivered so far.
     pub fn frames(&self) -> u64 {
         self.frames
@@ -598,7 +610,13 @@ impl Net {
         }
         let mut outputs = Vec::new();
         while let Some(output) = engine.poll_output() {
-            outputs.push(output.decoded());
+            // Without a trace, an encoded frame goes as it is: decoding it for each peer only
+            // to encode it again was the cost of a whole member list per newcomer.
+            outputs.push(if self.tracing {
+                output.decoded()
+            } else {
+                output
+            });
         }
         let deadline = engine.poll_timeout().map(|at| at.max(earliest));
         for output in outputs {
@@ -627,29 +645,10 @@ impl Net {
 
     fn route(&mut self, node: usize, output: Output) {
         match output {
-            Output::ToRemote(remote, message) => {
-                let Some(&link) = self.by_remote.get(&(node, remote)) else {
-                    return;
-                };
-                let Link { server, .. } = *self.link(link);
-                if let Some(client) = self.link(link).client.clone()
-                    && self.carries(node, server)
-                {
-                    self.send(link, 0, Hop::ToServer(link, client, frame(&message)));
-                }
-            }
-            Output::ToClient(client, message) => {
-                let Some(&link) = self.by_client.get(&client) else {
-                    return;
-                };
-                if self.link(link).server != node {
-                    return;
-                }
-                let dialer = self.link(link).dialer;
-                if self.carries(node, dialer) {
-                    self.send(link, 1, Hop::ToDialer(link, client, frame(&message)));
-                }
-            }
+            Output::ToRemote(remote, message) => self.up_to_server(node, remote, frame(&message)),
+            Output::ToClient(client, message) => self.back_to_dialer(node, client, frame(&message)),
+            Output::Frame(Peer::Remote(remote), bytes) => self.up_to_server(node, remote, bytes),
+            Output::Frame(Peer::Client(client), bytes) => self.back_to_dialer(node, client, bytes),
             Output::Redial(remote) => {
                 let Some(&link) = self.by_remote.get(&(node, remote)) else {
                     return;
@@ -682,12 +681,39 @@ impl Net {
                 }
             }
             Output::Event(event) => {
-                if let Some(member) = self.nodes.get_mut(node) {
+                if let Some(member) = self.nodes.get_mut(node)
+                    && self.keeping_events
+                {
                     member.events.push(event);
                 }
             }
-            // Decoded as they are taken.
-            Output::Frame(..) => {}
+        }
+    }
+
+    /// A frame from `node` through its remote to the server's session.
+    fn up_to_server(&mut self, node: usize, remote: RemoteId, bytes: Bytes) {
+        let Some(&link) = self.by_remote.get(&(node, remote)) else {
+            return;
+        };
+        let Link { server, .. } = *self.link(link);
+        if let Some(client) = self.link(link).client.clone()
+            && self.carries(node, server)
+        {
+            self.send(link, 0, Hop::ToServer(link, client, bytes));
+        }
+    }
+
+    /// A frame from `node`'s session of `client` back to its dialer.
+    fn back_to_dialer(&mut self, node: usize, client: ClientId, bytes: Bytes) {
+        let Some(&link) = self.by_client.get(&client) else {
+            return;
+        };
+        if self.link(link).server != node {
+            return;
+        }
+        let dialer = self.link(link).dialer;
+        if self.carries(node, dialer) {
+            self.send(link, 1, Hop::ToDialer(link, client, bytes));
         }
     }
 

@@ -14,8 +14,10 @@
 //! with this node's own lateness (Lifeguard's local health), so a starved node stops accusing
 //! healthy ones.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
+use super::known::Known;
 use super::views::Views;
 use super::*;
 use crate::rng::XorShift;
@@ -154,20 +156,6 @@ impl Default for ClusterConfig {
     }
 }
 
-/// A member as this node knows it.
-#[derive(Debug)]
-pub(super) struct Known {
-    pub(super) record: Member,
-    /// When its record last changed here.
-    pub(super) changed: Instant,
-    /// While suspect: when it becomes dead unless refuted.
-    pub(super) suspect_until: Option<Instant>,
-    /// When a link of ours that hears it last told it of its accusation.
-    pub(super) told: Option<Instant>,
-    /// Dead, not durable: when its tuples are dropped, unless a refutation comes first.
-    pub(super) drop_at: Option<Instant>,
-}
-
 /// An indirect probe under way.
 #[derive(Debug)]
 pub(super) struct Check {
@@ -197,9 +185,11 @@ pub(super) struct Cluster {
     next_push_pull: Option<Instant>,
     /// Lifeguard's local health: 0 is healthy.
     pub(super) health: u32,
-    /// The earliest suspicion that runs out or dead member to forget, if any: kept as records
-    /// change, so a deadline never scans every member.
-    members_due: Option<Instant>,
+    /// When members not alive next need a look (a suspicion runs out, tuples are dropped, a
+    /// member is forgotten), soonest first, so a deadline never scans every member: after a
+    /// mass failure each of thousands of deadlines did. Entries a later change made stale are
+    /// passed over as they come up.
+    dues: BinaryHeap<Reverse<(Instant, u64)>>,
     /// What the records in `members` weigh together (see [`weight`]).
     member_bytes: usize,
     /// How many of them are alive (the views' sizes follow it; counting costs O(N)).
@@ -246,7 +236,7 @@ impl Cluster {
             next_watch: None,
             next_push_pull: None,
             health: 0,
-            members_due: None,
+            dues: BinaryHeap::new(),
             member_bytes: 0,
             alive_members: 0,
             dropped: IndexMap::new(),
@@ -288,7 +278,7 @@ impl Cluster {
 
     /// Whether `id` is a member we hold alive (addressed or not).
     pub(super) fn holds_alive(&self, id: u64) -> bool {
-        (self.members.get(&id)).is_some_and(|k| k.record.state == MemberState::Alive)
+        (self.members.get(&id)).is_some_and(|k| k.state == MemberState::Alive)
     }
 
     /// Members known, this one included.
@@ -358,22 +348,22 @@ impl Cluster {
     pub(super) fn all_records(&self) -> Vec<Member> {
         let me = (!self.config.observer).then(|| self.me.clone());
         me.into_iter()
-            .chain(self.members.values().map(|k| k.record.clone()))
+            .chain(self.members.iter().map(|(id, k)| k.record(*id)))
             .collect()
     }
 
-    pub(super) fn record(&self, id: u64) -> Option<&Member> {
+    pub(super) fn record(&self, id: u64) -> Option<Member> {
         if id == self.me.id {
-            Some(&self.me)
+            Some(self.me.clone())
         } else {
-            self.members.get(&id).map(|k| &k.record)
+            self.members.get(&id).map(|k| k.record(id))
         }
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let checks = self.checks.values().map(|c| c.deadline);
         checks
-            .chain(self.members_due)
+            .chain(self.dues.peek().map(|Reverse((at, _))| *at))
             .chain(self.next_gossip)
             .chain(self.next_watch.filter(|_| !self.watched.is_empty()))
             .chain(self.next_push_pull)
@@ -381,28 +371,44 @@ impl Cluster {
             .min()
     }
 
-    /// When `known` next needs a look: its suspicion runs out, or it is to be forgotten.
+    /// When `known` next needs a look: its suspicion runs out, its tuples are dropped, or it
+    /// is to be forgotten.
     fn due_of(&self, known: &Known) -> Option<Instant> {
-        match known.record.state {
-            MemberState::Suspect => known.suspect_until,
-            MemberState::Dead => {
-                let forget = known.changed + self.config.forget_after;
-                Some(known.drop_at.map_or(forget, |at| at.min(forget)))
-            }
-            MemberState::Left => Some(known.changed + self.config.forget_after),
+        let forget = known.changed().map(|at| at + self.config.forget_after);
+        match known.state {
+            MemberState::Suspect => known.suspect_until(),
+            MemberState::Dead => known.drop_at().into_iter().chain(forget).min(),
+            MemberState::Left => forget,
             MemberState::Alive => None,
         }
     }
 
-    fn note_due(&mut self, at: Option<Instant>) {
-        if let Some(at) = at {
-            self.members_due = Some(self.members_due.map_or(at, |due| due.min(at)));
+    fn note_due(&mut self, id: u64) {
+        if let Some(at) = self.members.get(&id).and_then(|k| self.due_of(k)) {
+            self.dues.push(Reverse((at, id)));
+        }
+        // Stale entries pile up as records change faster than they fall due (a peer flapping
+        // members): past a bound the heap is built anew from the records.
+        if self.dues.len() > 2 * self.members.len() + 64 {
+            let dues: Vec<_> = (self.members.iter())
+                .filter_map(|(&id, k)| Some(Reverse((self.due_of(k)?, id))))
+                .collect();
+            self.dues = BinaryHeap::from(dues);
         }
     }
 
-    /// Scans every member for the next due time; only after one fell due.
-    fn rescan_due(&mut self) {
-        self.members_due = self.members.values().filter_map(|k| self.due_of(k)).min();
+    /// The members whose deadlines came, each once.
+    fn take_due(&mut self, now: Instant) -> Vec<u64> {
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, id))) = self.dues.peek()
+            && at <= now
+        {
+            self.dues.pop();
+            due.push(id);
+        }
+        due.sort_unstable();
+        due.dedup();
+        due
     }
 }
 
@@ -464,7 +470,9 @@ impl Engine {
         let Some(cluster) = &self.cluster else {
             return Vec::new();
         };
-        let mut others: Vec<Member> = cluster.members.values().map(|k| k.record.clone()).collect();
+        let mut others: Vec<Member> = (cluster.members.iter())
+            .map(|(id, k)| k.record(*id))
+            .collect();
         others.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
         if cluster.config.observer {
             return others;
@@ -483,8 +491,7 @@ impl Engine {
             .filter(|c| !c.config.observer)
             .map(|c| (c.me.id, c.me.state));
         let others = cluster.into_iter().flat_map(|c| c.members.iter());
-        me.into_iter()
-            .chain(others.map(|(id, k)| (*id, k.record.state)))
+        me.into_iter().chain(others.map(|(id, k)| (*id, k.state)))
     }
 
     /// How many members are alive, this node included unless it only observes; kept as
@@ -596,7 +603,7 @@ impl Engine {
         let reconnect = cluster
             .members
             .get(&node)
-            .is_some_and(|k| k.record.state != MemberState::Alive);
+            .is_some_and(|k| k.state != MemberState::Alive);
         if !cluster.config.observer {
             cluster.watched.insert(node, now);
             if cluster.next_push_pull.is_none() {
@@ -794,10 +801,10 @@ impl Engine {
             return;
         }
         let held = cluster.members.get(&record.id);
-        if held.is_some_and(|k| !record.supersedes(&k.record)) {
+        if held.is_some_and(|k| !k.superseded_by(&record)) {
             return;
         }
-        let bytes = cluster.member_bytes - held.map_or(0, |k| weight(&k.record)) + weight(&record);
+        let bytes = cluster.member_bytes - held.map_or(0, Known::weight) + weight(&record);
         if (held.is_none() && cluster.members.len() >= MAX_MEMBERS) || bytes > MAX_MEMBER_BYTES {
             self.stats.members_refused += 1;
             if self.warnings.allow(now, "members full", &0) {
@@ -812,13 +819,15 @@ impl Engine {
         cluster.member_bytes = bytes;
         cluster.generation += 1;
         let alive = |state: Option<MemberState>| usize::from(state == Some(MemberState::Alive));
-        let was_alive = alive(held.map(|k| k.record.state));
-        cluster.alive_members = cluster.alive_members + alive(Some(record.state)) - was_alive;
-        let was = held.map(|k| k.record.state);
+        let was = held.map(|k| k.state);
+        cluster.alive_members = cluster.alive_members + alive(Some(record.state)) - alive(was);
         let suspect_until =
             (record.state == MemberState::Suspect).then(|| now + cluster.suspicion_timeout());
         let (id, state, name) = (record.id, record.state, record.name.clone());
-        if held.is_some_and(|k| k.record.endpoints != record.endpoints) {
+        if held.is_some_and(|k| {
+            !k.endpoints()
+                .eq(record.endpoints.iter().map(String::as_str))
+        }) {
             // New addresses: worth dialling again.
             cluster.flaps.shift_remove(&id);
         }
@@ -829,16 +838,15 @@ impl Engine {
         // path, behind the member's republished tuples, which a drop now would lose.
         let drop_at = (record.state == MemberState::Dead && was != Some(MemberState::Dead))
             .then(|| now + cluster.config.gossip_interval * DROP_GRACE_ROUNDS);
-        let known = Known {
-            record,
-            changed: now,
+        let known = Known::new(
+            &record,
+            now,
             suspect_until,
-            told: None,
             drop_at,
-        };
-        let due = cluster.due_of(&known);
-        cluster.note_due(due);
+            cluster.members.get_mut(&id),
+        );
         cluster.members.insert(id, known);
+        cluster.note_due(id);
         cluster.spread(id, from.cloned(), now);
         if was != Some(state) {
             cluster.views_member_changed(id, state, now);
@@ -1008,8 +1016,7 @@ impl Engine {
             .find(|(_, p)| p.remote == Some(remote))
             .map(|(id, _)| *id)
             .or_else(|| cluster.views.probing.get(&remote).map(|(id, _)| *id))?;
-        let tags = &cluster.record(member)?.tags;
-        tags.iter()
+        (cluster.members.get(&member)?.tags())
             .find_map(|t| t.strip_prefix(CURVE_KEY_TAG))
             .map(str::to_owned)
     }
@@ -1018,10 +1025,7 @@ impl Engine {
     #[cfg(test)]
     pub(super) fn alive_count_holds(&self) -> bool {
         self.cluster.as_ref().is_none_or(|c| {
-            let counted = c
-                .members
-                .values()
-                .filter(|k| k.record.state == MemberState::Alive);
+            let counted = c.members.values().filter(|k| k.state == MemberState::Alive);
             counted.count() == c.alive_members
         })
     }
@@ -1054,32 +1058,11 @@ impl Engine {
         if self.cluster.as_ref().is_none_or(|c| c.config.observer) {
             return;
         }
-        // Suspicions that ran out first: a member they make dead leaves the views, which
+        // Deadlines of members first: a member a suspicion makes dead leaves the views, which
         // then look at once, in this timeout rather than at a deadline already due.
-        let members_due = self
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.members_due.is_some_and(|at| at <= now));
-        if members_due {
-            self.end_suspicions(now);
-            self.drop_the_dead(now);
-            if let Some(cluster) = &mut self.cluster {
-                let forget_after = cluster.config.forget_after;
-                let mut freed = 0;
-                cluster.members.retain(|_, k| {
-                    let keep = !matches!(k.record.state, MemberState::Dead | MemberState::Left)
-                        || now.saturating_duration_since(k.changed) < forget_after;
-                    if !keep {
-                        freed += weight(&k.record);
-                    }
-                    keep
-                });
-                if freed > 0 {
-                    cluster.member_bytes -= freed;
-                    cluster.generation += 1;
-                }
-                cluster.rescan_due();
-            }
+        let due = (self.cluster.as_mut()).map_or_else(Vec::new, |c| c.take_due(now));
+        for id in due {
+            self.member_due(now, id);
         }
         let links = self.member_links();
         self.views_timeout(now, &links);
@@ -1113,7 +1096,7 @@ impl Engine {
             .filter(|(peer, node)| {
                 cluster.views.carries(peer)
                     || pinned(peer)
-                    || (cluster.members.get(node)).is_none_or(|k| k.record.endpoints.is_empty())
+                    || (cluster.members.get(node)).is_none_or(|k| !k.dialable())
             })
             .cloned()
             .collect()
@@ -1140,7 +1123,7 @@ impl Engine {
             let alive = cluster
                 .members
                 .get(&node)
-                .is_some_and(|k| k.record.state == MemberState::Alive);
+                .is_some_and(|k| k.state == MemberState::Alive);
             if !alive || cluster.checks.values().any(|c| c.target == node) {
                 continue;
             }
@@ -1160,12 +1143,12 @@ impl Engine {
             if hearing.hears(now, *node, fresh) {
                 heard.push(*node);
                 if let Some(known) = cluster.members.get(node)
-                    && matches!(known.record.state, MemberState::Suspect | MemberState::Dead)
-                    && known.told.is_none_or(|at| {
+                    && matches!(known.state, MemberState::Suspect | MemberState::Dead)
+                    && known.told().is_none_or(|at| {
                         now.saturating_duration_since(at) >= cluster.config.probe_interval
                     })
                 {
-                    accused.push((peer.clone(), *node, known.record.clone()));
+                    accused.push((peer.clone(), *node, known.record(*node)));
                 }
             }
         }
@@ -1186,7 +1169,7 @@ impl Engine {
         }
         for (peer, node, record) in accused {
             if let Some(known) = self.cluster.as_mut().and_then(|c| c.members.get_mut(&node)) {
-                known.told = Some(now);
+                known.set_told(now);
             }
             self.send_to_peer(&peer, Message::Members(vec![record]));
         }
@@ -1256,9 +1239,9 @@ impl Engine {
                 cluster.health = (cluster.health + 1).min(MAX_HEALTH);
             }
             if let Some(known) = cluster.members.get(&check.target)
-                && known.record.state == MemberState::Alive
+                && known.state == MemberState::Alive
             {
-                let mut record = known.record.clone();
+                let mut record = known.record(check.target);
                 record.state = MemberState::Suspect;
                 suspects.push(record);
             }
@@ -1269,40 +1252,43 @@ impl Engine {
         }
     }
 
-    /// Members dead for the grace, not refuted: their tuples end here (unless durable).
-    fn drop_the_dead(&mut self, now: Instant) {
+    /// A member's deadline came: a suspicion nobody refuted makes it dead; a death not refuted
+    /// within the grace drops its tuples here (unless durable); the dead and departed are
+    /// forgotten after `forget_after`.
+    fn member_due(&mut self, now: Instant, id: u64) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        let mut due = Vec::new();
-        for (&id, known) in cluster.members.iter_mut() {
-            if known.drop_at.is_some_and(|at| at <= now) {
-                known.drop_at = None;
-                if known.record.state == MemberState::Dead && !known.record.durable {
-                    due.push(id);
-                }
-            }
-        }
-        for id in due {
-            self.drop_tuples_of(now, id);
-        }
-    }
-
-    /// Suspicions nobody refuted in time make their members dead.
-    fn end_suspicions(&mut self, now: Instant) {
-        let Some(cluster) = &self.cluster else {
+        let Some(known) = cluster.members.get_mut(&id) else {
             return;
         };
-        let dead: Vec<Member> = (cluster.members.values())
-            .filter(|k| k.record.state == MemberState::Suspect)
-            .filter(|k| k.suspect_until.is_some_and(|at| at <= now))
-            .map(|k| Member {
+        if known.state == MemberState::Suspect && known.suspect_until().is_some_and(|at| at <= now)
+        {
+            let record = Member {
                 state: MemberState::Dead,
-                ..k.record.clone()
-            })
-            .collect();
-        for record in dead {
+                ..known.record(id)
+            };
             self.merge_member(now, record, None, "suspicion not refuted");
+            return;
+        }
+        let mut drop = false;
+        if known.drop_at().is_some_and(|at| at <= now) {
+            known.clear_drop();
+            drop = known.state == MemberState::Dead && !known.durable;
+        }
+        let forget = matches!(known.state, MemberState::Dead | MemberState::Left)
+            && (known.changed())
+                .is_some_and(|at| now.saturating_duration_since(at) >= cluster.config.forget_after);
+        if forget {
+            let freed = known.weight();
+            cluster.members.swap_remove(&id);
+            cluster.member_bytes -= freed;
+            cluster.generation += 1;
+        } else {
+            cluster.note_due(id);
+        }
+        if drop {
+            self.drop_tuples_of(now, id);
         }
     }
 

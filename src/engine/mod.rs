@@ -21,6 +21,7 @@ mod config;
 mod gossip;
 #[cfg(any(test, feature = "sim"))]
 pub mod harness;
+mod known;
 mod members;
 mod output;
 mod peers;

@@ -150,7 +150,7 @@ impl Cluster {
     fn alive(&self, id: u64) -> bool {
         self.members
             .get(&id)
-            .is_some_and(|k| k.record.state == MemberState::Alive && !k.record.endpoints.is_empty())
+            .is_some_and(|k| k.state == MemberState::Alive && k.dialable())
     }
 
     /// Adds members to the passive view, evicting at random past its size.
@@ -171,9 +171,10 @@ impl Cluster {
     /// Where to dial `member`: its advertised endpoints in turn, the next one after each
     /// failed dial or probe.
     fn address(&self, member: u64) -> Option<String> {
-        let endpoints = &self.members.get(&member)?.record.endpoints;
+        let known = self.members.get(&member)?;
         let tries = self.views.failed_dials.get(&member).map_or(0, |f| f.count) as usize;
-        endpoints.get(tries % endpoints.len().max(1)).cloned()
+        let count = known.endpoints().count().max(1);
+        known.endpoints().nth(tries % count).map(str::to_owned)
     }
 
     /// A dial of `member` came to nothing (refused, unanswered, or its link was lost): its
@@ -384,7 +385,7 @@ impl Engine {
                 return;
             };
             let room = cluster.views.active.len() < cluster.active_target();
-            let Some(record) = cluster.record(id).cloned() else {
+            let Some(record) = cluster.record(id) else {
                 return;
             };
             let walk = Message::Join {
@@ -410,7 +411,7 @@ impl Engine {
         let Some((_, next)) = others.get(pick).cloned() else {
             return;
         };
-        let Some(record) = self.cluster.as_ref().and_then(|c| c.record(id)).cloned() else {
+        let Some(record) = self.cluster.as_ref().and_then(|c| c.record(id)) else {
             return;
         };
         let walk = Message::Join {
@@ -648,7 +649,7 @@ impl Engine {
             .filter(|(member, peer)| {
                 !links.iter().any(|(p, node)| p == *peer && node == *member)
                     || !cluster.members.get(*member).is_some_and(|k| {
-                        matches!(k.record.state, MemberState::Alive | MemberState::Suspect)
+                        matches!(k.state, MemberState::Alive | MemberState::Suspect)
                     })
             })
             .map(|(member, peer)| (*member, peer.clone()))
@@ -660,8 +661,8 @@ impl Engine {
         // Dials and questions that came to nothing in time.
         let failed: Vec<(u64, Option<RemoteId>)> = (cluster.views.pending.iter())
             .filter(|(member, p)| {
-                let left = (cluster.members.get(*member))
-                    .is_none_or(|k| k.record.state == MemberState::Left);
+                let left =
+                    (cluster.members.get(*member)).is_none_or(|k| k.state == MemberState::Left);
                 p.deadline <= now || left
             })
             .map(|(member, p)| (*member, p.remote))
@@ -727,7 +728,7 @@ impl Engine {
             let Some(id) = cluster.views.probe_order.pop() else {
                 // A new round: every member with an address, in a fresh seeded order.
                 let all: Vec<u64> = (cluster.members.iter())
-                    .filter(|(_, k)| !k.record.endpoints.is_empty())
+                    .filter(|(_, k)| k.dialable())
                     .map(|(id, _)| *id)
                     .collect();
                 if all.is_empty() {
@@ -803,10 +804,7 @@ impl Engine {
         let Some(cluster) = self.member_cluster() else {
             return true;
         };
-        let has_address = cluster
-            .members
-            .get(&target)
-            .is_some_and(|k| !k.record.endpoints.is_empty())
+        let has_address = cluster.members.get(&target).is_some_and(|k| k.dialable())
             && !cluster.dial_quiet(target, now);
         if !has_address {
             self.start_check(now, target, links);
@@ -875,8 +873,8 @@ impl Engine {
                 .filter(|(id, k)| {
                     !busy(cluster, id)
                         && !candidates.contains(id)
-                        && !k.record.endpoints.is_empty()
-                        && k.record.state == MemberState::Alive
+                        && k.dialable()
+                        && k.state == MemberState::Alive
                 })
                 .map(|(id, _)| *id)
                 .collect();
@@ -886,8 +884,8 @@ impl Engine {
             let accused: Vec<u64> = (cluster.members.iter())
                 .filter(|(id, k)| {
                     !busy(cluster, id)
-                        && !k.record.endpoints.is_empty()
-                        && matches!(k.record.state, MemberState::Suspect | MemberState::Dead)
+                        && k.dialable()
+                        && matches!(k.state, MemberState::Suspect | MemberState::Dead)
                 })
                 .map(|(id, _)| *id)
                 .collect();
@@ -938,7 +936,7 @@ impl Engine {
         let mut ids = cluster.sample(&others, SHUFFLE_ACTIVE);
         ids.extend(cluster.sample(&passive, SHUFFLE_PASSIVE));
         let mut records = vec![cluster.me.clone()];
-        records.extend(ids.iter().filter_map(|id| cluster.record(*id).cloned()));
+        records.extend(ids.iter().filter_map(|id| cluster.record(*id)));
         self.send_to_peer(
             &peer,
             Message::Shuffle {
@@ -970,10 +968,7 @@ impl Engine {
         } else {
             let passive: Vec<u64> = cluster.views.passive.iter().copied().collect();
             let picked = cluster.sample(&passive, count);
-            picked
-                .iter()
-                .filter_map(|id| cluster.record(*id).cloned())
-                .collect()
+            picked.iter().filter_map(|id| cluster.record(*id)).collect()
         };
         cluster.add_passive(ids);
         if !reply && !answer.is_empty() {
@@ -999,8 +994,8 @@ impl Engine {
         }
         let dead: Vec<u64> = (cluster.members.iter())
             .filter(|(id, k)| {
-                k.record.state == MemberState::Dead
-                    && !k.record.endpoints.is_empty()
+                k.state == MemberState::Dead
+                    && k.dialable()
                     && !cluster.views.pending.contains_key(*id)
             })
             .map(|(id, _)| *id)

@@ -68,6 +68,7 @@ pub fn cluster(args: &ClusterArgs) -> Result<Report> {
     let rss_before = Process::Current.rss_kb()?;
     let mut net = Net::new(args.seed, Duration::from_millis(2));
     net.skip_trace();
+    net.skip_events();
     let clock = net.now();
     net.add(config(0, args.seed, clock));
     for node in 1..n {
