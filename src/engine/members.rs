@@ -1120,6 +1120,11 @@ impl Engine {
         let mut heard = Vec::new();
         let mut lost = Vec::new();
         for (&node, &last) in &cluster.watched {
+            // A member a link hears is noted below, with the links: only the others cost a
+            // look at their records (a seed watches everyone, and most are heard).
+            if hearing.hears(now, node, fresh) {
+                continue;
+            }
             let alive = cluster
                 .members
                 .get(&node)
@@ -1127,9 +1132,7 @@ impl Engine {
             if !alive || cluster.checks.values().any(|c| c.target == node) {
                 continue;
             }
-            if hearing.hears(now, node, fresh) {
-                heard.push(node);
-            } else if now.saturating_duration_since(last)
+            if now.saturating_duration_since(last)
                 >= self.unheard_grace(hearing.linked(node))
             {
                 lost.push(node);
