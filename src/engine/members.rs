@@ -1021,6 +1021,12 @@ impl Engine {
             .map(str::to_owned)
     }
 
+    /// How many member deadlines are kept, stale ones included.
+    #[cfg(test)]
+    pub(super) fn member_deadlines(&self) -> usize {
+        self.cluster.as_ref().map_or(0, |c| c.dues.len())
+    }
+
     /// Whether the count of alive members kept as records change is the true one.
     #[cfg(test)]
     pub(super) fn alive_count_holds(&self) -> bool {
@@ -1132,9 +1138,7 @@ impl Engine {
             if !alive || cluster.checks.values().any(|c| c.target == node) {
                 continue;
             }
-            if now.saturating_duration_since(last)
-                >= self.unheard_grace(hearing.linked(node))
-            {
+            if now.saturating_duration_since(last) >= self.unheard_grace(hearing.linked(node)) {
                 lost.push(node);
             }
         }

@@ -711,3 +711,54 @@ fn status_counts_the_connects_not_the_views_own_dials() {
     assert!(dialled, "the JOIN's end dials the newcomer");
     assert_eq!(e.remotes(), (0, 0), "STATUS remotes= counts CONNECTs only");
 }
+
+#[test]
+fn deadlines_come_from_the_records_and_stay_bounded_however_records_flap() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    // Node 2's link goes quiet over the hour: only the members told of below are looked at.
+    let told = |e: &Engine| -> Vec<String> { states(e).split_off(2) };
+    let tell = |e: &mut Engine, at: Instant, records: Vec<Member>| {
+        e.handle_client_message(at, client(1), Message::Members(records));
+        drain(e);
+    };
+    tell(
+        &mut e,
+        now,
+        vec![
+            record(3, 1, MemberState::Suspect),
+            record(4, 1, MemberState::Dead),
+            record(5, 1, MemberState::Left),
+        ],
+    );
+    // A suspicion nobody refutes ends in death; dead and departed members are forgotten
+    // after an hour, each at its own deadline.
+    e.handle_timeout(now + Duration::from_secs(30));
+    drain(&mut e);
+    assert_eq!(told(&e), ["3 dead@1", "4 dead@1", "5 left@1"]);
+    e.handle_timeout(now + Duration::from_secs(3601));
+    drain(&mut e);
+    assert_eq!(told(&e), ["3 dead@1"]);
+    e.handle_timeout(now + Duration::from_secs(3631));
+    drain(&mut e);
+    assert!(told(&e).is_empty());
+    // A peer flapping a member between dead and alive leaves a stale deadline per death: the
+    // heap of them stays within a bound of the member list.
+    let later = now + Duration::from_secs(4000);
+    link(&mut e, later, 1, 2);
+    for incarnation in 1..5000 {
+        let state = if incarnation % 2 == 0 {
+            MemberState::Alive
+        } else {
+            MemberState::Dead
+        };
+        tell(&mut e, later, vec![record(6, incarnation, state)]);
+    }
+    assert!(
+        e.member_deadlines() <= 2 * 2 + 64,
+        "{}",
+        e.member_deadlines()
+    );
+    assert_eq!(told(&e), ["6 dead@4999"]);
+}
