@@ -14,6 +14,7 @@
 //! with this node's own lateness (Lifeguard's local health), so a starved node stops accusing
 //! healthy ones.
 
+use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
@@ -21,7 +22,7 @@ use super::known::Known;
 use super::views::Views;
 use super::*;
 use crate::rng::XorShift;
-use crate::wire::{Member, MemberState, Probe, is_tag};
+use crate::wire::{Member, MemberState, Probe, is_tag, members_frame};
 
 /// The most members a node keeps; records of new members past it are refused and counted.
 pub const MAX_MEMBERS: usize = 100_000;
@@ -443,22 +444,26 @@ pub(super) fn weight(record: &Member) -> usize {
         + record.tags.iter().map(|t| t.len() + 1).sum::<usize>()
 }
 
-/// The frames that carry `records`, each at most [`MEMBERS_FRAME_BYTES`] of them.
-pub(super) fn members_frames(records: Vec<Member>) -> Vec<Message> {
+/// MEMBERS frames that carry `records`, each at most [`MEMBERS_FRAME_BYTES`] of them.
+fn members_frames<M: Borrow<Member>>(records: &[M]) -> Vec<Bytes> {
     let mut frames = Vec::new();
-    let mut frame = Vec::new();
+    let mut start = 0;
     let mut bytes = 0;
-    for record in records {
-        let weight = weight(&record);
-        if bytes + weight > MEMBERS_FRAME_BYTES && !frame.is_empty() {
-            frames.push(Message::Members(std::mem::take(&mut frame)));
-            bytes = 0;
+    let mut encode = |records: &[M]| match members_frame(records) {
+        Ok(frame) => frames.push(frame),
+        // Records are checked as they come, so this is a bug of ours.
+        Err(error) => warn!(%error, "cannot encode member records"),
+    };
+    for (i, record) in records.iter().enumerate() {
+        let weight = weight(record.borrow());
+        if bytes + weight > MEMBERS_FRAME_BYTES && i > start {
+            encode(records.get(start..i).unwrap_or_default());
+            (start, bytes) = (i, 0);
         }
         bytes += weight;
-        frame.push(record);
     }
-    if !frame.is_empty() {
-        frames.push(Message::Members(frame));
+    if start < records.len() {
+        encode(records.get(start..).unwrap_or_default());
     }
     frames
 }
@@ -527,14 +532,7 @@ impl Engine {
         {
             return frames.clone();
         }
-        let mut frames = Vec::new();
-        for message in members_frames(cluster.all_records()) {
-            match message.to_bytes() {
-                Ok(frame) => frames.push(frame),
-                // Records are checked as they come, so this is a bug of ours.
-                Err(error) => warn!(%error, "cannot encode the member list"),
-            }
-        }
+        let frames = members_frames(&cluster.all_records());
         cluster.list_frames = Some((cluster.generation, frames.clone()));
         frames
     }
@@ -565,14 +563,7 @@ impl Engine {
     /// look; until then one of their links may be stale, and what they send on it goes
     /// nowhere rather than to a peer that may not read it (§12).
     pub(super) fn send_to_peer(&mut self, peer: &Peer, message: Message) {
-        let open = match peer {
-            Peer::Client(client) => (self.sessions.get(client))
-                .is_some_and(|s| s.state == SessionState::Connected && s.node.is_some()),
-            Peer::Remote(remote) => {
-                (self.remotes.get(remote)).is_some_and(|r| r.connected && r.node.is_some())
-            }
-        };
-        if !open {
+        if !self.member_link_open(peer) {
             debug!(
                 message = message.id().name(),
                 "not sent: the link is not a member's now"
@@ -584,6 +575,24 @@ impl Engine {
             Peer::Remote(remote) => Output::ToRemote(*remote, message),
         };
         self.outputs.push_back(output);
+    }
+
+    /// Sends encoded member records on a link to a member, as [`Engine::send_to_peer`] does.
+    fn send_frame_to_peer(&mut self, peer: &Peer, frame: Bytes) {
+        if self.member_link_open(peer) {
+            self.outputs.push_back(Output::Frame(peer.clone(), frame));
+        }
+    }
+
+    /// Whether the link is open and its peer hailed on it: a member's.
+    fn member_link_open(&self, peer: &Peer) -> bool {
+        match peer {
+            Peer::Client(client) => (self.sessions.get(client))
+                .is_some_and(|s| s.state == SessionState::Connected && s.node.is_some()),
+            Peer::Remote(remote) => {
+                (self.remotes.get(remote)).is_some_and(|r| r.connected && r.node.is_some())
+            }
+        }
     }
 
     /// A link to a node that hailed opened. It gets our own record, and every record we hold
@@ -1317,20 +1326,29 @@ impl Engine {
             return;
         }
         let news = std::mem::take(&mut cluster.news);
-        let mut sends: Vec<Vec<Member>> = vec![Vec::new(); links.len()];
-        for (id, from) in news {
-            let Some(record) = cluster.record(id) else {
-                continue;
+        let records: Vec<(Member, Option<Peer>)> = (news.into_iter())
+            .filter_map(|(id, from)| Some((cluster.record(id)?, from)))
+            .collect();
+        // Encoded once for all the links none of the news came from, and without copies of the
+        // records for the others.
+        let mut shared: Option<Vec<Bytes>> = None;
+        let mut sends = Vec::with_capacity(links.len());
+        for (peer, _) in links {
+            let frames = if records.iter().any(|(_, from)| from.as_ref() == Some(peer)) {
+                let theirs: Vec<&Member> = (records.iter())
+                    .filter(|(_, from)| from.as_ref() != Some(peer))
+                    .map(|(record, _)| record)
+                    .collect();
+                members_frames(&theirs)
+            } else {
+                let all: Vec<&Member> = records.iter().map(|(record, _)| record).collect();
+                shared.get_or_insert_with(|| members_frames(&all)).clone()
             };
-            for ((peer, _), send) in links.iter().zip(&mut sends) {
-                if from.as_ref() != Some(peer) {
-                    send.push(record.clone());
-                }
-            }
+            sends.push((peer.clone(), frames));
         }
-        for ((peer, _), records) in links.iter().zip(sends) {
-            for frame in members_frames(records) {
-                self.send_to_peer(peer, frame);
+        for (peer, frames) in sends {
+            for frame in frames {
+                self.send_frame_to_peer(&peer, frame);
             }
         }
     }

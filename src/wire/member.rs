@@ -3,9 +3,11 @@
 //! hailed. As everywhere in the codec, what encodes decodes back to itself, and what the decoder
 //! refuses the encoder refuses too, so a frame we send is never one we would call malformed.
 
-use bytes::{BufMut, BytesMut};
+use std::borrow::Borrow;
 
-use super::{DecodeError, EncodeError, Message, Reader};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{DecodeError, EncodeError, HEADER_LEN, Message, MessageId, Reader, put_header};
 
 /// The most records a MEMBERS carries (its count is a u16).
 pub const MAX_MEMBERS: usize = u16::MAX as usize;
@@ -327,14 +329,14 @@ impl Probe {
 }
 
 /// Bytes `records` take on the wire, without their count.
-pub(super) fn records_len(records: &[Member]) -> usize {
-    records.iter().map(Member::encoded_len).sum()
+pub(super) fn records_len<M: Borrow<Member>>(records: &[M]) -> usize {
+    records.iter().map(|m| m.borrow().encoded_len()).sum()
 }
 
 /// Whether `records` fit a `message` that carries at most `max` of them.
-pub(super) fn check_records(
+pub(super) fn check_records<M: Borrow<Member>>(
     message: &'static str,
-    records: &[Member],
+    records: &[M],
     max: usize,
 ) -> Result<(), EncodeError> {
     if records.len() > max {
@@ -345,14 +347,33 @@ pub(super) fn check_records(
             max,
         });
     }
-    records.iter().try_for_each(|m| m.check(message))
+    records.iter().try_for_each(|m| m.borrow().check(message))
 }
 
 /// Writes records that [`check_records`] accepted, without their count.
-pub(super) fn put_records(records: &[Member], out: &mut BytesMut) {
+pub(super) fn put_records<M: Borrow<Member>>(records: &[M], out: &mut BytesMut) {
     for member in records {
-        member.put(out);
+        member.borrow().put(out);
     }
+}
+
+/// A MEMBERS frame of borrowed records: the bytes `Message::Members` of copies of them would
+/// encode to, without the copies (a change gossiped to ten links was cloned ten times).
+pub fn members_frame<M: Borrow<Member>>(records: &[M]) -> Result<Bytes, EncodeError> {
+    let message = MessageId::Members.name();
+    if records.is_empty() {
+        return Err(EncodeError::BadField {
+            message,
+            field: "count",
+            why: "MEMBERS carries at least one record",
+        });
+    }
+    check_records(message, records, MAX_MEMBERS)?;
+    let mut out = BytesMut::with_capacity(HEADER_LEN + 2 + records_len(records));
+    put_header(MessageId::Members, &mut out);
+    out.put_u16(records.len() as u16);
+    put_records(records, &mut out);
+    Ok(out.freeze())
 }
 
 /// Reads `count` records. The list is allocated for no more records than the bytes left could

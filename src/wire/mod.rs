@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub use ext::{HAIL_DIGEST_LEN, HAIL_LEN, Hail, STAMP_LEN, Stamp, StampError};
 pub use member::{
     MAX_ENDPOINTS, MAX_FIELD_LEN, MAX_MEMBERS, MAX_SHUFFLE, MAX_TAGS, Member, MemberState,
-    Neighbor, Probe, is_tag,
+    Neighbor, Probe, is_tag, members_frame,
 };
 
 /// The two signature bytes every ZGP message starts with (`0xAA 0xA0`, network order).
@@ -22,6 +22,13 @@ pub const SIGNATURE: u16 = 0xAAA0;
 pub const VERSION: u8 = 1;
 /// Bytes before any message body: signature, id, version.
 pub const HEADER_LEN: usize = 4;
+/// Writes the signature, `id` and version.
+fn put_header(id: MessageId, out: &mut BytesMut) {
+    out.put_u16(SIGNATURE);
+    out.put_u8(id as u8);
+    out.put_u8(VERSION);
+}
+
 /// The longest key the wire can carry (its length is one byte).
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -354,9 +361,7 @@ impl Message {
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
         self.check()?;
         out.reserve(self.encoded_len());
-        out.put_u16(SIGNATURE);
-        out.put_u8(self.id() as u8);
-        out.put_u8(VERSION);
+        put_header(self.id(), out);
         // Every count and length below was checked by `check` to fit its field.
         match self {
             Self::Hello(hail) | Self::Ping(hail) | Self::Pong(hail) => {

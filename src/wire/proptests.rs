@@ -397,6 +397,15 @@ proptest! {
     }
 
     #[test]
+    fn a_members_frame_of_borrowed_records_is_the_frame_of_the_records(
+        records in vec(wild_member(), 0..5)
+    ) {
+        let borrowed: Vec<&Member> = records.iter().collect();
+        let owned = Message::Members(records.clone()).to_bytes();
+        prop_assert_eq!(super::members_frame(&borrowed).ok(), owned.ok());
+    }
+
+    #[test]
     fn random_bodies_after_a_membership_header_never_panic_and_reencode_exactly(
         frame in membership_frame_with_random_body(),
     ) {
