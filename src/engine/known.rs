@@ -86,10 +86,7 @@ impl Known {
     }
 
     pub(super) fn name(&self) -> &str {
-        let field = (self.text.split_first())
-            .and_then(|(&len, rest)| rest.get(..usize::from(len)))
-            .unwrap_or_default();
-        std::str::from_utf8(field).unwrap_or("")
+        field(&mut &self.text[..]).unwrap_or("")
     }
 
     /// Its advertised endpoints, in order.
@@ -153,33 +150,31 @@ impl Known {
     /// The endpoints (`which` 0) or the tags (1).
     fn list(&self, which: usize) -> impl Iterator<Item = &str> {
         let mut rest: &[u8] = &self.text;
-        let skip = |rest: &mut &[u8]| -> Option<u8> {
-            let (&len, tail) = rest.split_first()?;
-            *rest = tail.get(usize::from(len)..)?;
-            Some(len)
-        };
-        // The name, then whole lists before the one wanted.
-        let mut count = skip(&mut rest).and_then(|_| {
-            for _ in 0..which {
-                let (&n, tail) = rest.split_first()?;
-                rest = tail;
-                for _ in 0..n {
-                    skip(&mut rest)?;
-                }
+        field(&mut rest);
+        for _ in 0..which {
+            for _ in 0..count(&mut rest) {
+                field(&mut rest);
             }
-            let (&n, tail) = rest.split_first()?;
-            rest = tail;
-            Some(n)
-        });
-        std::iter::from_fn(move || {
-            let n = count.as_mut().filter(|n| **n > 0)?;
-            *n -= 1;
-            let (&len, tail) = rest.split_first()?;
-            let (field, tail) = tail.split_at_checked(usize::from(len))?;
-            rest = tail;
-            Some(std::str::from_utf8(field).unwrap_or(""))
-        })
+        }
+        (0..count(&mut rest)).map_while(move |_| field(&mut rest))
     }
+}
+
+/// The next length-prefixed string of a packed record.
+fn field<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+    let (&len, tail) = rest.split_first()?;
+    let (field, tail) = tail.split_at_checked(usize::from(len))?;
+    *rest = tail;
+    Some(std::str::from_utf8(field).unwrap_or(""))
+}
+
+/// The next count of a packed record's list.
+fn count(rest: &mut &[u8]) -> u8 {
+    let Some((&n, tail)) = rest.split_first() else {
+        return 0;
+    };
+    *rest = tail;
+    n
 }
 
 /// Name, endpoints and tags in one allocation: each string after its length, each list after
