@@ -350,6 +350,19 @@ pub(super) fn check_records<M: Borrow<Member>>(
     records.iter().try_for_each(|m| m.borrow().check(message))
 }
 
+/// Whether `records` make a MEMBERS: at least one, and as many as its count can say.
+pub(super) fn check_members<M: Borrow<Member>>(records: &[M]) -> Result<(), EncodeError> {
+    let message = MessageId::Members.name();
+    if records.is_empty() {
+        return Err(EncodeError::BadField {
+            message,
+            field: "count",
+            why: "MEMBERS carries at least one record",
+        });
+    }
+    check_records(message, records, MAX_MEMBERS)
+}
+
 /// Writes records that [`check_records`] accepted, without their count.
 pub(super) fn put_records<M: Borrow<Member>>(records: &[M], out: &mut BytesMut) {
     for member in records {
@@ -360,15 +373,7 @@ pub(super) fn put_records<M: Borrow<Member>>(records: &[M], out: &mut BytesMut) 
 /// A MEMBERS frame of borrowed records: the bytes `Message::Members` of copies of them would
 /// encode to, without the copies (a change gossiped to ten links was cloned ten times).
 pub fn members_frame<M: Borrow<Member>>(records: &[M]) -> Result<Bytes, EncodeError> {
-    let message = MessageId::Members.name();
-    if records.is_empty() {
-        return Err(EncodeError::BadField {
-            message,
-            field: "count",
-            why: "MEMBERS carries at least one record",
-        });
-    }
-    check_records(message, records, MAX_MEMBERS)?;
+    check_members(records)?;
     let mut out = BytesMut::with_capacity(HEADER_LEN + 2 + records_len(records));
     put_header(MessageId::Members, &mut out);
     out.put_u16(records.len() as u16);

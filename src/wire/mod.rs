@@ -410,12 +410,7 @@ impl Message {
                     .map(drop)
                     .map_err(|_| EncodeError::ValueTooLong { len: p.value.len() })
             }),
-            Self::Members(members) if members.is_empty() => Err(EncodeError::BadField {
-                message,
-                field: "count",
-                why: "MEMBERS carries at least one record",
-            }),
-            Self::Members(members) => member::check_records(message, members, member::MAX_MEMBERS),
+            Self::Members(members) => member::check_members(members),
             Self::Shuffle { members, .. } => {
                 member::check_records(message, members, member::MAX_SHUFFLE)
             }
