@@ -847,14 +847,16 @@ impl Engine {
         // path, behind the member's republished tuples, which a drop now would lose.
         let drop_at = (record.state == MemberState::Dead && was != Some(MemberState::Dead))
             .then(|| now + cluster.config.gossip_interval * DROP_GRACE_ROUNDS);
-        let known = Known::new(
-            &record,
-            now,
-            suspect_until,
-            drop_at,
-            cluster.members.get_mut(&id),
-        );
-        cluster.members.insert(id, known);
+        // One lookup for the slot, the held record's strings reused when they did not change.
+        match cluster.members.entry(id) {
+            indexmap::map::Entry::Occupied(mut slot) => {
+                let known = Known::new(&record, now, suspect_until, drop_at, Some(slot.get_mut()));
+                *slot.get_mut() = known;
+            }
+            indexmap::map::Entry::Vacant(slot) => {
+                slot.insert(Known::new(&record, now, suspect_until, drop_at, None));
+            }
+        }
         cluster.note_due(id);
         cluster.spread(id, from.cloned(), now);
         if was != Some(state) {
@@ -1341,8 +1343,11 @@ impl Engine {
                     .collect();
                 members_frames(&theirs)
             } else {
-                let all: Vec<&Member> = records.iter().map(|(record, _)| record).collect();
-                shared.get_or_insert_with(|| members_frames(&all)).clone()
+                (shared.get_or_insert_with(|| {
+                    let all: Vec<&Member> = records.iter().map(|(record, _)| record).collect();
+                    members_frames(&all)
+                }))
+                .clone()
             };
             sends.push((peer.clone(), frames));
         }
