@@ -161,6 +161,8 @@ impl Default for ClusterConfig {
 #[derive(Debug)]
 pub(super) struct Check {
     target: u64,
+    /// When our links last heard the target, if they ever did.
+    heard: Option<Instant>,
     deadline: Instant,
     asked: usize,
     answered: usize,
@@ -654,7 +656,7 @@ impl Engine {
             }
             // Answered only on a link whose peer hailed: a peer that never did gets plain v1.
             Message::Probe(probe) if !probe.answer && self.hailed(&peer) => {
-                let failed = !self.hears(now, probe.target, self.config.server_timeout * 2);
+                let failed = !self.hears(now, probe.target, self.heard_window());
                 let answer = Probe {
                     answer: true,
                     failed,
@@ -662,7 +664,7 @@ impl Engine {
                 };
                 self.send_to_peer(&peer, Message::Probe(answer));
             }
-            Message::Probe(answer) => self.on_probe_answer(answer),
+            Message::Probe(answer) => self.on_probe_answer(now, answer),
             // The views' messages mean something only from a node that hailed on this link.
             message => {
                 let Some(from) = self.link_node(&peer) else {
@@ -689,6 +691,12 @@ impl Engine {
             Peer::Client(client) => self.client_reads_batches(client),
             Peer::Remote(remote) => self.remote_reads_batches(*remote),
         }
+    }
+
+    /// How recently a link must have heard a member for us to answer a PROBE that it lives:
+    /// two server timeouts, so a few heartbeats lost in a row do not make an accusation.
+    fn heard_window(&self) -> Duration {
+        self.config.server_timeout * 2
     }
 
     /// Whether a link of ours heard `node` within `within` (or it is us).
@@ -940,7 +948,8 @@ impl Engine {
         }
     }
 
-    fn on_probe_answer(&mut self, answer: Probe) {
+    fn on_probe_answer(&mut self, now: Instant, answer: Probe) {
+        let window = self.heard_window();
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -951,12 +960,22 @@ impl Engine {
             return;
         }
         check.answered += 1;
-        if !answer.failed {
-            // Someone hears it: no suspicion, and this node was not the slow one.
-            let target = check.target;
-            cluster.checks.shift_remove(&answer.seq);
+        if answer.failed {
+            return;
+        }
+        // Someone hears it: no suspicion, and this node was not the slow one.
+        let target = check.target;
+        let lost_at = check.heard;
+        cluster.checks.shift_remove(&answer.seq);
+        cluster.health = cluster.health.saturating_sub(1);
+        // A helper's hearing may be older news than our own loss: one whose link from a
+        // member that just died has not timed out yet still hears it. Until our loss is two
+        // helper windows old, the member stays watched, so it is probed again at once; after a
+        // mass failure one dead member in ten was otherwise left to the probe round, the
+        // slowest way to find it.
+        let stale = lost_at.is_some_and(|at| now.saturating_duration_since(at) < window * 2);
+        if !stale {
             cluster.watched.shift_remove(&target);
-            cluster.health = cluster.health.saturating_sub(1);
         }
     }
 
@@ -1146,7 +1165,9 @@ impl Engine {
                 .members
                 .get(&node)
                 .is_some_and(|k| k.state == MemberState::Alive);
-            if !alive || cluster.checks.values().any(|c| c.target == node) {
+            let looking = cluster.checks.values().any(|c| c.target == node)
+                || cluster.views.probing.values().any(|(t, _)| *t == node);
+            if !alive || looking {
                 continue;
             }
             if now.saturating_duration_since(last) >= self.unheard_grace(hearing.linked(node)) {
@@ -1178,12 +1199,10 @@ impl Engine {
                 cluster.watched.insert(node, now);
             }
         }
+        // A member handed to a probe stays watched until the probe (and the indirect probe
+        // after it) decides: it answers, it is suspected, or others hear it.
         for node in lost {
-            if self.probe_now(now, node, links)
-                && let Some(cluster) = &mut self.cluster
-            {
-                cluster.watched.shift_remove(&node);
-            }
+            self.probe_now(now, node, links);
         }
         for (peer, node, record) in accused {
             if let Some(known) = self.cluster.as_mut().and_then(|c| c.members.get_mut(&node)) {
@@ -1216,6 +1235,7 @@ impl Engine {
             seq,
             Check {
                 target,
+                heard: cluster.watched.get(&target).copied(),
                 deadline,
                 asked: helpers.len(),
                 answered: 0,
@@ -1262,6 +1282,7 @@ impl Engine {
                 let mut record = known.record(check.target);
                 record.state = MemberState::Suspect;
                 suspects.push(record);
+                cluster.views.found_since_round += 1;
             }
         }
         for record in suspects {

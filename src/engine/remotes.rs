@@ -88,15 +88,27 @@ impl Engine {
         id
     }
 
-    /// Closes a remote the views dialled, for good.
+    /// Closes a remote the views dialled, for good: on purpose, so its member is no longer
+    /// watched through it.
     pub(super) fn close_remote(&mut self, id: RemoteId, why: &str) {
+        if let (Some(node), Some(cluster)) = (
+            self.remotes.get(&id).and_then(|r| r.node),
+            &mut self.cluster,
+        ) {
+            cluster.unwatch(node);
+        }
+        self.close_lost_remote(id, why);
+    }
+
+    /// Closes a remote whose link was lost (it went silent, or disconnected): its member stays
+    /// watched, so it is probed once the grace for an unheard member runs out. Closed as if on
+    /// purpose, a dead active peer would be left to the probe round: after a mass failure one
+    /// dead member in ten waited seconds for it.
+    pub(super) fn close_lost_remote(&mut self, id: RemoteId, why: &str) {
         let Some(remote) = self.remotes.shift_remove(&id) else {
             return;
         };
         debug!(endpoint = %remote.endpoint, why, "closing a link");
-        if let (Some(node), Some(cluster)) = (remote.node, &mut self.cluster) {
-            cluster.unwatch(node);
-        }
         self.cancel_resync(&Peer::Remote(id));
         if remote.liveness == PeerState::Alive || remote.liveness == PeerState::Suspect {
             self.peer_event(remote.endpoint, PeerState::Left, why);
@@ -390,7 +402,7 @@ impl Engine {
                 // A dial of the views: the views replace it rather than wait for it.
                 debug!(%endpoint, "active peer silent for {timeout:?}; closing");
                 self.stats.redials += 1;
-                self.close_remote(id, "silent");
+                self.close_lost_remote(id, "silent");
                 self.links_changed(now);
                 continue;
             }

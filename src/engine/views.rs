@@ -11,6 +11,7 @@
 
 use indexmap::IndexSet;
 
+use super::members::Hearing;
 use super::*;
 use crate::wire::{Member, MemberState, Neighbor};
 
@@ -87,6 +88,9 @@ pub(super) struct Views {
     /// Members still to probe this round (SWIM's shuffled round robin), taken from the end.
     probe_order: Vec<u64>,
     next_probe: Option<Instant>,
+    /// Members this node's probes made suspect since the last probe round: each adds a
+    /// target to the next round (see [`Engine::probe_round`]).
+    pub(super) found_since_round: u32,
     last_fill: Option<Instant>,
     /// Refusals in a row, and the active view's size at the last: while the view is no
     /// smaller, each refusal doubles the wait before the next filling (see
@@ -675,11 +679,42 @@ impl Engine {
         for (member, peer) in lost {
             debug!(member, "lost an active peer");
             self.stats.view_repairs += 1;
-            self.close_if_ours(&peer, "the active peer is gone");
+            // A link that went away while its member is held alive is a loss: the member stays
+            // watched, and is probed.
+            let alive = self.member_cluster().is_some_and(|c| c.alive(member));
+            match peer {
+                Peer::Remote(id) if alive && self.remotes.get(&id).is_some_and(|r| !r.pinned) => {
+                    self.close_lost_remote(id, "the active peer is gone");
+                }
+                peer => self.close_if_ours(&peer, "the active peer is gone"),
+            }
         }
-        for (_, remote) in failed {
+        let mut unreachable = Vec::new();
+        for (member, remote) in failed {
             if let Some(remote) = remote {
+                // A dial that never connected is a probe that went unanswered: after a mass
+                // failure the views dial many dead members, and some have nobody else left to
+                // find them.
+                if self
+                    .remotes
+                    .get(&remote)
+                    .is_some_and(|r| r.node.is_none() && !r.connected)
+                {
+                    unreachable.push(member);
+                }
                 self.close_remote(remote, "the member did not become a neighbour in time");
+            }
+        }
+        for member in unreachable {
+            if self
+                .member_cluster()
+                .is_some_and(|c| c.alive(member) && !c.checking(member))
+            {
+                debug!(
+                    member,
+                    "a member never answered a dial of the views; asking others"
+                );
+                self.start_check(now, member, links);
             }
         }
         self.fill_active(now);
@@ -717,14 +752,40 @@ impl Engine {
             Some(at) if at > now => return,
             _ => cluster.views.next_probe = Some(now + interval),
         }
-        if cluster.views.probing.len() >= MAX_PROBES {
-            return;
-        }
+        // A round that found the dead looks at more members next time, up to MAX_PROBES:
+        // after a mass failure, members none of whose neighbours survived are left to this
+        // round, and one a second per survivor found the last of them late. Only on a
+        // healthy node: one whose own links are in doubt accuses no faster.
+        let found = std::mem::take(&mut cluster.views.found_since_round);
+        let wanted = if cluster.health == 0 {
+            1 + found.min(MAX_PROBES as u32 - 1) as usize
+        } else {
+            1
+        };
         let hearing = self.hearing();
-        let target = loop {
-            let Some(cluster) = self.member_cluster() else {
+        for _ in 0..wanted {
+            if self
+                .member_cluster()
+                .is_none_or(|c| c.views.probing.len() >= MAX_PROBES)
+            {
+                return;
+            }
+            let Some(target) = self.next_probe_target(now, &hearing, fresh) else {
                 return;
             };
+            self.probe(now, target);
+        }
+    }
+
+    /// The next member of the probe round that no link hears, if one is left this interval.
+    fn next_probe_target(
+        &mut self,
+        now: Instant,
+        hearing: &Hearing,
+        fresh: Duration,
+    ) -> Option<u64> {
+        loop {
+            let cluster = self.member_cluster()?;
             let Some(id) = cluster.views.probe_order.pop() else {
                 // A new round: every member with an address, in a fresh seeded order.
                 let all: Vec<u64> = (cluster.members.iter())
@@ -732,28 +793,24 @@ impl Engine {
                     .map(|(id, _)| *id)
                     .collect();
                 if all.is_empty() {
-                    return;
+                    return None;
                 }
                 let count = all.len();
                 cluster.views.probe_order = cluster.sample(&all, count);
                 if cluster.views.probe_order.is_empty() {
-                    return;
+                    return None;
                 }
                 continue;
             };
             if cluster.alive(id) && !hearing.hears(now, id, fresh) && !cluster.dial_quiet(id, now) {
-                break id;
+                return Some(id);
             }
             // One look per interval at most: a cluster whose members all sit on our links
             // costs a scan of the round, no more.
-            if self
-                .member_cluster()
-                .is_some_and(|c| c.views.probe_order.is_empty())
-            {
-                return;
+            if cluster.views.probe_order.is_empty() {
+                return None;
             }
-        };
-        self.probe(now, target);
+        }
     }
 
     /// Dials `target` and sends it a PING (see [`Engine::probe_round`]).
@@ -793,28 +850,27 @@ impl Engine {
         if node != target {
             let links = self.member_links();
             self.probe_failed(now, target, &links);
+        } else if let Some(cluster) = self.member_cluster() {
+            // It answers where it said it would: nothing to watch it for.
+            cluster.unwatch(target);
         }
     }
 
     /// A member whose links went quiet is probed directly before anyone is asked about it: a
     /// link closed on purpose (a view let go, on either side) says nothing of the member. One
-    /// without an address is asked about at once. Returns false when too many probes are under
-    /// way: the member waits for the next look.
-    pub(super) fn probe_now(&mut self, now: Instant, target: u64, links: &[(Peer, u64)]) -> bool {
+    /// without an address is asked about at once. While too many probes are under way the
+    /// member waits for the next look.
+    pub(super) fn probe_now(&mut self, now: Instant, target: u64, links: &[(Peer, u64)]) {
         let Some(cluster) = self.member_cluster() else {
-            return true;
+            return;
         };
         let has_address = cluster.members.get(&target).is_some_and(|k| k.dialable())
             && !cluster.dial_quiet(target, now);
         if !has_address {
             self.start_check(now, target, links);
-            return true;
+        } else if cluster.views.probing.len() < MAX_PROBES {
+            self.probe(now, target);
         }
-        if cluster.views.probing.len() >= MAX_PROBES {
-            return false;
-        }
-        self.probe(now, target);
-        true
     }
 
     fn probe_failed(&mut self, now: Instant, target: u64, links: &[(Peer, u64)]) {
@@ -822,9 +878,15 @@ impl Engine {
             return;
         };
         cluster.dial_failed(target, now);
-        if cluster.alive(target) && !cluster.checking(target) {
+        if cluster.checking(target) {
+            return;
+        }
+        if cluster.alive(target) {
             debug!(member = target, "a probe went unanswered; asking others");
             self.start_check(now, target, links);
+        } else {
+            // Already accused by others: gossip decides it now.
+            cluster.unwatch(target);
         }
     }
 

@@ -264,3 +264,58 @@ fn a_partition_into_halves_heals_into_one_member_list_and_one_store() {
         net.elapsed() - Duration::from_secs(60)
     );
 }
+
+/// Half the cluster crashes at once, without goodbye. Every dead member was an active peer of
+/// some survivor, so the links that lost it find it: within a few seconds every survivor
+/// lists exactly the survivors as alive. A link closed because it was lost must keep its
+/// member watched; closed as if on purpose, one dead member in ten waited for the probe round,
+/// which took seconds more.
+#[test]
+fn half_the_cluster_crashing_at_once_is_found_through_the_links_that_lost_it() {
+    let seed = seed();
+    let n = 200;
+    // Each joins through the first alone, as the bench does: the views are all the links.
+    let mut net = Net::new(seed, ms(2));
+    net.skip_events();
+    net.add(member_config(0));
+    for node in 1..n {
+        net.add(member_config(node));
+        net.connect(node, 0);
+        net.run_for(ms(20));
+    }
+    assert!(
+        net.run_until(Duration::from_secs(30), |net| (0..n)
+            .all(|v| knows_all_alive(net, v, n))),
+        "seed {seed}: member lists incomplete after 30 s"
+    );
+    // Settled views: the links that carry them are the ones that lose the dead.
+    net.run_for(Duration::from_secs(10));
+    let mut rng = XorShift::new(seed ^ 0xdead);
+    // The first, which everyone dialled, among them.
+    let mut dead: Vec<usize> = (rng.distinct_below(n - 1, n / 2).into_iter())
+        .map(|v| v + 1)
+        .collect();
+    dead.push(0);
+    for &v in &dead {
+        net.kill(v);
+    }
+    let survivors: Vec<usize> = (0..n).filter(|v| !dead.contains(v)).collect();
+    let alive: Vec<u64> = survivors.iter().map(|&v| v as u64 + 1).collect();
+    let start = net.elapsed();
+    // The watch: a second for the lost link, a second for the direct probe, half a second for
+    // the indirect one, then gossip. The probe round alone needs several more.
+    let exact = net.run_until(Duration::from_secs(4), |net| {
+        survivors.iter().all(|&v| net.alive_ids(v) == alive)
+    });
+    let lagging = (survivors.iter())
+        .filter(|&&v| net.alive_ids(v) != alive)
+        .count();
+    assert!(
+        exact,
+        "seed {seed}: {lagging} survivors still list a dead member as alive 4 s after the crash"
+    );
+    println!(
+        "every survivor lists exactly the survivors {:?} after the crash",
+        net.elapsed() - start
+    );
+}
