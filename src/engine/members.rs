@@ -447,7 +447,7 @@ pub(super) fn weight(record: &Member) -> usize {
 }
 
 /// MEMBERS frames that carry `records`, each at most [`MEMBERS_FRAME_BYTES`] of them.
-fn members_frames<M: Borrow<Member>>(records: &[M]) -> Vec<Bytes> {
+pub(super) fn members_frames<M: Borrow<Member>>(records: &[M]) -> Vec<Bytes> {
     let mut frames = Vec::new();
     let mut start = 0;
     let mut bytes = 0;
@@ -580,7 +580,7 @@ impl Engine {
     }
 
     /// Sends encoded member records on a link to a member, as [`Engine::send_to_peer`] does.
-    fn send_frame_to_peer(&mut self, peer: &Peer, frame: Bytes) {
+    pub(super) fn send_frame_to_peer(&mut self, peer: &Peer, frame: Bytes) {
         if self.member_link_open(peer) {
             self.outputs.push_back(Output::Frame(peer.clone(), frame));
         }

@@ -11,7 +11,7 @@
 
 use indexmap::IndexSet;
 
-use super::members::Hearing;
+use super::members::{Hearing, members_frames};
 use super::*;
 use crate::wire::{Member, MemberState, Neighbor};
 
@@ -99,6 +99,8 @@ pub(super) struct Views {
     refused_at: usize,
     /// Members whose JOIN we served as their contact, and when (see [`JOIN_SPACING`]).
     joins_served: IndexMap<u64, Instant>,
+    /// Members alone that we told the accusations, and when (see [`Engine::tell_the_lost`]).
+    lost_told: IndexMap<u64, Instant>,
     /// Dials that failed since one last succeeded, and until when new dials wait after a
     /// round of them (see [`Cluster::neighbor_failed`]).
     fail_streak: u32,
@@ -494,6 +496,30 @@ impl Engine {
     }
 
     /// A NEIGHBOR came on a link to `from`.
+    /// A member asking with high priority is alone: what spread while it was cut off (deaths
+    /// above all) passed it by, and gossip will not say it again. It is sent every record we
+    /// hold that is not alive, at most once per [`JOIN_SPACING`] (after a mass failure that
+    /// is thousands of records). After 80 % of 2,000 nodes died, a survivor cut off for two
+    /// seconds held two of the dead alive until the next push-pull, 14 s on.
+    fn tell_the_lost(&mut self, now: Instant, peer: &Peer, from: u64) {
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        let recent = |at: &Instant| now.saturating_duration_since(*at) < JOIN_SPACING;
+        if cluster.views.lost_told.get(&from).is_some_and(recent) {
+            return;
+        }
+        cluster.views.lost_told.retain(|_, at| recent(at));
+        cluster.views.lost_told.insert(from, now);
+        let accused: Vec<Member> = (cluster.members.iter())
+            .filter(|(_, k)| k.state != MemberState::Alive)
+            .map(|(id, k)| k.record(*id))
+            .collect();
+        for frame in members_frames(&accused) {
+            self.send_frame_to_peer(peer, frame);
+        }
+    }
+
     pub(super) fn on_neighbor(&mut self, now: Instant, peer: Peer, from: u64, neighbor: Neighbor) {
         match neighbor {
             Neighbor::Request { high, member } => {
@@ -515,6 +541,9 @@ impl Engine {
                 }
                 let answer = Neighbor::Answer { accepted };
                 self.send_to_peer(&peer, Message::Neighbor(answer));
+                if high {
+                    self.tell_the_lost(now, &peer, from);
+                }
             }
             Neighbor::Answer { accepted } => {
                 let Some(cluster) = self.member_cluster() else {

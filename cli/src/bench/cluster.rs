@@ -4,6 +4,7 @@
 //! goodbye. Times are virtual (what a real cluster would see with 2 ms links), memory is this
 //! process's, divided by N; idle traffic counts frames received and their ZGP bytes.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -12,6 +13,7 @@ use clap::Args;
 use zgossip::engine::harness::Net;
 use zgossip::engine::{ClusterConfig, EngineConfig};
 use zgossip::rng::XorShift;
+use zgossip::wire::MemberState;
 
 use super::{Process, Report};
 
@@ -30,6 +32,10 @@ pub struct ClusterArgs {
     /// Seeds the simulation: the same seed gives the same run.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// After the failure, print every 100 ms how many dead members some survivor still
+    /// holds alive, and how many no survivor has found yet (costs a look at every list).
+    #[arg(long)]
+    pub timeline: bool,
 }
 
 fn config(node: usize, seed: u64, clock: Instant) -> EngineConfig {
@@ -56,6 +62,27 @@ fn lists_exact(net: &Net, nodes: &[usize], ids: &[u64]) -> bool {
         .iter()
         .all(|&v| net.engine(v).alive_count() == ids.len())
         && nodes.iter().all(|&v| net.alive_ids(v) == ids)
+}
+
+/// One line of `--timeline`: the dead members some survivor holds alive, those every survivor
+/// does (nobody found them yet), and the pairs of the two.
+fn print_timeline(net: &Net, survivors: &[usize], dead: &[usize], at: Duration) {
+    let dead: HashSet<u64> = dead.iter().map(|&v| v as u64 + 1).collect();
+    let mut holders: HashMap<u64, usize> = HashMap::new();
+    for &v in survivors {
+        for (id, state) in net.engine(v).member_states() {
+            if state == MemberState::Alive && dead.contains(&id) {
+                *holders.entry(id).or_default() += 1;
+            }
+        }
+    }
+    let pairs: usize = holders.values().sum();
+    let unfound = holders.values().filter(|&&c| c == survivors.len()).count();
+    eprintln!(
+        "t={:.1}s dead held alive somewhere={} found by nobody={unfound} pairs={pairs}",
+        at.as_secs_f64(),
+        holders.len()
+    );
 }
 
 /// Runs the benchmark.
@@ -131,6 +158,9 @@ pub fn cluster(args: &ClusterArgs) -> Result<Report> {
         }
         if lists_exact(&net, &survivors, &alive) {
             exact = Some(net.elapsed() - failed_at);
+        }
+        if args.timeline {
+            print_timeline(&net, &survivors, &dead, net.elapsed() - failed_at);
         }
     }
     let connected_10s = reconnected.is_some_and(|at| at <= Duration::from_secs(10));

@@ -272,6 +272,22 @@ fn a_partition_into_halves_heals_into_one_member_list_and_one_store() {
 /// which took seconds more.
 #[test]
 fn half_the_cluster_crashing_at_once_is_found_through_the_links_that_lost_it() {
+    crash_at_once(0.5, Duration::from_secs(4));
+}
+
+/// Four in five crash at once: members none of whose neighbours survived are found by the
+/// views' dials and a probe round that speeds up while it finds the dead, and a survivor cut
+/// off for a while hears the deaths it missed when it asks to be a neighbour again. About 5 s
+/// over most seeds; on some (3, 4) one survivor that was cut off holds the dead alive for 12 s.
+#[test]
+fn four_in_five_crashing_at_once_are_found_by_every_survivor_within_seconds() {
+    crash_at_once(0.8, Duration::from_secs(15));
+}
+
+/// 200 members join through the first; it and `fraction` of the rest crash at once. Every
+/// survivor must list exactly the survivors as alive within `limit` (at best: a second for
+/// the lost link, one for the direct probe, half a second for the indirect one, then gossip).
+fn crash_at_once(fraction: f64, limit: Duration) {
     let seed = seed();
     let n = 200;
     // Each joins through the first alone, as the bench does: the views are all the links.
@@ -291,8 +307,9 @@ fn half_the_cluster_crashing_at_once_is_found_through_the_links_that_lost_it() {
     // Settled views: the links that carry them are the ones that lose the dead.
     net.run_for(Duration::from_secs(10));
     let mut rng = XorShift::new(seed ^ 0xdead);
+    let count = ((n - 1) as f64 * fraction) as usize;
     // The first, which everyone dialled, among them.
-    let mut dead: Vec<usize> = (rng.distinct_below(n - 1, n / 2).into_iter())
+    let mut dead: Vec<usize> = (rng.distinct_below(n - 1, count).into_iter())
         .map(|v| v + 1)
         .collect();
     dead.push(0);
@@ -302,9 +319,7 @@ fn half_the_cluster_crashing_at_once_is_found_through_the_links_that_lost_it() {
     let survivors: Vec<usize> = (0..n).filter(|v| !dead.contains(v)).collect();
     let alive: Vec<u64> = survivors.iter().map(|&v| v as u64 + 1).collect();
     let start = net.elapsed();
-    // The watch: a second for the lost link, a second for the direct probe, half a second for
-    // the indirect one, then gossip. The probe round alone needs several more.
-    let exact = net.run_until(Duration::from_secs(4), |net| {
+    let exact = net.run_until(limit, |net| {
         survivors.iter().all(|&v| net.alive_ids(v) == alive)
     });
     let lagging = (survivors.iter())
@@ -312,10 +327,12 @@ fn half_the_cluster_crashing_at_once_is_found_through_the_links_that_lost_it() {
         .count();
     assert!(
         exact,
-        "seed {seed}: {lagging} survivors still list a dead member as alive 4 s after the crash"
+        "seed {seed}: {lagging} of {} survivors still list a dead member as alive {limit:?} after the crash",
+        survivors.len()
     );
     println!(
-        "every survivor lists exactly the survivors {:?} after the crash",
+        "{} of {n} crashed: every survivor lists exactly the survivors {:?} after",
+        dead.len(),
         net.elapsed() - start
     );
 }
