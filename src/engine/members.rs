@@ -540,7 +540,7 @@ impl Engine {
     }
 
     /// Every record we hold, to `peer`.
-    fn send_whole_list(&mut self, peer: &Peer) {
+    pub(super) fn send_whole_list(&mut self, peer: &Peer) {
         if let Peer::Client(client) = peer
             && let Some(session) = self.sessions.get_mut(client)
         {
@@ -650,8 +650,13 @@ impl Engine {
         }
         match message {
             Message::Members(records) => {
+                let corrections = self.corrections(&records);
                 for record in records {
                     self.merge_member(now, record, Some(&peer), "gossip");
+                }
+                // Answered with what we hold worse: no more than it sent.
+                for frame in members_frames(&corrections) {
+                    self.send_frame_to_peer(&peer, frame);
                 }
             }
             // Answered only on a link whose peer hailed: a peer that never did gets plain v1.
@@ -683,6 +688,23 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Our records of the members `records` says are alive that we hold suspect, dead or
+    /// left at the same incarnation or later: the sender is behind (cut off while they were
+    /// accused), and gossip, long past, will not tell it again.
+    fn corrections(&self, records: &[Member]) -> Vec<Member> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        (records.iter())
+            .filter(|r| r.state == MemberState::Alive)
+            .filter_map(|r| {
+                let known = cluster.members.get(&r.id)?;
+                (known.state != MemberState::Alive && known.incarnation >= r.incarnation)
+                    .then(|| known.record(r.id))
+            })
+            .collect()
     }
 
     /// Whether the peer on this link hailed, so is one of ours.

@@ -101,6 +101,9 @@ pub(super) struct Views {
     joins_served: IndexMap<u64, Instant>,
     /// Members alone that we told the accusations, and when (see [`Engine::tell_the_lost`]).
     lost_told: IndexMap<u64, Instant>,
+    /// Every active peer of ours was lost: the first new one gets our whole list (see
+    /// [`Engine::make_active`]).
+    cut_off: bool,
     /// Dials that failed since one last succeeded, and until when new dials wait after a
     /// round of them (see [`Cluster::neighbor_failed`]).
     fail_streak: u32,
@@ -579,6 +582,15 @@ impl Engine {
             return;
         };
         cluster.views.passive.shift_remove(&member);
+        if cluster.views.active.is_empty() && std::mem::take(&mut cluster.views.cut_off) {
+            // Back from being cut off: our list goes to the new peer, which answers every
+            // record of it that it holds worse (see `corrections`), so what spread meanwhile
+            // reaches us whichever side asked to be neighbours.
+            self.send_whole_list(&peer);
+        }
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
         if let Some(old) = cluster.views.active.insert(member, peer.clone())
             && old != peer
         {
@@ -690,6 +702,9 @@ impl Engine {
         for (member, _) in &lost {
             cluster.views.active.shift_remove(member);
             cluster.dial_failed(*member, now);
+        }
+        if !lost.is_empty() && cluster.views.active.is_empty() {
+            cluster.views.cut_off = true;
         }
         // Dials and questions that came to nothing in time.
         let failed: Vec<(u64, Option<RemoteId>)> = (cluster.views.pending.iter())
