@@ -337,7 +337,8 @@ impl Cluster {
         self.next_gossip = Some(self.next_gossip.map_or(due, |at| at.min(due)));
     }
 
-    /// We let the link to `node` go on purpose: its silence from now on says nothing.
+    /// We let the link to `node` go on purpose, or a probe settled it: its silence from now on
+    /// says nothing.
     pub(super) fn unwatch(&mut self, node: u64) {
         self.watched.shift_remove(&node);
     }
@@ -345,6 +346,11 @@ impl Cluster {
     /// Whether an indirect probe of `target` is under way.
     pub(super) fn checking(&self, target: u64) -> bool {
         self.checks.values().any(|c| c.target == target)
+    }
+
+    /// Whether a direct probe of `target` is under way.
+    pub(super) fn probing(&self, target: u64) -> bool {
+        self.views.probing.values().any(|(t, _)| *t == target)
     }
 
     /// Our record (unless we only observe) and every record we hold.
@@ -992,9 +998,8 @@ impl Engine {
         cluster.health = cluster.health.saturating_sub(1);
         // A helper's hearing may be older news than our own loss: one whose link from a
         // member that just died has not timed out yet still hears it. Until our loss is two
-        // helper windows old, the member stays watched, so it is probed again at once; after a
-        // mass failure one dead member in ten was otherwise left to the probe round, the
-        // slowest way to find it.
+        // helper windows old, the member stays watched, so it is probed again at once rather
+        // than left to the probe round.
         let stale = lost_at.is_some_and(|at| now.saturating_duration_since(at) < window * 2);
         if !stale {
             cluster.watched.shift_remove(&target);
@@ -1187,9 +1192,7 @@ impl Engine {
                 .members
                 .get(&node)
                 .is_some_and(|k| k.state == MemberState::Alive);
-            let looking = cluster.checks.values().any(|c| c.target == node)
-                || cluster.views.probing.values().any(|(t, _)| *t == node);
-            if !alive || looking {
+            if !alive || cluster.checking(node) || cluster.probing(node) {
                 continue;
             }
             if now.saturating_duration_since(last) >= self.unheard_grace(hearing.linked(node)) {

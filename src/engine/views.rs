@@ -498,7 +498,6 @@ impl Engine {
         self.outputs.push_back(Output::Connect(remote, endpoint));
     }
 
-    /// A NEIGHBOR came on a link to `from`.
     /// A member asking with high priority is alone: what spread while it was cut off (deaths
     /// above all) passed it by, and gossip will not say it again. It is sent every record we
     /// hold that is not alive, at most once per [`JOIN_SPACING`] (after a mass failure that
@@ -523,6 +522,7 @@ impl Engine {
         }
     }
 
+    /// A NEIGHBOR came on a link to `from`.
     pub(super) fn on_neighbor(&mut self, now: Instant, peer: Peer, from: u64, neighbor: Neighbor) {
         match neighbor {
             Neighbor::Request { high, member } => {
@@ -650,10 +650,17 @@ impl Engine {
     /// Closes `peer` if it is a remote we dialled for the views (never a pinned CONNECT, and
     /// never a link a member dialled: that one is the member's to close).
     fn close_if_ours(&mut self, peer: &Peer, why: &str) {
-        if let Peer::Remote(id) = peer
-            && self.remotes.get(id).is_some_and(|r| !r.pinned)
-        {
-            self.close_remote(*id, why);
+        if let Some(id) = self.our_dial(peer) {
+            self.close_remote(id, why);
+        }
+    }
+
+    /// The remote behind `peer` if it is a dial of the views' (not a pinned CONNECT, nor a
+    /// link a member dialled).
+    fn our_dial(&self, peer: &Peer) -> Option<RemoteId> {
+        match peer {
+            Peer::Remote(id) if self.remotes.get(id).is_some_and(|r| !r.pinned) => Some(*id),
+            _ => None,
         }
     }
 
@@ -726,11 +733,10 @@ impl Engine {
             // A link that went away while its member is held alive is a loss: the member stays
             // watched, and is probed.
             let alive = self.member_cluster().is_some_and(|c| c.alive(member));
-            match peer {
-                Peer::Remote(id) if alive && self.remotes.get(&id).is_some_and(|r| !r.pinned) => {
-                    self.close_lost_remote(id, "the active peer is gone");
-                }
-                peer => self.close_if_ours(&peer, "the active peer is gone"),
+            match self.our_dial(&peer) {
+                Some(id) if alive => self.close_lost_remote(id, "the active peer is gone"),
+                Some(id) => self.close_remote(id, "the active peer is gone"),
+                None => {}
             }
         }
         let mut unreachable = Vec::new();
@@ -862,7 +868,7 @@ impl Engine {
         let Some(cluster) = self.member_cluster() else {
             return;
         };
-        if cluster.views.probing.values().any(|(t, _)| *t == target) {
+        if cluster.probing(target) {
             return;
         }
         let Some(endpoint) = cluster.address(target) else {
