@@ -696,19 +696,30 @@ impl Engine {
         }
     }
 
-    /// Our records of the members `records` says are alive that we hold suspect, dead or
-    /// left at the same incarnation or later: the sender is behind (cut off while they were
-    /// accused), and gossip, long past, will not tell it again.
+    /// Our records of members the sender is behind on: those it says are alive that we hold
+    /// suspect, dead or left at the same incarnation or later (it was cut off while they were
+    /// accused), and those we hold at a later incarnation (it missed a refutation: after a
+    /// partition heals, a node that took the other side's old accusations passes them on, and
+    /// the refutations flooded past it). Gossip, long past, would not tell it again. Records
+    /// at the same incarnation further on (suspect, then dead) are left to the flood, which
+    /// carries them anyway. No more bytes than twice what came, so a peer's stale records buy
+    /// it little.
     fn corrections(&self, records: &[Member]) -> Vec<Member> {
         let Some(cluster) = &self.cluster else {
             return Vec::new();
         };
+        let mut budget = 2 * records.iter().map(weight).sum::<usize>();
         (records.iter())
-            .filter(|r| r.state == MemberState::Alive)
             .filter_map(|r| {
                 let known = cluster.members.get(&r.id)?;
-                (known.state != MemberState::Alive && known.incarnation >= r.incarnation)
-                    .then(|| known.record(r.id))
+                let behind = known.incarnation > r.incarnation
+                    || (r.state == MemberState::Alive
+                        && known.state != MemberState::Alive
+                        && known.incarnation >= r.incarnation);
+                (behind && known.weight() <= budget).then(|| {
+                    budget -= known.weight();
+                    known.record(r.id)
+                })
             })
             .collect()
     }
@@ -846,6 +857,16 @@ impl Engine {
             return;
         }
         let held = cluster.members.get(&record.id);
+        if cluster.me.id == 29 && record.id == 7 {
+            eprintln!(
+                "DIAG {:?} n29 hears 7 {}@{} from {:?} ({reason}) holding {:?}",
+                now,
+                record.state.name(),
+                record.incarnation,
+                from,
+                held.map(|k| (k.state, k.incarnation))
+            );
+        }
         if held.is_some_and(|k| !k.superseded_by(&record)) {
             return;
         }
@@ -1374,6 +1395,16 @@ impl Engine {
             return;
         }
         let news = std::mem::take(&mut cluster.news);
+        if news.contains_key(&7) && cluster.members.get(&7).is_some_and(|k| k.incarnation == 2) {
+            eprintln!(
+                "DIAG {:?} m{} floods 7@2 to {:?} from {:?} active {:?}",
+                now,
+                cluster.me.id,
+                links.iter().map(|l| l.1).collect::<Vec<_>>(),
+                news.get(&7),
+                cluster.views.active.keys().collect::<Vec<_>>()
+            );
+        }
         let records: Vec<(Member, Option<Peer>)> = (news.into_iter())
             .filter_map(|(id, from)| Some((cluster.record(id)?, from)))
             .collect();

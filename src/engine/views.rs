@@ -730,6 +730,12 @@ impl Engine {
         for (member, peer) in lost {
             debug!(member, "lost an active peer");
             self.stats.view_repairs += 1;
+            // Dropped because we hold it dead or left, on a link still open: it hears so, or it
+            // keeps us as an active peer that never passes it gossip. An accusation a partition
+            // brought in is the usual case, and the member, alive, refutes it.
+            if links.iter().any(|(p, node)| *p == peer && *node == member) {
+                self.send_to_peer(&peer, Message::Disconnect { stopping: false });
+            }
             // A link that went away while its member is held alive is a loss: the member stays
             // watched, and is probed.
             let alive = self.member_cluster().is_some_and(|c| c.alive(member));

@@ -108,6 +108,49 @@ fn records_merge_by_incarnation_then_state_and_changes_are_told() {
     assert_eq!(states(&e), ["1 alive@1", "2 alive@1", "3 alive@6"]);
 }
 
+/// A sender that is behind is answered with our record: it missed a refutation (an old
+/// accusation a healed partition brought in), or was cut off while a member was found dead.
+/// A record only later in state at the same incarnation is left to the flood, and a peer's
+/// stale records buy it no more than twice their bytes.
+#[test]
+fn a_sender_behind_on_a_member_is_answered_with_our_record() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    let answer = |e: &mut Engine, records: Vec<Member>| {
+        e.handle_client_message(now, client(1), Message::Members(records));
+        to_client(&drain(e), &client(1))
+    };
+    answer(&mut e, vec![record(3, 2, MemberState::Alive)]);
+    answer(&mut e, vec![record(4, 1, MemberState::Dead)]);
+    // An accusation its member refuted since.
+    assert_eq!(
+        answer(&mut e, vec![record(3, 1, MemberState::Dead)]),
+        ["MEMBERS 3:alive@2"]
+    );
+    // Alive, where we hold it dead at the same incarnation.
+    assert_eq!(
+        answer(&mut e, vec![record(4, 1, MemberState::Alive)]),
+        ["MEMBERS 4:dead@1"]
+    );
+    // Suspect where we hold dead, at the same incarnation: the flood carries the death.
+    assert!(answer(&mut e, vec![record(4, 1, MemberState::Suspect)]).is_empty());
+    // Up to date, or ahead of us: nothing to say.
+    assert!(answer(&mut e, vec![record(3, 2, MemberState::Alive)]).is_empty());
+    assert!(answer(&mut e, vec![record(3, 3, MemberState::Suspect)]).is_empty());
+    // Records of ours far bigger than the stale ones: no more than twice their bytes back.
+    let mut big = record(5, 2, MemberState::Alive);
+    big.tags = (0..8)
+        .map(|i| format!("tag{i}={}", "v".repeat(50)))
+        .collect();
+    answer(&mut e, vec![big]);
+    assert!(states(&e).contains(&"5 alive@2".to_owned()));
+    let mut small = record(5, 1, MemberState::Dead);
+    small.endpoints.clear();
+    small.tags.clear();
+    assert!(answer(&mut e, vec![small]).is_empty());
+}
+
 #[test]
 fn an_accused_member_refutes_with_a_higher_incarnation() {
     let now = t0();
