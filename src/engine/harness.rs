@@ -408,6 +408,24 @@ impl Net {
         seen.len() == nodes.len()
     }
 
+    /// Active peers held one way only, as `(node, member)`: `node` holds `member` active but
+    /// the member's node does not hold `node`'s. A settled overlay has none: a one-sided peer
+    /// passes its holder no gossip.
+    pub fn one_sided_views(&self, nodes: &[usize]) -> Vec<(usize, u64)> {
+        let mut one_sided = Vec::new();
+        for &node in nodes {
+            for id in self.engine(node).views().0 {
+                let other = (id as usize).wrapping_sub(1);
+                let back = (self.nodes.get(other))
+                    .is_some_and(|h| h.up && h.engine.views().0.contains(&(node as u64 + 1)));
+                if !back {
+                    one_sided.push((node, id));
+                }
+            }
+        }
+        one_sided
+    }
+
     /// The members `node` lists as alive, by id, sorted.
     pub fn alive_ids(&self, node: usize) -> Vec<u64> {
         let mut ids: Vec<u64> = (self.engine(node).member_states())

@@ -101,6 +101,9 @@ pub(super) struct Views {
     joins_served: IndexMap<u64, Instant>,
     /// Members alone that we told the accusations, and when (see [`Engine::tell_the_lost`]).
     lost_told: IndexMap<u64, Instant>,
+    /// Active peers asked to confirm this shuffle round that we are theirs too (see
+    /// [`Engine::confirm_neighbors`]).
+    confirming: IndexSet<u64>,
     /// Every active peer of ours was lost: the first new one gets our whole list (see
     /// [`Engine::make_active`]).
     cut_off: bool,
@@ -552,6 +555,22 @@ impl Engine {
                 let Some(cluster) = self.member_cluster() else {
                     return;
                 };
+                if cluster.views.confirming.shift_remove(&from)
+                    && cluster.views.active.get(&from) == Some(&peer)
+                {
+                    if !accepted {
+                        // It does not hold us: a neighbour in name only.
+                        debug!(
+                            member = from,
+                            "an active peer no longer holds us; letting it go"
+                        );
+                        cluster.views.active.shift_remove(&from);
+                        cluster.add_passive([from]);
+                        cluster.views_changed(now);
+                        self.close_if_ours(&peer, "the active peer no longer holds us");
+                    }
+                    return;
+                }
                 let asked = cluster.views.pending.shift_remove(&from).is_some();
                 cluster.views_changed(now);
                 if asked && !accepted {
@@ -1039,6 +1058,10 @@ impl Engine {
         if !round_due(&mut cluster.views.next_shuffle, now, interval) {
             return;
         }
+        self.confirm_neighbors(links);
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
         let active: Vec<u64> = cluster.views.active.keys().copied().collect();
         let Some(&target) = cluster.sample(&active, 1).first() else {
             return;
@@ -1062,6 +1085,35 @@ impl Engine {
                 members: records,
             },
         );
+    }
+
+    /// Every shuffle round, each active peer is asked again to be a neighbour (low priority).
+    /// One that holds us answers yes; one that does not takes us if it has room, or refuses
+    /// and we let it go. An answer or a DISCONNECT lost on a link that stays open (a bounded
+    /// queue dropped it, or the network did) otherwise leaves a peer held one way only, which
+    /// passes its holder no gossip, for good: after ten minutes of 5 % loss, 4 in 30 nodes
+    /// held one.
+    fn confirm_neighbors(&mut self, links: &[(Peer, u64)]) {
+        let Some(cluster) = self.member_cluster() else {
+            return;
+        };
+        cluster.views.confirming.clear();
+        let me = cluster.me.clone();
+        let asks: Vec<(u64, Peer)> = (cluster.views.active.iter())
+            .filter(|(member, peer)| links.iter().any(|(p, n)| p == *peer && n == *member))
+            .map(|(member, peer)| (*member, peer.clone()))
+            .collect();
+        cluster
+            .views
+            .confirming
+            .extend(asks.iter().map(|(member, _)| *member));
+        for (_, peer) in asks {
+            let request = Neighbor::Request {
+                high: false,
+                member: Box::new(me.clone()),
+            };
+            self.send_to_peer(&peer, Message::Neighbor(request));
+        }
     }
 
     /// A SHUFFLE came on a link to `from`: keep what it names; answer a request with as many

@@ -122,12 +122,15 @@ pub fn cluster(args: &ClusterArgs) -> Result<Report> {
         "lists complete {converged:.1?} after the last join ({:.0?} wall)",
         wall.elapsed()
     );
-    // Idle: 10 s after a settling minute, frames and memory.
+    // Idle: a shuffle interval after a settling minute, frames and memory. The whole interval,
+    // so every node's shuffle and view confirmations are counted once (a 10 s window missed
+    // them all: the joins' 20 s spread their rounds over 40-60 s after the last).
     net.run_for(Duration::from_secs(60));
     let (frames, bytes) = (net.frames(), net.bytes());
-    net.run_for(Duration::from_secs(10));
-    let idle_frames = (net.frames() - frames) as f64 / n as f64 / 10.0;
-    let idle_bytes = (net.bytes() - bytes) as f64 / n as f64 / 10.0;
+    let idle = ClusterConfig::default().shuffle_interval;
+    net.run_for(idle);
+    let idle_frames = (net.frames() - frames) as f64 / n as f64 / idle.as_secs_f64();
+    let idle_bytes = (net.bytes() - bytes) as f64 / n as f64 / idle.as_secs_f64();
     let idle_kb = Process::Current.rss_kb()?.saturating_sub(rss_before) as f64 / n as f64;
     let sizes: Vec<usize> = all.iter().map(|&v| net.engine(v).views().0.len()).collect();
     let (view_min, view_max) = (
