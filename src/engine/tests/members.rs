@@ -805,3 +805,57 @@ fn deadlines_come_from_the_records_and_stay_bounded_however_records_flap() {
     );
     assert_eq!(told(&e), ["6 dead@4999"]);
 }
+
+/// Each shuffle round every active peer is asked again; one that refuses no longer holds us
+/// (its answer to us, or its DISCONNECT, was lost) and is let go, and one that accepts stays.
+#[test]
+fn an_active_peer_that_no_longer_holds_us_is_let_go_at_the_next_shuffle_round() {
+    let mut now = t0();
+    let mut e = Engine::new(EngineConfig {
+        node_id: 1,
+        server_timeout: ms(1000),
+        cluster: Some(Box::new(ClusterConfig {
+            name: "n1".into(),
+            shuffle_interval: ms(3000),
+            ..ClusterConfig::default()
+        })),
+        ..EngineConfig::default()
+    });
+    for (c, node) in [(1, 2), (2, 3)] {
+        link(&mut e, now, c, node);
+        let request = Neighbor::Request {
+            high: true,
+            member: Box::new(record(node, 1, MemberState::Alive)),
+        };
+        e.handle_client_message(now, client(c), Message::Neighbor(request));
+    }
+    drain(&mut e);
+    assert_eq!(e.views().0, [2, 3]);
+    // Both links stay heard until the round comes, which asks each peer.
+    let mut asked = [false, false];
+    for _ in 0..50 {
+        now += ms(200);
+        for c in [1, 2] {
+            e.handle_client_message(now, client(c), Message::Ping(None));
+        }
+        e.handle_timeout(now);
+        let out = drain(&mut e);
+        for (i, c) in [1u8, 2].into_iter().enumerate() {
+            asked[i] |= to_client(&out, &client(c)).contains(&"NEIGHBOR".to_owned());
+        }
+        if asked == [true, true] {
+            break;
+        }
+    }
+    assert_eq!(
+        asked,
+        [true, true],
+        "the shuffle round asked no active peer"
+    );
+    let answer = |accepted| Message::Neighbor(Neighbor::Answer { accepted });
+    e.handle_client_message(now, client(1), answer(true));
+    e.handle_client_message(now, client(2), answer(false));
+    drain(&mut e);
+    assert_eq!(e.views().0, [2], "node 3 refused: it does not hold us");
+    assert!(e.views().1.contains(&3), "it stays a replacement");
+}
