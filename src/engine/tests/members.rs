@@ -37,6 +37,19 @@ fn link(e: &mut Engine, now: Instant, c: u8, node: u64) -> Vec<Output> {
     drain(e)
 }
 
+/// Nodes 2 and 3, on clients 1 and 2, become active peers (each asks with high priority).
+fn two_active_peers(e: &mut Engine, now: Instant) {
+    for (c, node) in [(1, 2), (2, 3)] {
+        link(e, now, c, node);
+        let request = Neighbor::Request {
+            high: true,
+            member: Box::new(record(node, 1, MemberState::Alive)),
+        };
+        e.handle_client_message(now, client(c), Message::Neighbor(request));
+    }
+    drain(e);
+}
+
 fn member_events(outputs: &[Output]) -> Vec<String> {
     outputs
         .iter()
@@ -710,15 +723,7 @@ fn a_join_walks_no_further_than_the_cluster_lets_a_join_walk() {
     let now = t0();
     let mut e = member_engine(1);
     // Two active peers, so a JOIN from one is passed on to the other.
-    for (c, node) in [(1, 2), (2, 3)] {
-        link(&mut e, now, c, node);
-        let request = Neighbor::Request {
-            high: true,
-            member: Box::new(record(node, 1, MemberState::Alive)),
-        };
-        e.handle_client_message(now, client(c), Message::Neighbor(request));
-    }
-    drain(&mut e);
+    two_active_peers(&mut e, now);
     let join = Message::Join {
         ttl: 200,
         member: Box::new(record(9, 1, MemberState::Alive)),
@@ -821,15 +826,7 @@ fn an_active_peer_that_no_longer_holds_us_is_let_go_at_the_next_shuffle_round() 
         })),
         ..EngineConfig::default()
     });
-    for (c, node) in [(1, 2), (2, 3)] {
-        link(&mut e, now, c, node);
-        let request = Neighbor::Request {
-            high: true,
-            member: Box::new(record(node, 1, MemberState::Alive)),
-        };
-        e.handle_client_message(now, client(c), Message::Neighbor(request));
-    }
-    drain(&mut e);
+    two_active_peers(&mut e, now);
     assert_eq!(e.views().0, [2, 3]);
     // Both links stay heard until the round comes, which asks each peer.
     let mut asked = [false, false];
