@@ -857,16 +857,6 @@ impl Engine {
             return;
         }
         let held = cluster.members.get(&record.id);
-        if cluster.me.id == 29 && record.id == 7 {
-            eprintln!(
-                "DIAG {:?} n29 hears 7 {}@{} from {:?} ({reason}) holding {:?}",
-                now,
-                record.state.name(),
-                record.incarnation,
-                from,
-                held.map(|k| (k.state, k.incarnation))
-            );
-        }
         if held.is_some_and(|k| !k.superseded_by(&record)) {
             return;
         }
@@ -1395,16 +1385,6 @@ impl Engine {
             return;
         }
         let news = std::mem::take(&mut cluster.news);
-        if news.contains_key(&7) && cluster.members.get(&7).is_some_and(|k| k.incarnation == 2) {
-            eprintln!(
-                "DIAG {:?} m{} floods 7@2 to {:?} from {:?} active {:?}",
-                now,
-                cluster.me.id,
-                links.iter().map(|l| l.1).collect::<Vec<_>>(),
-                news.get(&7),
-                cluster.views.active.keys().collect::<Vec<_>>()
-            );
-        }
         let records: Vec<(Member, Option<Peer>)> = (news.into_iter())
             .filter_map(|(id, from)| Some((cluster.record(id)?, from)))
             .collect();
