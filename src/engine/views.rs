@@ -40,6 +40,11 @@ const SHUFFLE_PASSIVE: usize = 4;
 
 /// Whether a periodic round whose next time is `next` is due; a due round is set `interval`
 /// on, and the first look only sets the first time.
+/// Whether `links` (the open links to members) hold `peer` as the link to `member`.
+fn link_carries(links: &[(Peer, u64)], peer: &Peer, member: u64) -> bool {
+    links.iter().any(|(p, node)| p == peer && *node == member)
+}
+
 fn round_due(next: &mut Option<Instant>, now: Instant, interval: Duration) -> bool {
     match *next {
         Some(at) if at > now => false,
@@ -559,14 +564,12 @@ impl Engine {
                     && cluster.views.active.get(&from) == Some(&peer)
                 {
                     if !accepted {
-                        // It does not hold us: a neighbour in name only.
+                        // It does not hold us: a neighbour in name only, let go untold.
                         debug!(
                             member = from,
                             "an active peer no longer holds us; letting it go"
                         );
-                        cluster.views.active.shift_remove(&from);
-                        cluster.add_passive([from]);
-                        cluster.views_changed(now);
+                        self.forget_active(now, from);
                         self.close_if_ours(&peer, "the active peer no longer holds us");
                     }
                     return;
@@ -633,16 +636,20 @@ impl Engine {
     /// Drops `member` from the active view, telling it so (DISCONNECT), and closes the link if
     /// it is a dial of ours.
     fn let_go(&mut self, now: Instant, member: u64, stopping: bool) {
-        let Some(cluster) = self.member_cluster() else {
+        let Some(peer) = self.forget_active(now, member) else {
             return;
         };
-        let Some(peer) = cluster.views.active.shift_remove(&member) else {
-            return;
-        };
-        cluster.add_passive([member]);
-        cluster.views_changed(now);
         self.send_to_peer(&peer, Message::Disconnect { stopping });
         self.close_if_ours(&peer, "no longer an active peer");
+    }
+
+    /// Moves `member` from the active view to the passive one; returns the link it had.
+    fn forget_active(&mut self, now: Instant, member: u64) -> Option<Peer> {
+        let cluster = self.member_cluster()?;
+        let peer = cluster.views.active.shift_remove(&member)?;
+        cluster.add_passive([member]);
+        cluster.views_changed(now);
+        Some(peer)
     }
 
     /// A DISCONNECT came on a link to `from`.
@@ -718,7 +725,7 @@ impl Engine {
         // Active peers whose link is gone, or who are dead or left.
         let lost: Vec<(u64, Peer)> = (cluster.views.active.iter())
             .filter(|(member, peer)| {
-                !links.iter().any(|(p, node)| p == *peer && node == *member)
+                !link_carries(links, peer, **member)
                     || !cluster.members.get(*member).is_some_and(|k| {
                         matches!(k.state, MemberState::Alive | MemberState::Suspect)
                     })
@@ -752,7 +759,7 @@ impl Engine {
             // Dropped because we hold it dead or left, on a link still open: it hears so, or it
             // keeps us as an active peer that never passes it gossip. An accusation a partition
             // brought in is the usual case, and the member, alive, refutes it.
-            if links.iter().any(|(p, node)| *p == peer && *node == member) {
+            if link_carries(links, &peer, member) {
                 self.send_to_peer(&peer, Message::Disconnect { stopping: false });
             }
             // A link that went away while its member is held alive is a loss: the member stays
@@ -1100,7 +1107,7 @@ impl Engine {
         cluster.views.confirming.clear();
         let me = cluster.me.clone();
         let asks: Vec<(u64, Peer)> = (cluster.views.active.iter())
-            .filter(|(member, peer)| links.iter().any(|(p, n)| p == *peer && n == *member))
+            .filter(|(member, peer)| link_carries(links, peer, **member))
             .map(|(member, peer)| (*member, peer.clone()))
             .collect();
         cluster
