@@ -856,3 +856,58 @@ fn an_active_peer_that_no_longer_holds_us_is_let_go_at_the_next_shuffle_round() 
     assert_eq!(e.views().0, [2], "node 3 refused: it does not hold us");
     assert!(e.views().1.contains(&3), "it stays a replacement");
 }
+
+#[test]
+fn a_helper_that_still_hears_a_member_we_just_lost_does_not_end_the_watch() {
+    let now = t0();
+    let mut e = member_engine(1);
+    link(&mut e, now, 1, 2);
+    link(&mut e, now, 2, 3);
+    // A hundred more members no link of ours hears: the probe round alone would come back to
+    // node 2 only after tens of seconds.
+    let others: Vec<Member> = (10..110)
+        .map(|id| record(id, 1, MemberState::Alive))
+        .collect();
+    e.handle_client_message(now, client(2), Message::Members(others));
+    drain(&mut e);
+    // Node 2 goes quiet; node 3 keeps pinging. Asked about node 2, node 3 first says it hears
+    // it (its own link has not timed out yet), and then that it does not. It hears the others.
+    let mut at = now;
+    let mut asked = Vec::new();
+    while at < now + ms(60_000) && !states(&e).contains(&"2 suspect@1".to_owned()) {
+        at += ms(100);
+        e.handle_client_message(at, client(2), Message::Ping(hail_of(3)));
+        e.handle_timeout(at);
+        for o in drain(&mut e) {
+            if let Output::ToClient(c, Message::Probe(p)) = o
+                && c == client(2)
+                && !p.answer
+            {
+                if p.target == 2 {
+                    asked.push(at);
+                }
+                let answer = crate::wire::Probe {
+                    answer: true,
+                    failed: p.target == 2 && asked.len() > 1,
+                    ..p
+                };
+                e.handle_client_message(at, client(2), Message::Probe(answer));
+            }
+        }
+    }
+    assert!(
+        states(&e).contains(&"2 suspect@1".to_owned()),
+        "node 2 is suspected once nobody hears it"
+    );
+    // The stale answer came within two of the helper's windows of our loss: node 2 stays
+    // watched and is probed again at once (a dial, whose silence asks node 3 again), not at the
+    // probe round's turn (6.9 s later here without the rule).
+    let [first, second, ..] = asked[..] else {
+        panic!("node 3 is asked about node 2 twice: {asked:?}");
+    };
+    assert!(
+        second - first <= ms(2000),
+        "asked again {:?} after the stale answer",
+        second - first
+    );
+}
