@@ -38,13 +38,13 @@ const MAX_PROBES: usize = 8;
 const SHUFFLE_ACTIVE: usize = 3;
 const SHUFFLE_PASSIVE: usize = 4;
 
-/// Whether a periodic round whose next time is `next` is due; a due round is set `interval`
-/// on, and the first look only sets the first time.
 /// Whether `links` (the open links to members) hold `peer` as the link to `member`.
 fn link_carries(links: &[(Peer, u64)], peer: &Peer, member: u64) -> bool {
     links.iter().any(|(p, node)| p == peer && *node == member)
 }
 
+/// Whether a periodic round whose next time is `next` is due; a due round is set `interval`
+/// on, and the first look only sets the first time.
 fn round_due(next: &mut Option<Instant>, now: Instant, interval: Duration) -> bool {
     match *next {
         Some(at) if at > now => false,
